@@ -1,0 +1,38 @@
+# Two entry points: `make demo` (the main job on the bundled model) and `make test`.
+# Each sets itself up: a virtualenv outside the checkout, keyed by the dependency file, reused when unchanged.
+PYTHON ?= python3
+# CPU build of torch (a plain range would pull a multi-GB CUDA build); override for GPUs: TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+.DEFAULT_GOAL := demo
+
+$(VENV)/.deps-ok: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# The venv may be shared by several checkouts: always point the editable install at this one (seconds).
+setup: $(VENV)/.deps-ok
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+
+demo: setup
+	$(BIN)/mft debate --task arithmetic --agents 3 --rounds 2 --limit 100 --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/debate_throughput.py
+
+clean:
+	rm -rf runs build src/*.egg-info

@@ -1,0 +1,3 @@
+from mft.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,73 @@
+"""The one backend interface the debate engine drives without knowing what is behind it.
+
+An agent is a name plus where its weights live (a LoRA adapter directory, or None for the base model).
+`generate` takes a whole round -- every agent x every problem -- at once, and the backend decides how to
+batch it (padding batches with mixed adapters for hf; multi-LoRA for vLLM; concurrent HTTP requests for
+OpenAI-compatible servers).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mft.records import Message
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A named agent: `adapter` is a LoRA adapter directory, or None for the base model itself."""
+
+    name: str
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
+@dataclass
+class GenerationRequest:
+    agent: str
+    messages: list[Message]
+
+
+@dataclass
+class GenerationStats:
+    """What a backend has generated so far (for throughput and cost reports)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    per_agent_completion_tokens: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Generation (and, from the finetuning stage on, training) for a society of agents."""
+
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self.stats = GenerationStats()
+
+    @abstractmethod
+    def add_agent(self, agent: Agent) -> None:
+        """Make `agent` available to `generate` (loads its adapter; the base model is always available)."""
+
+    @abstractmethod
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
+        """One completion per request, in request order. Deterministic for a given seed and request list."""
+
+    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
+        """Train `agent` on chat examples (loss on assistant turns) and return the new agent."""
+        raise NotImplementedError(f"the {self.name} backend does not finetune yet")
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name}

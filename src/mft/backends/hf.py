@@ -1,0 +1,165 @@
+"""transformers + peft backend: one base model in memory, every agent a LoRA adapter on it.
+
+Generation packs all requests of a round -- across agents and problems -- into left-padded batches of at
+most `batch_size` sequences and generates them with the KV cache. Requests for different agents share a
+batch: peft's mixed-adapter inference (`adapter_names=`) routes each row through its own adapter, and
+`__base__` rows through the bare base model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
+from mft.errors import MftError
+from mft.toy import resolve_model_path
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
+
+
+def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(model)
+    local = Path(path)
+    if (local.exists() or path.startswith(("/", "./", "../"))) and not (local / "config.json").exists():
+        raise MftError(
+            f"model path {path!r} has no config.json",
+            hint="point `model` at a directory written by save_pretrained, a hub id, or 'bundled'",
+        )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except OSError as exc:
+        raise MftError(
+            f"could not load model {path!r}: {str(exc).splitlines()[0]}",
+            hint="check the path or hub id; offline machines need a local directory",
+        ) from exc
+    if tok.chat_template is None:
+        raise MftError(f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    lm.to(device)
+    lm.eval()
+    return lm, tok
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model: str = "bundled", batch_size: int = 256, device: str | None = None,
+                 dtype: str = "auto") -> None:
+        super().__init__()
+        self.model_name = model
+        self.batch_size = batch_size
+        self.base, self.tokenizer = load_base(model, device=device, dtype=dtype)
+        self.model: Any = self.base  # becomes a PeftModel once the first adapter is added
+        self.agents: dict[str, Agent] = {}
+
+    @property
+    def device(self) -> Any:
+        return self.base.device
+
+    # -- agents --------------------------------------------------------------------------------------------
+    def add_agent(self, agent: Agent) -> None:
+        if agent.name == BASE_ADAPTER:
+            raise MftError(f"agent name {BASE_ADAPTER!r} is reserved")
+        if self.agents.get(agent.name) == agent:
+            return
+        if agent.adapter is not None:
+            from peft import PeftModel
+
+            adapter_dir = Path(agent.adapter)
+            if not (adapter_dir / "adapter_config.json").exists():
+                raise MftError(
+                    f"agent {agent.name!r}: {adapter_dir} is not a LoRA adapter (no adapter_config.json)",
+                    hint="re-run the finetune stage for this agent",
+                )
+            if agent.name in self.agents and self.agents[agent.name].adapter is not None:
+                self.model.delete_adapter(agent.name)
+            try:
+                if self.model is self.base:
+                    self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), adapter_name=agent.name)
+                else:
+                    self.model.load_adapter(str(adapter_dir), adapter_name=agent.name)
+            except Exception as exc:  # noqa: BLE001 - a corrupt adapter becomes one clear message
+                raise MftError(
+                    f"agent {agent.name!r}: could not load adapter {adapter_dir}: {str(exc).splitlines()[0]}",
+                    hint="delete that adapter directory and re-run its finetune",
+                ) from exc
+            self.model.eval()
+        self.agents[agent.name] = agent
+
+    def _adapter_of(self, name: str) -> str:
+        if name not in self.agents:
+            raise MftError(f"unknown agent {name!r}", hint="add it to the society first")
+        return BASE_ADAPTER if self.agents[name].adapter is None else name
+
+    # -- generation ----------------------------------------------------------------------------------------
+    def render(self, request: GenerationRequest) -> str:
+        return self.tokenizer.apply_chat_template(
+            [m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=False
+        )
+
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
+        import torch
+
+        if not requests:
+            return []
+        start = time.time()
+        prompts = [self.render(r) for r in requests]
+        encoded = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        adapters = [self._adapter_of(r.agent) for r in requests]
+        # Sort by length so each batch pads little; results are put back in request order.
+        order = sorted(range(len(requests)), key=lambda i: (len(encoded[i]), i))
+        outputs: list[str] = [""] * len(requests)
+        pad = self.tokenizer.pad_token_id
+        for b, lo in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[lo : lo + self.batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]) :] = 1
+            kwargs: dict[str, Any] = {
+                "input_ids": ids.to(self.device),
+                "attention_mask": mask.to(self.device),
+                "max_new_tokens": sampling.max_new_tokens,
+                "pad_token_id": pad,
+                "eos_token_id": self.tokenizer.eos_token_id,
+            }
+            if sampling.temperature > 0:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if self.model is not self.base:
+                kwargs["adapter_names"] = [adapters[i] for i in idx]
+            torch.manual_seed(sampling.seed * 1_000_003 + b)
+            with torch.inference_mode():
+                out = self.model.generate(**kwargs)
+            new = out[:, width:]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for row, i in enumerate(idx):
+                outputs[i] = texts[row].strip()
+                n_new = int((new[row] != pad).sum())
+                self.stats.completion_tokens += n_new
+                per = self.stats.per_agent_completion_tokens
+                per[requests[i].agent] = per.get(requests[i].agent, 0) + n_new
+                self.stats.prompt_tokens += len(encoded[i])
+        self.stats.requests += len(requests)
+        self.stats.seconds += time.time() - start
+        return outputs
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_name, "batch_size": self.batch_size}

@@ -1,0 +1,125 @@
+"""Typed configuration: every field has help text, which is also the CLI's `--help`.
+
+Configs come from YAML files with CLI overrides on top. Unknown keys and bad values are rejected with one
+line naming the field and the file (`ConfigError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mft.errors import MftError
+
+
+class ConfigError(MftError):
+    pass
+
+
+class DebateConfig(BaseModel):
+    """Settings of one multiagent debate run (`mft debate`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["arithmetic"] = Field("arithmetic", description="Task to debate on.")
+    model: str = Field("bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id.")
+    backend: Literal["hf"] = Field("hf", description="Generation backend.")
+    agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
+    rounds: int = Field(2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only).")
+    summarize: bool = Field(
+        False,
+        description="Show agents a summary of the others' answers (written by the base model) instead of the "
+        "answers themselves.",
+    )
+    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature (0 = greedy). Paper: 1.0.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling top-p. Paper: 0.9.")
+    max_new_tokens: int = Field(96, ge=1, description="Maximum tokens per response.")
+    batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
+    chunk_size: int = Field(64, ge=1, description="Problems debated together (one resumable unit).")
+    split: Literal["train", "test"] = Field("test", description="Which split to debate on.")
+    limit: int | None = Field(100, ge=1, description="Number of problems (None: the task's default size).")
+    seed: int = Field(0, description="Seed for problem sampling, generation and vote ties.")
+    split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
+    out: Path = Field(Path("runs/demo"), description="Output directory (debate.jsonl, summary.json).")
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check its spelling)"
+        parts.append(f"field '{field}': {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
+    """YAML file (optional) + overrides -> validated config, or a ConfigError naming file and field."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data.update(loaded)
+    if overrides:
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if path is not None:
+            source = f"{path} + command line"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
+    """One `--flag` per config field, with the field's description as help; unset flags stay None."""
+    for name, info in cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        help_text = f"{info.description} (default: {info.default})"
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        choices = _literal_choices(annotation)
+        if choices:
+            kwargs["choices"] = choices
+        kwargs["type"] = _scalar_type(annotation)
+        parser.add_argument(flag, **kwargs)
+
+
+def _literal_choices(annotation: Any) -> list[Any] | None:
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    return None
+
+
+def _scalar_type(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _scalar_type(args[0])
+    if origin is Literal:
+        return type(typing.get_args(annotation)[0])
+    return str if annotation is Path else annotation

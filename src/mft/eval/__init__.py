@@ -1,0 +1,1 @@
+"""Accuracy with standard errors, and (later) diversity metrics."""

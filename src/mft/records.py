@@ -1,0 +1,125 @@
+"""The records that flow between stages, and their JSONL persistence.
+
+Artifacts are the interface between stages, so these classes are the project's file formats. JSONL files
+are appended one finished record at a time and flushed (a killed run loses at most the record being
+written); a torn last line -- the only damage a kill can do to an append -- is detected and dropped on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mft.errors import MftError
+
+
+class Problem(BaseModel):
+    """One task instance. `answer` is the gold answer as a string (never used to build training data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Stable id, unique within a task and split.")
+    question: str = Field(description="The problem statement shown to agents.")
+    answer: str = Field(description="Gold answer, in the task's answer format.")
+    meta: dict[str, Any] = Field(default_factory=dict, description="Task-specific extras (operands, level...).")
+
+
+class Message(BaseModel):
+    """One chat message, as sent to a chat template or an OpenAI-compatible API."""
+
+    role: str
+    content: str
+
+
+class DebateRecord(BaseModel):
+    """Everything one debate on one problem produced.
+
+    Indexing is `[round][agent]`. `conversations[n]` is agent n's whole chat (what its critic later
+    continues and trains on), `summaries[r][n]` the summary agent n was shown in round r+1 (if summarising).
+    """
+
+    task: str
+    task_version: str
+    problem: Problem
+    agents: list[list[str]] = Field(description="Agent name per round per slot: agents[round][slot].")
+    responses: list[list[str]]
+    answers: list[list[str | None]]
+    conversations: list[list[Message]]
+    summaries: list[list[str]] = Field(default_factory=list)
+    consensus: str | None = Field(description="Majority answer of the last round (None: nobody answered).")
+    round_consensus: list[str | None] = Field(default_factory=list, description="Majority answer per round.")
+    correct: bool = Field(description="Consensus equals gold (evaluation only; never used for training data).")
+    seed: int = 0
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.responses)
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.responses[0]) if self.responses else 0
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+    """Append records, one JSON object per line, flushed and fsynced so a kill never loses a finished one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(rec.model_dump_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path, model: type[M], *, repair: bool = True) -> list[M]:
+    """Read a JSONL file of `model` records.
+
+    A last line without its newline is a write torn by a kill: with `repair` it is cut off the file (so the
+    next append starts clean) and ignored. Any other bad line is corruption and raises an MftError naming
+    the file and line.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        if not repair:
+            raise MftError(f"{path}: last line is incomplete (interrupted write)", hint="re-run to repair it")
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+        raw = raw[:cut]
+    out: list[M] = []
+    for i, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate(json.loads(line)))
+        except Exception as exc:  # noqa: BLE001 - turned into one clear message
+            first = str(exc).splitlines()[0]
+            raise MftError(
+                f"{path}:{i}: not a valid {model.__name__} record ({first})",
+                hint="delete that line (or the file) to redo the affected problems",
+            ) from exc
+    return out
+
+
+def iter_jsonl_dicts(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write a whole JSON file through a temp name + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,99 @@
+"""The paper's arithmetic task: evaluate a+b*c+d-e*f with integers 0..30.
+
+Splits come from disjoint pools: every operand tuple belongs to exactly one pool, decided by a keyed hash
+of the tuple and the split seed, so train and test can never share a problem whatever their sizes. Within a
+pool, problems are drawn by a seeded generator, without repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+
+from mft.errors import MftError
+from mft.records import Problem
+from mft.tasks.base import Task
+
+MAX_VALUE = 30
+_ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?\\?(?:boxed\{)?\s*(-?\d[\d,]*)", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
+_INT = re.compile(r"-?\d[\d,]*")
+
+
+def evaluate(ops: tuple[int, int, int, int, int, int]) -> int:
+    a, b, c, d, e, f = ops
+    return a + b * c + d - e * f
+
+
+def pool_of(ops: tuple[int, ...], seed: int) -> str:
+    """Which pool ('train' or 'test') an operand tuple belongs to, for this split seed."""
+    digest = hashlib.blake2b(f"{seed}:{ops}".encode(), digest_size=8).digest()
+    return "test" if digest[0] % 2 == 0 else "train"
+
+
+def sample_problems(split: str, n: int, seed: int = 0) -> list[tuple[int, int, int, int, int, int]]:
+    """`n` distinct operand tuples from `split`'s pool, reproducible from `seed`."""
+    if split not in ("train", "test"):
+        raise MftError(f"unknown split {split!r}", hint="use 'train' or 'test'")
+    rng = random.Random(f"arithmetic:{seed}:{split}")
+    seen: set[tuple[int, ...]] = set()
+    out: list[tuple[int, int, int, int, int, int]] = []
+    while len(out) < n:
+        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
+        if ops in seen or pool_of(ops, seed) != split:
+            continue
+        seen.add(ops)
+        out.append(ops)  # type: ignore[arg-type]
+    return out
+
+
+def _normalise_int(text: str) -> str | None:
+    try:
+        return str(int(text.replace(",", "")))
+    except ValueError:
+        return None
+
+
+class ArithmeticTask(Task):
+    name = "arithmetic"
+    version = "1"
+
+    def load(self, split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
+        n = 500 if n is None else n
+        if n < 0:
+            raise MftError(f"number of problems must be >= 0, got {n}")
+        problems = []
+        for ops in sample_problems(split, n, seed):
+            a, b, c, d, e, f = ops
+            problems.append(
+                Problem(
+                    id=f"{split}-{a}-{b}-{c}-{d}-{e}-{f}",
+                    question=f"{a}+{b}*{c}+{d}-{e}*{f}",
+                    answer=str(evaluate(ops)),
+                    meta={"ops": list(ops)},
+                )
+            )
+        return problems
+
+    def question_prompt(self, problem: Problem) -> str:
+        # The paper's prompt for this task.
+        return (
+            f"What is the result of {problem.question}? "
+            "Make sure to state your answer at the end of the response."
+        )
+
+    def extract_answer(self, response: str) -> str | None:
+        """Named steps, first hit wins: 'answer is N' (last one), \\boxed{N} (last), the last integer."""
+        for pattern in (_ANSWER_IS, _BOXED):
+            hits = pattern.findall(response)
+            if hits:
+                return _normalise_int(hits[-1])
+        hits = _INT.findall(response)
+        return _normalise_int(hits[-1]) if hits else None
+
+    def is_equivalent(self, a: str | None, b: str | None) -> bool:
+        if a is None or b is None:
+            return False
+        na, nb = _normalise_int(a.strip()), _normalise_int(b.strip())
+        return na is not None and na == nb

@@ -1,0 +1,139 @@
+"""The toy model's instruction corpus, generated from a seed.
+
+It teaches the two skills the method needs from a base model, in the exact prompt formats the debate engine
+uses (the prompts come from `ArithmeticTask`, the single source):
+
+(a) solve `a+b*c+d-e*f` step by step and state the answer;
+(b) given other agents' solutions (or a summary of them) after its own, reconsider and answer again;
+plus (c) summarise several agents' solutions (for the debate's summary option).
+
+Like a real instruction-tuned model, the corpus is imperfect: each step of a first answer is a plausible
+slip (a neighbouring product, a dropped carry) with probability `slip_first`, and the slip is carried
+consistently into later steps. Reconsidered answers slip less (`slip_debate`) because their targets are
+the true solution while the context shows several attempts: what the model can learn there is to check
+each step against the other agents' work. That is what gives the bundled model room to improve by
+finetuning on consensus data (fewer slips) and a real gain from debate.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mft.records import Message, Problem
+from mft.tasks.arithmetic import MAX_VALUE, ArithmeticTask, pool_of
+
+_TASK = ArithmeticTask()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One worked solution: step lines and the final answer (possibly with slips)."""
+
+    lines: tuple[str, ...]
+    products: tuple[int, int]
+    answer: int
+
+    def render(self) -> str:
+        return "\n".join(self.lines) + f"\nThe answer is {self.answer}."
+
+
+def _slip_product(x: int, y: int, rng: random.Random) -> int:
+    v = x * y
+    options = [x * (y + 1), x * (y - 1), (x + 1) * y, (x - 1) * y, v + 10, v - 10]
+    options = [o for o in options if o != v]
+    return rng.choice(options)
+
+
+def _slip_sum(v: int, rng: random.Random) -> int:
+    return v + rng.choice([1, -1, 10, -10, 2, -2])
+
+
+def solve(ops: tuple[int, ...], slip: float, rng: random.Random) -> Chain:
+    """Worked solution of a+b*c+d-e*f where each step slips with probability `slip`."""
+    a, b, c, d, e, f = ops
+
+    def step(true: int, slipper) -> int:  # type: ignore[no-untyped-def]
+        return slipper() if rng.random() < slip else true
+
+    p1 = step(b * c, lambda: _slip_product(b, c, rng))
+    p2 = step(e * f, lambda: _slip_product(e, f, rng))
+    s1 = step(a + p1, lambda: _slip_sum(a + p1, rng))
+    s2 = step(s1 + d, lambda: _slip_sum(s1 + d, rng))
+    r = step(s2 - p2, lambda: _slip_sum(s2 - p2, rng))
+    lines = (f"{b}*{c}={p1}", f"{e}*{f}={p2}", f"{a}+{p1}={s1}", f"{s1}+{d}={s2}", f"{s2}-{p2}={r}")
+    return Chain(lines=lines, products=(p1, p2), answer=r)
+
+
+def summarize(ops: tuple[int, ...], chains: list[Chain]) -> str:
+    """The summary a summariser should write of `chains`: the distinct values of each key quantity."""
+    _, b, c, _, e, f = ops
+
+    def distinct(values: list[int]) -> str:
+        seen: list[int] = []
+        for v in values:
+            if v not in seen:
+                seen.append(v)
+        return " or ".join(str(v) for v in seen)
+
+    return (
+        f"The agents found {b}*{c}={distinct([ch.products[0] for ch in chains])} and "
+        f"{e}*{f}={distinct([ch.products[1] for ch in chains])}. "
+        f"Their answers were {distinct([ch.answer for ch in chains])}."
+    )
+
+
+@dataclass
+class CorpusConfig:
+    seed: int = 0
+    split_seed: int = 0
+    slip_first: float = 0.08
+    slip_debate: float = 0.02
+    p_single: float = 0.45
+    p_debate: float = 0.37
+    p_summary_debate: float = 0.08
+    # the rest: summariser examples
+
+
+def _problem(ops: tuple[int, ...]) -> Problem:
+    return Problem(id="corpus", question="{}+{}*{}+{}-{}*{}".format(*ops), answer="0")
+
+
+def sample_conversation(cfg: CorpusConfig, rng: random.Random) -> list[Message]:
+    """One training conversation; all assistant turns are trained on."""
+    # Draw only from the train pool of the default split seed: held-out test problems are never seen.
+    while True:
+        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
+        if pool_of(ops, cfg.split_seed) == "train":
+            break
+    question = _TASK.question_prompt(_problem(ops))
+    u = rng.random()
+    own = solve(ops, cfg.slip_first, rng)
+    msgs = [Message(role="user", content=question), Message(role="assistant", content=own.render())]
+    if u < cfg.p_single:
+        return msgs
+    n_others = rng.choices([1, 2, 3], weights=[1, 8, 1])[0]
+    others = [solve(ops, cfg.slip_first, rng) for _ in range(n_others)]
+    if u < cfg.p_single + cfg.p_debate:
+        rounds = rng.choices([2, 3], weights=[5, 1])[0]
+        for _ in range(rounds - 1):
+            msgs.append(Message(role="user", content=_TASK.debate_prompt([o.render() for o in others])))
+            msgs.append(Message(role="assistant", content=solve(ops, cfg.slip_debate, rng).render()))
+            others = [solve(ops, cfg.slip_debate, rng) for _ in range(n_others)]
+        return msgs
+    if u < cfg.p_single + cfg.p_debate + cfg.p_summary_debate:
+        msgs.append(Message(role="user", content=_TASK.summary_debate_prompt(summarize(ops, others))))
+        msgs.append(Message(role="assistant", content=solve(ops, cfg.slip_debate, rng).render()))
+        return msgs
+    # summariser: a fresh conversation, as the debate engine asks for summaries
+    return [
+        Message(role="user", content=_TASK.summarize_prompt([o.render() for o in others])),
+        Message(role="assistant", content=summarize(ops, others)),
+    ]
+
+
+def stream(cfg: CorpusConfig) -> Iterator[list[Message]]:
+    rng = random.Random(f"toy-corpus:{cfg.seed}")
+    while True:
+        yield sample_conversation(cfg, rng)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
+
+
+class ScriptedBackend(Backend):
+    """Unit-test backend: answers come from a function of the request. Never a default anywhere."""
+
+    name = "scripted"
+
+    def __init__(self, respond: Callable[[GenerationRequest], str]) -> None:
+        super().__init__()
+        self.respond = respond
+        self.agents: dict[str, Agent] = {}
+        self.calls: list[list[GenerationRequest]] = []
+
+    def add_agent(self, agent: Agent) -> None:
+        self.agents[agent.name] = agent
+
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
+        self.calls.append(list(requests))
+        for r in requests:
+            assert r.agent in self.agents, f"agent {r.agent} was never added"
+        return [self.respond(r) for r in requests]
+
+
+@pytest.fixture
+def scripted() -> type[ScriptedBackend]:
+    return ScriptedBackend

@@ -1,0 +1,111 @@
+"""The hf backend on the bundled model: real transformers + peft, CPU, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mft.backends.base import Agent, GenerationRequest, Sampling
+from mft.errors import MftError
+from mft.records import Message
+from mft.tasks import get_task
+from mft.toy import CHECKPOINT_DIR
+
+task = get_task("arithmetic")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from mft.backends.hf import HFBackend
+
+    return HFBackend("bundled", batch_size=64)
+
+
+def _random_adapter(path: Path, seed: int) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
+    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(path)
+    return path
+
+
+def _req(agent: str, problem_index: int = 0) -> GenerationRequest:
+    p = task.load("test", problem_index + 1)[problem_index]
+    return GenerationRequest(agent, [Message(role="user", content=task.question_prompt(p))])
+
+
+def test_bundled_model_is_a_real_small_llama() -> None:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(CHECKPOINT_DIR)
+    assert cfg.model_type == "llama"
+    assert (CHECKPOINT_DIR / "model.safetensors").exists()
+    size = sum(f.stat().st_size for f in CHECKPOINT_DIR.iterdir())
+    assert size <= 20 * 2**20
+
+
+def test_bundled_model_answers(backend) -> None:
+    backend.add_agent(Agent("agent_0"))
+    problems = task.load("test", 8)
+    reqs = [GenerationRequest("agent_0", [Message(role="user", content=task.question_prompt(p))]) for p in problems]
+    out = backend.generate(reqs, Sampling(temperature=0.0, max_new_tokens=96))
+    answers = [task.extract_answer(o) for o in out]
+    assert all(a is not None for a in answers), out
+    assert sum(task.is_equivalent(a, p.answer) for a, p in zip(answers, problems, strict=True)) >= 2
+
+
+def test_two_adapters_differ_and_share_one_base(backend, tmp_path: Path) -> None:
+    base_params = sum(p.numel() for p in backend.base.parameters())
+    backend.add_agent(Agent("a", str(_random_adapter(tmp_path / "a", 1))))
+    backend.add_agent(Agent("b", str(_random_adapter(tmp_path / "b", 2))))
+    backend.add_agent(Agent("plain"))
+    greedy = Sampling(temperature=0.0, max_new_tokens=40)
+    mixed = backend.generate([_req("a"), _req("b"), _req("plain")], greedy)
+    assert len(set(mixed)) == 3, mixed
+    # each row went through its own adapter: same output as generating that agent alone
+    assert backend.generate([_req("a")], greedy)[0] == mixed[0]
+    assert backend.generate([_req("b")], greedy)[0] == mixed[1]
+    assert backend.generate([_req("plain")], greedy)[0] == mixed[2]
+    # one base in memory: non-LoRA parameters are exactly the base's, held once
+    non_lora = [p for n, p in backend.model.named_parameters() if "lora_" not in n]
+    assert sum(p.numel() for p in non_lora) == base_params
+    assert len({p.data_ptr() for p in non_lora}) == len(non_lora)
+
+
+def test_sampling_is_reproducible(backend) -> None:
+    backend.add_agent(Agent("agent_0"))
+    reqs = [_req("agent_0", i) for i in range(4)] * 2
+    s = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=60, seed=7)
+    assert backend.generate(reqs, s) == backend.generate(reqs, s)
+
+
+def test_bad_adapter_and_model_paths(backend, tmp_path: Path) -> None:
+    from mft.backends.hf import HFBackend
+
+    with pytest.raises(MftError, match="not a LoRA adapter"):
+        backend.add_agent(Agent("x", str(tmp_path)))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    with pytest.raises(MftError, match="could not load adapter"):
+        backend.add_agent(Agent("y", str(broken)))
+    with pytest.raises(MftError, match="no config.json"):
+        HFBackend(str(tmp_path / "missing-model"))
+
+
+def test_loads_a_saved_copy_like_a_hub_model(tmp_path: Path) -> None:
+    """from_pretrained on another local directory (the same code path a hub id takes)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mft.backends.hf import HFBackend
+
+    AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR).save_pretrained(tmp_path / "copy")
+    AutoTokenizer.from_pretrained(CHECKPOINT_DIR).save_pretrained(tmp_path / "copy")
+    b = HFBackend(str(tmp_path / "copy"))
+    b.add_agent(Agent("agent_0"))
+    assert b.generate([_req("agent_0")], Sampling(temperature=0.0, max_new_tokens=8))[0]

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mft.cli import main
+from mft.config import ConfigError, DebateConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    load_config(DebateConfig, path)
+    assert main(["validate", str(path)]) == 0
+
+
+def test_overrides_win(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("agents: 5\nrounds: 3\n")
+    cfg = load_config(DebateConfig, f, {"rounds": 4, "seed": None})
+    assert (cfg.agents, cfg.rounds, cfg.seed) == (5, 4, 0)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("agents: -1\n", "field 'agents'"),
+        ("agnets: 3\n", "field 'agnets': unknown setting"),
+        ("top_p: lots\n", "field 'top_p'"),
+        ("agents: [3\n", "invalid YAML"),
+        ("- 1\n- 2\n", "mapping"),
+        ("task: gsm9k\n", "field 'task'"),
+    ],
+)
+def test_bad_config_is_one_clear_line(tmp_path: Path, capsys, text: str, needle: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(DebateConfig, f)
+    assert main(["debate", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mft: error:") and str(f) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_flag_value_names_field(capsys) -> None:
+    assert main(["debate", "--agents", "0"]) == 2
+    assert "field 'agents'" in capsys.readouterr().err
+
+
+def test_missing_config_file(capsys) -> None:
+    assert main(["debate", "--config", "nope.yaml"]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err
