@@ -7,7 +7,7 @@ DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo run test lint bench clean
 .DEFAULT_GOAL := demo
 
 $(VENV)/.deps-ok: pyproject.toml
@@ -36,3 +36,6 @@ bench: setup
 
 clean:
 	rm -rf runs build src/*.egg-info
+
+run: setup
+	$(BIN)/mft run --config configs/arithmetic-toy.yaml

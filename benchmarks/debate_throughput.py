@@ -53,19 +53,30 @@ def main() -> None:
     t = time.perf_counter()
     for r in requests:
         ids = tok.apply_chat_template(
-            [m.model_dump() for m in r.messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            [m.model_dump() for m in r.messages],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
         )
         with torch.inference_mode():
             out = model.generate(
-                **ids, do_sample=True, temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=args.max_new_tokens,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                **ids,
+                do_sample=True,
+                temperature=1.0,
+                top_p=0.9,
+                top_k=0,
+                max_new_tokens=args.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
             )
         loop_tokens += out.shape[1] - ids["input_ids"].shape[1]
     loop_s = time.perf_counter() - t
 
     b_tps, l_tps = batched_tokens / batched_s, loop_tokens / loop_s
-    print(f"sequences: {len(requests)} ({args.problems} problems x {args.agents} agents), threads: "
-          f"{torch.get_num_threads()}")
+    print(
+        f"sequences: {len(requests)} ({args.problems} problems x {args.agents} agents), threads: "
+        f"{torch.get_num_threads()}"
+    )
     print(f"batched engine : {batched_tokens} tokens in {batched_s:.2f}s = {b_tps:.0f} tokens/s")
     print(f"per-agent loop : {loop_tokens} tokens in {loop_s:.2f}s = {l_tps:.0f} tokens/s")
     print(f"speed-up (tokens/s ratio): {b_tps / l_tps:.1f}x")

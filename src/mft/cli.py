@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from mft import __version__
-from mft.config import DebateConfig, add_config_arguments, load_config
+from mft.config import DebateConfig, RunConfig, add_config_arguments, load_config
 from mft.errors import MftError
 
 
@@ -32,16 +33,95 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     add_config_arguments(d, DebateConfig)
 
+    r = sub.add_parser(
+        "run",
+        help="The whole method: iterations of debate -> per-agent data -> finetune -> eval.",
+        description="Multiagent finetuning. Artifacts go to RUNS_DIR/NAME; killing the process and re-running "
+        "the same command continues from the last finished unit.",
+    )
+    _run_args(r)
+    stages = {
+        "debate-train": "Stage 1 of iteration K: the society of iteration K-1 debates the train split.",
+        "build-data": "Stage 2 of iteration K: per-agent generator and critic datasets from its debate.",
+        "finetune": "Stage 3 of iteration K: finetune each agent on its own dataset.",
+        "eval": "Stage 4 of iteration K: the society of iteration K debates the test split (K=0: the base).",
+    }
+    for stage, text in stages.items():
+        sp = sub.add_parser(stage, help=text, description=text + " Reads and writes the run directory.")
+        sp.add_argument("--iteration", type=int, required=True, help="Iteration K (1-based; eval accepts 0).")
+        _run_args(sp)
+
     v = sub.add_parser("validate", help="Check config files without running anything.")
     v.add_argument("files", nargs="+", type=Path)
 
     t = sub.add_parser("toy", help="The bundled tiny base model: rebuild it from its recipe.")
     tsub = t.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
-    tp = tsub.add_parser("pretrain", help="Rebuild the bundled model from its seeded recipe (~15 min on 2 cores).")
+    tp = tsub.add_parser(
+        "pretrain", help="Rebuild the bundled model from its seeded recipe (~15 min on 2 cores)."
+    )
     tp.add_argument("--out", type=Path, required=True, help="Directory to save the new checkpoint in.")
     tp.add_argument("--seed", type=int, default=0, help="Seed of the corpus and the initialisation.")
     tp.add_argument("--steps", type=int, default=None, help="Training steps (default: the recipe's).")
     return p
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML file of settings; flags override it.")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    add_config_arguments(p, RunConfig)
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    return load_config(RunConfig, args.config, {k: getattr(args, k) for k in RunConfig.model_fields})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mft.pipeline.run import run
+
+    cfg = _run_config(args)
+    results = run(cfg, progress=not args.no_progress)
+    table = Table(title=f"{cfg.name}: test accuracy of the society's debate per iteration")
+    for col in ("iteration", "single agent", "majority", "debate"):
+        table.add_column(col, justify="right")
+    for res in results:
+        acc = res["accuracy"]
+        table.add_row(
+            "base" if res["iteration"] == 0 else str(res["iteration"]),
+            *(f"{100 * acc[m]['mean']:.1f}% ± {100 * acc[m]['se']:.1f}" for m in ("single", "majority", "debate")),
+        )
+    Console().print(table)
+    print(f"artifacts: {cfg.run_dir}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from mft.pipeline import run as pipeline
+
+    cfg = _run_config(args)
+    k = args.iteration
+    if k < (0 if args.command == "eval" else 1) or k > cfg.iterations:
+        raise MftError(f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})")
+    task = pipeline.get_task(cfg.task)
+    if not (cfg.run_dir / "manifest.json").exists():
+        raise MftError(f"{cfg.run_dir} is not a run directory (no manifest.json)", hint="start it with `mft run`")
+    if args.command == "build-data":
+        print(json.dumps(pipeline.stage_build_data(cfg, k, task), indent=2))
+        return 0
+    from mft.backends import get_backend
+
+    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
+    progress = not args.no_progress
+    if args.command == "debate-train":
+        pipeline.stage_debate(cfg, k, backend, task, task.load("train", cfg.n_train, seed=cfg.split_seed), progress)
+    elif args.command == "finetune":
+        pipeline.stage_finetune(cfg, k, backend, progress)
+    else:
+        res = pipeline.stage_eval(cfg, k, backend, task, task.load("test", cfg.n_test, seed=cfg.split_seed), progress)
+        print(json.dumps(res, indent=2))
+    return 0
 
 
 def cmd_debate(args: argparse.Namespace) -> int:
@@ -52,11 +132,11 @@ def cmd_debate(args: argparse.Namespace) -> int:
     cfg = load_config(DebateConfig, args.config, overrides)
 
     from mft.backends import get_backend
+    from mft.backends.base import Sampling
     from mft.debate.engine import DebateSettings, Society, run_debate
     from mft.eval.metrics import as_dict, debate_accuracies
     from mft.records import write_json_atomic
     from mft.tasks import get_task
-    from mft.backends.base import Sampling
 
     task = get_task(cfg.task)
     problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
@@ -71,7 +151,12 @@ def cmd_debate(args: argparse.Namespace) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     records = run_debate(
-        backend, task, problems, Society.of_base(cfg.agents), settings, cfg.out / "debate.jsonl",
+        backend,
+        task,
+        problems,
+        Society.of_base(cfg.agents),
+        settings,
+        cfg.out / "debate.jsonl",
         progress=not args.no_progress,
     )
     acc = debate_accuracies(records, task)
@@ -82,7 +167,9 @@ def cmd_debate(args: argparse.Namespace) -> int:
         "generated_tokens_this_invocation": backend.stats.completion_tokens,
     }
     write_json_atomic(cfg.out / "summary.json", summary)
-    table = Table(title=f"{cfg.task} / {cfg.split}: {len(records)} problems, {cfg.agents} agents x {cfg.rounds} rounds")
+    table = Table(
+        title=f"{cfg.task} / {cfg.split}: {len(records)} problems, {cfg.agents} agents x {cfg.rounds} rounds"
+    )
     table.add_column("method")
     table.add_column("accuracy (± s.e.)", justify="right")
     labels = {
@@ -98,10 +185,22 @@ def cmd_debate(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_class_for(path: Path) -> type[DebateConfig] | type[RunConfig]:
+    """Run configs are recognised by an `iterations` key; everything else is a debate config."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    except yaml.YAMLError:
+        data = None
+    return RunConfig if isinstance(data, dict) and "iterations" in data else DebateConfig
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
-        load_config(DebateConfig, path)
-        print(f"{path}: ok")
+        cls = config_class_for(path)
+        load_config(cls, path)
+        print(f"{path}: ok ({'run' if cls is RunConfig else 'debate'} config)")
     return 0
 
 
@@ -119,7 +218,12 @@ def cmd_toy(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    handlers = {"debate": cmd_debate, "validate": cmd_validate, "toy": cmd_toy}
+    if not args.debug:
+        # Library deprecation chatter (e.g. peft calling deprecated transformers APIs) is not for users.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    handlers = {"debate": cmd_debate, "validate": cmd_validate, "toy": cmd_toy, "run": cmd_run}
+    handlers.update(dict.fromkeys(("debate-train", "build-data", "finetune", "eval"), cmd_stage))
     try:
         return handlers[args.command](args)
     except MftError as exc:

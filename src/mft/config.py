@@ -28,16 +28,22 @@ class DebateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: Literal["arithmetic"] = Field("arithmetic", description="Task to debate on.")
-    model: str = Field("bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id.")
+    model: str = Field(
+        "bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id."
+    )
     backend: Literal["hf"] = Field("hf", description="Generation backend.")
     agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
-    rounds: int = Field(2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only).")
+    rounds: int = Field(
+        2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
+    )
     summarize: bool = Field(
         False,
         description="Show agents a summary of the others' answers (written by the base model) instead of the "
         "answers themselves.",
     )
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature (0 = greedy). Paper: 1.0.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=5.0, description="Sampling temperature (0 = greedy). Paper: 1.0."
+    )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling top-p. Paper: 0.9.")
     max_new_tokens: int = Field(96, ge=1, description="Maximum tokens per response.")
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
@@ -99,7 +105,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         annotation = info.annotation
         help_text = f"{info.description} (default: {info.default})"
         if annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
             continue
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
         choices = _literal_choices(annotation)
@@ -123,3 +131,43 @@ def _scalar_type(annotation: Any) -> Any:
     if origin is Literal:
         return type(typing.get_args(annotation)[0])
     return str if annotation is Path else annotation
+
+
+class RunConfig(BaseModel):
+    """Settings of a multiagent finetuning run (`mft run`): debate -> per-agent data -> finetune -> eval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
+    runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
+    task: Literal["arithmetic"] = Field("arithmetic", description="Task.")
+    model: str = Field("bundled", description="Base model: 'bundled', a local path or a hub id.")
+    backend: Literal["hf"] = Field("hf", description="Generation and finetuning backend.")
+    agents: int = Field(3, ge=1, le=64, description="Number of agents N (N generators + N critics).")
+    rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
+    summarize: bool = Field(False, description="Show agents a summary of the others' answers.")
+    iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
+    n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
+    n_test: int = Field(500, ge=1, description="Held-out problems for evaluation.")
+    seed: int = Field(0, description="Seed for generation, data mixing, finetuning and ties.")
+    split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature. Paper: 1.0.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus top-p. Paper: 0.9.")
+    max_new_tokens: int = Field(96, ge=1, description="Maximum tokens per response.")
+    batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call.")
+    chunk_size: int = Field(100, ge=1, description="Problems debated together (one resumable unit).")
+    critic_positive_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="w: share of the critic data drawn from D_C+ (answers kept) vs D_C-."
+    )
+    min_examples: int = Field(8, ge=1, description="An agent with fewer examples keeps its previous weights.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    lora_targets: str = Field("all-linear", description="LoRA target modules (comma list, or 'all-linear').")
+    ft_epochs: int = Field(2, ge=1, description="Finetuning epochs per agent per iteration.")
+    ft_lr: float = Field(1e-3, gt=0.0, description="Finetuning learning rate.")
+    ft_batch_size: int = Field(16, ge=1, description="Finetuning batch size.")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name

@@ -26,7 +26,10 @@ class Problem(BaseModel):
     id: str = Field(description="Stable id, unique within a task and split.")
     question: str = Field(description="The problem statement shown to agents.")
     answer: str = Field(description="Gold answer, in the task's answer format.")
-    meta: dict[str, Any] = Field(default_factory=dict, description="Task-specific extras (operands, level...).")
+    split: str = Field("", description="'train' or 'test': the pool the problem was drawn from.")
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Task-specific extras (operands, level...)."
+    )
 
 
 class Message(BaseModel):
@@ -53,7 +56,9 @@ class DebateRecord(BaseModel):
     summaries: list[list[str]] = Field(default_factory=list)
     consensus: str | None = Field(description="Majority answer of the last round (None: nobody answered).")
     round_consensus: list[str | None] = Field(default_factory=list, description="Majority answer per round.")
-    correct: bool = Field(description="Consensus equals gold (evaluation only; never used for training data).")
+    correct: bool = Field(
+        description="Consensus equals gold (evaluation only; never used for training data)."
+    )
     seed: int = 0
 
     @property

@@ -29,7 +29,9 @@ def _random_adapter(path: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
-    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     get_peft_model(base, cfg).save_pretrained(path)
     return path
 
@@ -52,7 +54,10 @@ def test_bundled_model_is_a_real_small_llama() -> None:
 def test_bundled_model_answers(backend) -> None:
     backend.add_agent(Agent("agent_0"))
     problems = task.load("test", 8)
-    reqs = [GenerationRequest("agent_0", [Message(role="user", content=task.question_prompt(p))]) for p in problems]
+    reqs = [
+        GenerationRequest("agent_0", [Message(role="user", content=task.question_prompt(p))])
+        for p in problems
+    ]
     out = backend.generate(reqs, Sampling(temperature=0.0, max_new_tokens=96))
     answers = [task.extract_answer(o) for o in out]
     assert all(a is not None for a in answers), out

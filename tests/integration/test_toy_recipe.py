@@ -24,7 +24,9 @@ def test_encode_matches_the_chat_template() -> None:
             [m.model_dump() for m in conv], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
         assert ref["input_ids"] == ids
-        assert [t if m else -100 for t, m in zip(ref["input_ids"], ref["assistant_masks"], strict=True)] == labels
+        assert [
+            t if m else -100 for t, m in zip(ref["input_ids"], ref["assistant_masks"], strict=True)
+        ] == labels
 
 
 def test_corpus_chains_are_right_without_slips() -> None:
@@ -45,7 +47,9 @@ def test_corpus_never_uses_test_problems() -> None:
     rng = random.Random(1)
     seen = 0
     for _ in range(2000):
-        match = re.match(r"What is the result of (\S+)\?", sample_conversation(CorpusConfig(), rng)[0].content)
+        match = re.match(
+            r"What is the result of (\S+)\?", sample_conversation(CorpusConfig(), rng)[0].content
+        )
         if match:
             seen += 1
             assert match.group(1) not in test_q
@@ -55,8 +59,9 @@ def test_corpus_never_uses_test_problems() -> None:
 
 @pytest.mark.slow
 def test_shrunken_recipe_learns(tmp_path: Path) -> None:
-    cfg = PretrainConfig(hidden_size=48, layers=1, heads=2, intermediate_size=96, steps=60, batch_size=8, lr=5e-3,
-                         warmup=5)
+    cfg = PretrainConfig(
+        hidden_size=48, layers=1, heads=2, intermediate_size=96, steps=60, batch_size=8, lr=5e-3, warmup=5
+    )
     losses = pretrain(tmp_path / "tiny", cfg, log_every=10)
     assert losses[-1] < 0.7 * losses[0], losses
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,6 +70,6 @@ def test_shrunken_recipe_learns(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tmp_path / "tiny")
     assert model.config.hidden_size == 48 and tok.chat_template
     msgs = [Message(role="user", content="hi")]
-    assert tok.apply_chat_template([m.model_dump() for m in msgs], add_generation_prompt=True, tokenize=False).endswith(
-        "<|assistant|>"
-    )
+    assert tok.apply_chat_template(
+        [m.model_dump() for m in msgs], add_generation_prompt=True, tokenize=False
+    ).endswith("<|assistant|>")

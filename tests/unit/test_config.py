@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path: Path) -> None:
-    load_config(DebateConfig, path)
+    from mft.cli import config_class_for
+
+    load_config(config_class_for(path), path)
     assert main(["validate", str(path)]) == 0
 
 

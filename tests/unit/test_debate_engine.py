@@ -39,7 +39,9 @@ def test_round_two_prompt_holds_exactly_the_other_agents_previous_answers(script
         assert [m.role for m in conv] == ["user", "assistant", "user", "assistant"]
         others = [rec.responses[0][s] for s in range(3) if s != slot]
         assert conv[2].content == task.debate_prompt(others)
-        assert rec.responses[0][slot] not in conv[2].content  # its own answer is in its history, not the prompt
+        assert (
+            rec.responses[0][slot] not in conv[2].content
+        )  # its own answer is in its history, not the prompt
         assert conv[1].content == rec.responses[0][slot]
     assert rec.answers == [["0", "1", "2"], ["100", "101", "102"]]
 
@@ -54,7 +56,9 @@ def test_one_backend_call_per_round_across_agents_and_problems(scripted) -> None
 def test_summaries_replace_answers(scripted) -> None:
     backend = scripted(_respond)
     problems = task.load("test", 1)
-    rec = run_debate(backend, task, problems, Society.of_base(3), _settings(summarize=True), progress=False)[0]
+    rec = run_debate(backend, task, problems, Society.of_base(3), _settings(summarize=True), progress=False)[
+        0
+    ]
     assert rec.summaries[0][0] == "SUMMARY 1,2"
     assert rec.conversations[0][2].content == task.summary_debate_prompt("SUMMARY 1,2")
     summary_calls = [c for c in backend.calls if c[0].agent == "summarizer"]
@@ -110,3 +114,23 @@ def test_critics_answer_later_rounds(scripted) -> None:
     rec = run_debate(scripted(respond), task, task.load("test", 1), society, _settings(), progress=False)[0]
     assert rec.agents == [["agent_0", "agent_1"], ["critic_0", "critic_1"]]
     assert rec.responses[1][0].startswith("critic_0")
+
+
+def test_critic_sees_at_inference_the_conversation_it_trains_on(scripted) -> None:
+    from mft.backends.base import Agent
+    from mft.data.builders import critic_split
+
+    society = Society(
+        generators=[Agent(f"agent_{i}") for i in range(3)], critics=[Agent(f"critic_{i}") for i in range(3)]
+    )
+
+    def respond(req: GenerationRequest) -> str:
+        return "the answer is 4." if req.agent != "agent_0" else "the answer is 5."
+
+    backend = scripted(respond)
+    problems = task.load("train", 1)
+    rec = run_debate(backend, task, problems, society, _settings(), progress=False)[0]
+    example = critic_split([rec], 0, task.is_equivalent).corrected[0]  # agent 0 was corrected 5 -> 4
+    critic_request = next(r for call in backend.calls for r in call if r.agent == "critic_0")
+    assert critic_request.messages == example[:-1]
+    assert example[-1].role == "assistant"

@@ -14,6 +14,7 @@ from typing import Any
 
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 from mft.errors import MftError
+from mft.records import Message
 from mft.toy import resolve_model_path
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
@@ -23,6 +24,9 @@ def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tup
     """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard loading bars; our own progress bars say what matters
 
     path = resolve_model_path(model)
     local = Path(path)
@@ -45,7 +49,9 @@ def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tup
             hint="check the path or hub id; offline machines need a local directory",
         ) from exc
     if tok.chat_template is None:
-        raise MftError(f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one")
+        raise MftError(
+            f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one"
+        )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -57,8 +63,9 @@ def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tup
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model: str = "bundled", batch_size: int = 256, device: str | None = None,
-                 dtype: str = "auto") -> None:
+    def __init__(
+        self, model: str = "bundled", batch_size: int = 256, device: str | None = None, dtype: str = "auto"
+    ) -> None:
         super().__init__()
         self.model_name = model
         self.batch_size = batch_size
@@ -89,7 +96,9 @@ class HFBackend(Backend):
                 self.model.delete_adapter(agent.name)
             try:
                 if self.model is self.base:
-                    self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), adapter_name=agent.name)
+                    self.model = PeftModel.from_pretrained(
+                        self.base, str(adapter_dir), adapter_name=agent.name
+                    )
                 else:
                     self.model.load_adapter(str(adapter_dir), adapter_name=agent.name)
             except Exception as exc:  # noqa: BLE001 - a corrupt adapter becomes one clear message
@@ -160,6 +169,15 @@ class HFBackend(Backend):
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
+
+    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
+        """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`."""
+        from mft.finetune import LoraSettings, train_adapter
+
+        train_adapter(self, agent.name, agent.adapter, examples, out_dir, LoraSettings(**settings))
+        trained = Agent(agent.name, str(out_dir))
+        self.agents[agent.name] = trained  # the in-memory adapter already holds the saved weights
+        return trained
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "batch_size": self.batch_size}

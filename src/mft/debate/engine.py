@@ -67,7 +67,11 @@ def _seed(*parts: object) -> int:
 
 
 def debate_chunk(
-    backend: Backend, task: Task, problems: list[Problem], society: Society, settings: DebateSettings,
+    backend: Backend,
+    task: Task,
+    problems: list[Problem],
+    society: Society,
+    settings: DebateSettings,
     chunk_index: int,
 ) -> list[DebateRecord]:
     """Run the full debate on a few problems; one backend call per round (plus one for summaries)."""
@@ -88,16 +92,22 @@ def debate_chunk(
                     for p in range(len(problems))
                     for s in range(n)
                 ]
-                sum_sampling = Sampling(**{**sampling.__dict__, "seed": _seed(settings.seed, chunk_index, r, "sum")})
+                sum_sampling = Sampling(
+                    **{**sampling.__dict__, "seed": _seed(settings.seed, chunk_index, r, "sum")}
+                )
                 flat = backend.generate(reqs, sum_sampling)
                 for p in range(len(problems)):
                     summaries[p].append(flat[p * n : (p + 1) * n])
                     for s in range(n):
-                        convs[p][s].append(Message(role="user", content=task.summary_debate_prompt(flat[p * n + s])))
+                        convs[p][s].append(
+                            Message(role="user", content=task.summary_debate_prompt(flat[p * n + s]))
+                        )
             else:
                 for p in range(len(problems)):
                     for s in range(n):
-                        convs[p][s].append(Message(role="user", content=task.debate_prompt(_others(prev[p], s))))
+                        convs[p][s].append(
+                            Message(role="user", content=task.debate_prompt(_others(prev[p], s)))
+                        )
         reqs = [
             GenerationRequest(society.agent(s, r).name, list(convs[p][s]))
             for p in range(len(problems))
@@ -185,9 +195,16 @@ def run_debate(
     return [done[p.id] for p in problems]
 
 
-def _check_compatible(rec: DebateRecord, task: Task, society: Society, settings: DebateSettings, path: Path) -> None:
+def _check_compatible(
+    rec: DebateRecord, task: Task, society: Society, settings: DebateSettings, path: Path
+) -> None:
     expected = [[society.agent(s, r).name for s in range(society.size)] for r in range(settings.rounds)]
-    if rec.task != task.name or rec.task_version != task.version or rec.agents != expected or rec.seed != settings.seed:
+    if (
+        rec.task != task.name
+        or rec.task_version != task.version
+        or rec.agents != expected
+        or rec.seed != settings.seed
+    ):
         raise MftError(
             f"{path} holds debates made with other settings (task {rec.task} v{rec.task_version}, "
             f"{rec.n_agents} agents x {rec.n_rounds} rounds, seed {rec.seed})",

@@ -36,7 +36,8 @@ def debate_accuracies(records: Sequence[DebateRecord], task: Task) -> dict[str, 
     """single: mean over agents of round-1 correctness; majority: vote of the N independent round-1
     answers; debate: vote of the last round. All on the same problems and samples."""
     single = [
-        sum(task.is_equivalent(a, r.problem.answer) for a in r.answers[0]) / len(r.answers[0]) for r in records
+        sum(task.is_equivalent(a, r.problem.answer) for a in r.answers[0]) / len(r.answers[0])
+        for r in records
     ]
     majority = [float(task.is_equivalent(r.round_consensus[0], r.problem.answer)) for r in records]
     debate = [float(r.correct) for r in records]

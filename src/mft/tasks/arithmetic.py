@@ -71,6 +71,7 @@ class ArithmeticTask(Task):
                     id=f"{split}-{a}-{b}-{c}-{d}-{e}-{f}",
                     question=f"{a}+{b}*{c}+{d}-{e}*{f}",
                     answer=str(evaluate(ops)),
+                    split=split,
                     meta={"ops": list(ops)},
                 )
             )

@@ -88,8 +88,10 @@ def summarize(ops: tuple[int, ...], chains: list[Chain]) -> str:
 class CorpusConfig:
     seed: int = 0
     split_seed: int = 0
-    slip_first: float = 0.08
+    slip_first: float = 0.07
     slip_debate: float = 0.02
+    p_drill: float = 0.5  # share of drill documents in the stream; the rest are conversations
+    drill_problems: int = 4  # worked problems per drill document
     p_single: float = 0.45
     p_debate: float = 0.37
     p_summary_debate: float = 0.08
@@ -102,11 +104,7 @@ def _problem(ops: tuple[int, ...]) -> Problem:
 
 def sample_conversation(cfg: CorpusConfig, rng: random.Random) -> list[Message]:
     """One training conversation; all assistant turns are trained on."""
-    # Draw only from the train pool of the default split seed: held-out test problems are never seen.
-    while True:
-        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
-        if pool_of(ops, cfg.split_seed) == "train":
-            break
+    ops = _train_ops(cfg, rng)
     question = _TASK.question_prompt(_problem(ops))
     u = rng.random()
     own = solve(ops, cfg.slip_first, rng)
@@ -133,7 +131,28 @@ def sample_conversation(cfg: CorpusConfig, rng: random.Random) -> list[Message]:
     ]
 
 
-def stream(cfg: CorpusConfig) -> Iterator[list[Message]]:
+def _train_ops(cfg: CorpusConfig, rng: random.Random) -> tuple[int, ...]:
+    # Only the train pool of the default split seed: held-out test problems are never seen.
+    while True:
+        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
+        if pool_of(ops, cfg.split_seed) == "train":
+            return ops
+
+
+def sample_drill(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    """Arithmetic drill: the (slip-free) step lines of a few problems, outside any chat.
+
+    The "textbook" part of the corpus: it is where the model learns its multiplication table and carries,
+    cheaply (short lines, loss on the results only), before it learns to use them in conversations.
+    """
+    return [line for _ in range(cfg.drill_problems) for line in solve(_train_ops(cfg, rng), 0.0, rng).lines]
+
+
+def stream(cfg: CorpusConfig) -> Iterator[list[Message] | list[str]]:
+    """Endless seeded stream of training items: conversations (list of Message) or drills (list of str)."""
     rng = random.Random(f"toy-corpus:{cfg.seed}")
     while True:
-        yield sample_conversation(cfg, rng)
+        if rng.random() < cfg.p_drill:
+            yield sample_drill(cfg, rng)
+        else:
+            yield sample_conversation(cfg, rng)

@@ -32,7 +32,7 @@ class PretrainConfig:
     heads: int = 4
     intermediate_size: int = 512
     max_positions: int = 1024
-    steps: int = 1200
+    steps: int = 1300
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -64,7 +64,10 @@ def encode(tok: PreTrainedTokenizerFast, messages: list[Message]) -> tuple[list[
 def train_tokenizer(corpus: CorpusConfig, vocab_size: int) -> PreTrainedTokenizerFast:
     """BPE vocabulary from a fixed sample of the corpus (its own seeded stream, so it is reproducible)."""
     sample = stream(CorpusConfig(**{**asdict(corpus), "seed": corpus.seed + 10_000}))
-    texts = [m.content for _ in range(3000) for m in next(sample)]
+    texts = []
+    while len(texts) < 6000:
+        item = next(sample)
+        texts.extend(x if isinstance(x, str) else x.content for x in item)
     return build_tokenizer(texts, vocab_size)
 
 
@@ -75,11 +78,28 @@ def batches(
     data = stream(corpus)
     rng = random.Random(corpus.seed)
     while True:
-        pool = sorted((encode(tok, next(data)) for _ in range(batch_size * bucket)), key=lambda x: len(x[0]))
+        pool = sorted((encode_item(tok, next(data)) for _ in range(batch_size * bucket)), key=lambda x: len(x[0]))
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
             yield collate(chunk, tok.pad_token_id)
+
+
+def encode_drill(tok: PreTrainedTokenizerFast, lines: list[str]) -> tuple[list[int], list[int]]:
+    """A drill document: `x op y=z` lines; the loss is on each result (the tokens after the '=')."""
+    ids, labels = [tok.bos_token_id], [-100]
+    for line in lines:
+        line_ids = tok.encode(line + "\n", add_special_tokens=False)
+        pieces = tok.convert_ids_to_tokens(line_ids)
+        eq = max(i for i, piece in enumerate(pieces) if "=" in piece)
+        cut = eq + 1 if pieces[eq] == "=" else eq  # a merged '=-' token carries the result's sign: train it
+        ids.extend(line_ids)
+        labels.extend([-100] * cut + line_ids[cut:])
+    return ids, labels
+
+
+def encode_item(tok: PreTrainedTokenizerFast, item: list[Message] | list[str]) -> tuple[list[int], list[int]]:
+    return encode_drill(tok, item) if item and isinstance(item[0], str) else encode(tok, item)  # type: ignore[arg-type]
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

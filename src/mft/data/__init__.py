@@ -1,0 +1,1 @@
+"""Per-agent training datasets built from debate records (no ground truth)."""

@@ -1,0 +1,1 @@
+"""The iteration loop and the run directory."""

@@ -1,0 +1,225 @@
+"""The multiagent finetuning loop, one readable function per stage.
+
+Run directory (artifacts are the interface between stages; every stage can be re-run alone from them):
+
+    runs/<name>/manifest.json             config, seed, versions, problem hashes
+    runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
+    runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
+    runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl, sizes.json
+    runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (LoRA adapters), society.json
+    runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
+
+Resume: debate and eval files are appended per finished chunk; datasets, adapters and result files are
+written to a temp name and renamed, and each stage skips what already exists. Killing the process at any
+moment and re-running the same command continues from the last finished unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mft.backends.base import Agent, Backend, Sampling
+from mft.config import RunConfig
+from mft.data.builders import critic_split, generator_examples, mix_critic
+from mft.debate.engine import DebateSettings, Society, run_debate
+from mft.errors import MftError
+from mft.eval.metrics import as_dict, debate_accuracies
+from mft.records import DebateRecord, Message, Problem, read_jsonl, write_json_atomic
+from mft.tasks import get_task
+from mft.tasks.base import Task
+
+
+def problems_hash(problems: list[Problem]) -> str:
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(f"{p.id}\t{p.question}\t{p.answer}\n".encode())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mft", "torch", "transformers", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_or_check_manifest(cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task) -> None:
+    """First run: write the manifest. Later runs: refuse to mix a run directory with another config."""
+    path = cfg.run_dir / "manifest.json"
+    config = json.loads(cfg.model_dump_json())
+    if path.exists():
+        old = json.loads(path.read_text())
+        ignore = {"runs_dir", "iterations"}  # moving the directory or asking for more iterations is fine
+        diff = sorted(k for k in config if k not in ignore and old["config"].get(k) != config[k])
+        if diff:
+            raise MftError(
+                f"{cfg.run_dir} was made with other settings ({', '.join(diff)} differ)",
+                hint="use another --name, or delete that directory to start fresh",
+            )
+        return
+    write_json_atomic(
+        path,
+        {
+            "config": config,
+            "seed": cfg.seed,
+            "task": {"name": task.name, "version": task.version},
+            "versions": _versions(),
+            "problems": {"train": problems_hash(train), "test": problems_hash(test)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def settings_for(cfg: RunConfig, seed: int) -> DebateSettings:
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    return DebateSettings(rounds=cfg.rounds, summarize=cfg.summarize, sampling=sampling, seed=seed,
+                          chunk_size=cfg.chunk_size)
+
+
+def society_after(cfg: RunConfig, k: int) -> Society:
+    """The society that iteration k produced (k = 0: N copies of the base, generators and critics alike)."""
+    if k == 0:
+        return Society.of_base(cfg.agents)
+    path = cfg.run_dir / f"iter_{k}" / "agents" / "society.json"
+    if not path.exists():
+        raise MftError(f"{path} is missing: iteration {k} has not finished finetuning",
+                       hint="run `mft run` (or `mft finetune`) for that iteration first")
+    data = json.loads(path.read_text())
+    return Society(generators=[Agent(**a) for a in data["generators"]],
+                   critics=[Agent(**a) for a in data["critics"]])
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+def stage_debate(cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem],
+                 progress: bool = True) -> list[DebateRecord]:
+    """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
+    return run_debate(backend, task, train, society_after(cfg, k - 1), settings_for(cfg, cfg.seed + k),
+                      cfg.run_dir / f"iter_{k}" / "debate.jsonl", progress=progress)
+
+
+def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
+    """Per-agent datasets from iteration k's debate records; written once, then reused."""
+    data_dir = cfg.run_dir / f"iter_{k}" / "data"
+    sizes_path = data_dir / "sizes.json"
+    if sizes_path.exists():
+        return json.loads(sizes_path.read_text())
+    records = read_jsonl(cfg.run_dir / f"iter_{k}" / "debate.jsonl", DebateRecord)
+    if len(records) < cfg.n_train:
+        raise MftError(f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
+                       hint="finish the debate stage first")
+    sizes: dict[str, Any] = {}
+    for n in range(cfg.agents):
+        gen = generator_examples(records, n, task.is_equivalent)
+        split = critic_split(records, n, task.is_equivalent)
+        critic = mix_critic(split, cfg.critic_positive_fraction, seed=f"{cfg.seed}:{k}:{n}")
+        _write_examples(data_dir / f"gen_{n}.jsonl", gen)
+        _write_examples(data_dir / f"critic_{n}.jsonl", critic)
+        sizes[f"gen_{n}"] = {"examples": len(gen)}
+        sizes[f"critic_{n}"] = {"examples": len(critic), "corrected (D_C-)": len(split.corrected),
+                                "kept available (D_C+)": len(split.kept)}
+    write_json_atomic(sizes_path, sizes)
+    return sizes
+
+
+def _write_examples(path: Path, examples: list[list[Message]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for ex in examples:
+            fh.write(json.dumps({"messages": [m.model_dump() for m in ex]}) + "\n")
+    tmp.replace(path)
+
+
+def read_examples(path: Path) -> list[list[Message]]:
+    with open(path, encoding="utf-8") as fh:
+        return [[Message(**m) for m in json.loads(line)["messages"]] for line in fh if line.strip()]
+
+
+def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = True) -> Society:
+    """Finetune each of the 2N agents on its own data, from its own previous weights; skip finished ones."""
+    from tqdm.auto import tqdm
+
+    iter_dir = cfg.run_dir / f"iter_{k}"
+    society_path = iter_dir / "agents" / "society.json"
+    if society_path.exists():
+        return society_after(cfg, k)
+    prev = society_after(cfg, k - 1)
+    sizes = json.loads((iter_dir / "data" / "sizes.json").read_text())
+    lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+            "target_modules": cfg.lora_targets if cfg.lora_targets == "all-linear"
+            else [t.strip() for t in cfg.lora_targets.split(",")],
+            "epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "batch_size": cfg.ft_batch_size, "seed": cfg.seed + k}
+    result: dict[str, list[dict[str, Any]]] = {"generators": [], "critics": []}
+    skipped: dict[str, str] = {}
+    jobs = [("gen", n, prev.generators[n]) for n in range(cfg.agents)]
+    jobs += [("critic", n, (prev.critics or prev.generators)[n]) for n in range(cfg.agents)]
+    for role, n, before in tqdm(jobs, desc=f"finetune iter {k}", unit="agent", disable=not progress):
+        name = f"{role}_{n}"
+        out_dir = iter_dir / "agents" / name
+        start_from = before.adapter  # None in iteration 1: a fresh LoRA on the base
+        if (out_dir / "adapter_model.safetensors").exists():
+            agent = Agent(name, str(out_dir))
+        elif sizes[name]["examples"] < cfg.min_examples:
+            skipped[name] = f"{sizes[name]['examples']} examples < min_examples={cfg.min_examples}"
+            agent = Agent(name, start_from)
+        else:
+            examples = read_examples(iter_dir / "data" / f"{name}.jsonl")
+            agent = backend.finetune(Agent(name, start_from), examples, out_dir, **lora)
+        result["generators" if role == "gen" else "critics"].append({"name": agent.name, "adapter": agent.adapter})
+    for name, why in skipped.items():
+        print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
+    write_json_atomic(society_path, {**result, "skipped": skipped})
+    return society_after(cfg, k)
+
+
+def stage_eval(cfg: RunConfig, k: int, backend: Backend, task: Task, test: list[Problem],
+               progress: bool = True) -> dict[str, Any]:
+    """Debate of iteration k's society on the test split: generators answer round 1, critics later."""
+    eval_dir = cfg.run_dir / f"iter_{k}" / "eval"
+    results_path = eval_dir / "results.json"
+    if results_path.exists():
+        return json.loads(results_path.read_text())
+    records = run_debate(backend, task, test, society_after(cfg, k), settings_for(cfg, cfg.seed + 1000 + k),
+                         eval_dir / "debate.jsonl", progress=progress)
+    results = {"iteration": k, "accuracy": as_dict(debate_accuracies(records, task)), "problems": len(records)}
+    write_json_atomic(results_path, results)
+    return results
+
+
+def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:
+    """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
+    task = get_task(cfg.task)
+    train = task.load("train", cfg.n_train, seed=cfg.split_seed)
+    test = task.load("test", cfg.n_test, seed=cfg.split_seed)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    write_or_check_manifest(cfg, train, test, task)
+    if backend is None:
+        from mft.backends import get_backend
+
+        backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
+    timings_path = cfg.run_dir / "timings.json"
+    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+
+    def timed(key: str, fn: Any, *args: Any) -> Any:
+        t = time.time()
+        out = fn(*args)
+        timings[key] = timings.get(key, 0.0) + round(time.time() - t, 2)
+        write_json_atomic(timings_path, timings)
+        return out
+
+    results = [timed("iter_0/eval", stage_eval, cfg, 0, backend, task, test, progress)]
+    for k in range(1, cfg.iterations + 1):
+        timed(f"iter_{k}/debate", stage_debate, cfg, k, backend, task, train, progress)
+        timed(f"iter_{k}/build_data", stage_build_data, cfg, k, task)
+        timed(f"iter_{k}/finetune", stage_finetune, cfg, k, backend, progress)
+        results.append(timed(f"iter_{k}/eval", stage_eval, cfg, k, backend, task, test, progress))
+    return results

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+
+from mft.data.builders import CriticSplit, critic_split, generator_examples, mix_critic
+from mft.errors import MftError
+from mft.records import DebateRecord, Message, Problem
+from mft.tasks import get_task
+
+eq = get_task("arithmetic").is_equivalent
+
+
+def _rec(pid: str, first: list[str | None], last: list[str | None], consensus: str | None,
+         split: str = "train") -> DebateRecord:
+    n = len(first)
+    convs = [
+        [
+            Message(role="user", content=f"Q {pid}"),
+            Message(role="assistant", content=f"first {pid} {i}: {first[i]}"),
+            Message(role="user", content=f"others {pid} {i}"),
+            Message(role="assistant", content=f"last {pid} {i}: {last[i]}"),
+        ]
+        for i in range(n)
+    ]
+    return DebateRecord(
+        task="arithmetic", task_version="1",
+        problem=Problem(id=pid, question="q", answer="999", split=split),  # gold never matches: unused
+        agents=[[f"a{i}" for i in range(n)]] * 2,
+        responses=[[c[1].content for c in convs], [c[3].content for c in convs]],
+        answers=[first, last], conversations=convs, consensus=consensus,
+        round_consensus=[None, consensus], correct=False,
+    )
+
+
+RECORDS = [
+    _rec("p1", ["5", "5", "6"], ["5", "5", "5"], "5"),  # agent 2 corrected
+    _rec("p2", ["7", "8", "8"], ["8", "8", "8"], "8"),  # agent 0 corrected
+    _rec("p3", ["1", "2", None], ["1", "2", None], "1"),  # agent 1 stays wrong; agent 2 no answer
+    _rec("p4", [None, None, None], [None, None, None], None),  # nobody answered: no data
+]
+
+
+def test_generator_data_is_first_answers_that_match_consensus() -> None:
+    gen0 = generator_examples(RECORDS, 0, eq)
+    assert [ex[1].content for ex in gen0] == ["first p1 0: 5", "first p3 0: 1"]
+    assert all(len(ex) == 2 and ex[0].role == "user" for ex in gen0)
+    assert [ex[1].content for ex in generator_examples(RECORDS, 2, eq)] == ["first p2 2: 8"]
+    assert len(generator_examples(RECORDS, 1, eq)) == 2  # p1 and p2
+
+
+def test_critic_split_corrected_and_kept() -> None:
+    s0 = critic_split(RECORDS, 0, eq)
+    assert [ex[3].content for ex in s0.corrected] == ["last p2 0: 8"]
+    assert [ex[3].content for ex in s0.kept] == ["last p1 0: 5", "last p3 0: 1"]
+    s2 = critic_split(RECORDS, 2, eq)
+    assert [ex[3].content for ex in s2.corrected] == ["last p1 2: 5"]
+    assert [ex[3].content for ex in s2.kept] == ["last p2 2: 8"]
+    s1 = critic_split(RECORDS, 1, eq)
+    assert len(s1.corrected) == 0 and len(s1.kept) == 2  # p3: final answer 2 != consensus 1 -> excluded
+    # the critic trains on the whole conversation the engine built
+    assert [m.role for m in s0.corrected[0]] == ["user", "assistant", "user", "assistant"]
+
+
+def _ex(tag: str) -> list[Message]:
+    return [Message(role="user", content=tag)]
+
+
+@pytest.mark.parametrize("w, expected_kept", [(0.5, 4), (0.2, 1), (0.0, 0), (0.75, 10), (1.0, 10)])
+def test_mix_weight(w: float, expected_kept: int) -> None:
+    split = CriticSplit(corrected=[_ex(f"c{i}") for i in range(4)], kept=[_ex(f"k{i}") for i in range(10)])
+    mixed = mix_critic(split, w, seed="s")
+    kept = [e for e in mixed if e[0].content.startswith("k")]
+    corrected = [e for e in mixed if e[0].content.startswith("c")]
+    assert len(corrected) == 4  # every corrected example is used
+    assert len(kept) == expected_kept
+    assert mix_critic(split, w, seed="s") == mixed  # seeded
+
+
+def test_mix_without_corrections_keeps_positives() -> None:
+    split = CriticSplit(corrected=[], kept=[_ex("k0"), _ex("k1")])
+    assert len(mix_critic(split, 0.5, seed="s")) == 2
+
+
+def test_bad_weight() -> None:
+    with pytest.raises(MftError):
+        mix_critic(CriticSplit(), 1.5, seed="s")
+
+
+def test_test_split_records_never_feed_a_dataset() -> None:
+    leaked = [*RECORDS, _rec("t1", ["5", "5", "5"], ["5", "5", "5"], "5", split="test")]
+    for build in (lambda: generator_examples(leaked, 0, eq), lambda: critic_split(leaked, 0, eq)):
+        with pytest.raises(MftError, match="not from the training split"):
+            build()
