@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from mft import __version__
-from mft.config import DebateConfig, RunConfig, add_config_arguments, load_config
+from mft.config import DebateConfig, RunConfig, add_config_arguments, build_task, load_config
 from mft.errors import MftError
 
 
@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run",
         help="The whole method: iterations of debate -> per-agent data -> finetune -> eval.",
-        description="Multiagent finetuning. Artifacts go to RUNS_DIR/NAME; killing the process and re-running "
-        "the same command continues from the last finished unit.",
+        description="Multiagent finetuning. Artifacts go to RUNS_DIR/NAME; killing the process and "
+        "re-running the same command continues from the last finished unit.",
     )
     _run_args(r)
     stages = {
@@ -72,7 +72,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    return load_config(RunConfig, args.config, {k: getattr(args, k) for k in RunConfig.model_fields})
+    return load_config(RunConfig, args.config, {k: getattr(args, k, None) for k in RunConfig.model_fields})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,7 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         acc = res["accuracy"]
         table.add_row(
             "base" if res["iteration"] == 0 else str(res["iteration"]),
-            *(f"{100 * acc[m]['mean']:.1f}% ± {100 * acc[m]['se']:.1f}" for m in ("single", "majority", "debate")),
+            *(
+                f"{100 * acc[m]['mean']:.1f}% ± {100 * acc[m]['se']:.1f}"
+                for m in ("single", "majority", "debate")
+            ),
         )
     Console().print(table)
     print(f"artifacts: {cfg.run_dir}")
@@ -103,10 +106,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     k = args.iteration
     if k < (0 if args.command == "eval" else 1) or k > cfg.iterations:
-        raise MftError(f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})")
-    task = pipeline.get_task(cfg.task)
+        raise MftError(
+            f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})"
+        )
+    task = build_task(cfg)
     if not (cfg.run_dir / "manifest.json").exists():
-        raise MftError(f"{cfg.run_dir} is not a run directory (no manifest.json)", hint="start it with `mft run`")
+        raise MftError(
+            f"{cfg.run_dir} is not a run directory (no manifest.json)", hint="start it with `mft run`"
+        )
     if args.command == "build-data":
         print(json.dumps(pipeline.stage_build_data(cfg, k, task), indent=2))
         return 0
@@ -115,11 +122,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
     backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
     progress = not args.no_progress
     if args.command == "debate-train":
-        pipeline.stage_debate(cfg, k, backend, task, task.load("train", cfg.n_train, seed=cfg.split_seed), progress)
+        pipeline.stage_debate(
+            cfg, k, backend, task, task.load("train", cfg.n_train, seed=cfg.split_seed), progress
+        )
     elif args.command == "finetune":
         pipeline.stage_finetune(cfg, k, backend, progress)
     else:
-        res = pipeline.stage_eval(cfg, k, backend, task, task.load("test", cfg.n_test, seed=cfg.split_seed), progress)
+        res = pipeline.stage_eval(
+            cfg, k, backend, task, task.load("test", cfg.n_test, seed=cfg.split_seed), progress
+        )
         print(json.dumps(res, indent=2))
     return 0
 
@@ -128,7 +139,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    overrides = {k: getattr(args, k) for k in DebateConfig.model_fields}
+    overrides = {k: getattr(args, k, None) for k in DebateConfig.model_fields}
     cfg = load_config(DebateConfig, args.config, overrides)
 
     from mft.backends import get_backend
@@ -136,9 +147,8 @@ def cmd_debate(args: argparse.Namespace) -> int:
     from mft.debate.engine import DebateSettings, Society, run_debate
     from mft.eval.metrics import as_dict, debate_accuracies
     from mft.records import write_json_atomic
-    from mft.tasks import get_task
 
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
     backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
     settings = DebateSettings(
@@ -199,7 +209,7 @@ def config_class_for(path: Path) -> type[DebateConfig] | type[RunConfig]:
 def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         cls = config_class_for(path)
-        load_config(cls, path)
+        build_task(load_config(cls, path))  # task settings are checked too
         print(f"{path}: ok ({'run' if cls is RunConfig else 'debate'} config)")
     return 0
 

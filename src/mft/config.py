@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mft.errors import MftError
 
+if typing.TYPE_CHECKING:
+    from mft.tasks.base import Task
+
 
 class ConfigError(MftError):
     pass
@@ -27,7 +30,17 @@ class DebateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["arithmetic"] = Field("arithmetic", description="Task to debate on.")
+    task: Literal["arithmetic", "gsm8k", "math", "custom"] = Field("arithmetic", description="Task.")
+    data: Path | None = Field(
+        None,
+        description="Local dataset for gsm8k/math/custom: a .jsonl/.json/.parquet file or a directory with "
+        "train*/test* files (default: the task's hub dataset; arithmetic is generated).",
+    )
+    task_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Task settings (YAML only), e.g. custom: question_field, answer_field, answer_type; "
+        "math: levels; gsm8k: strict. See docs/tasks.md.",
+    )
     model: str = Field(
         "bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id."
     )
@@ -56,6 +69,13 @@ class DebateConfig(BaseModel):
 
 
 C = TypeVar("C", bound=BaseModel)
+
+
+def build_task(cfg: DebateConfig | RunConfig) -> Task:
+    """The configured task with its settings; a bad setting is an MftError before any model work."""
+    from mft.tasks import get_task
+
+    return get_task(cfg.task, data=str(cfg.data) if cfg.data else None, **cfg.task_options)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -103,6 +123,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
     for name, info in cls.model_fields.items():
         flag = "--" + name.replace("_", "-")
         annotation = info.annotation
+        if typing.get_origin(annotation) is dict:
+            continue  # mappings are set in the YAML file
         help_text = f"{info.description} (default: {info.default})"
         if annotation is bool:
             parser.add_argument(
@@ -140,7 +162,17 @@ class RunConfig(BaseModel):
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
-    task: Literal["arithmetic"] = Field("arithmetic", description="Task.")
+    task: Literal["arithmetic", "gsm8k", "math", "custom"] = Field("arithmetic", description="Task.")
+    data: Path | None = Field(
+        None,
+        description="Local dataset for gsm8k/math/custom: a .jsonl/.json/.parquet file or a directory with "
+        "train*/test* files (default: the task's hub dataset; arithmetic is generated).",
+    )
+    task_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Task settings (YAML only), e.g. custom: question_field, answer_field, answer_type; "
+        "math: levels; gsm8k: strict. See docs/tasks.md.",
+    )
     model: str = Field("bundled", description="Base model: 'bundled', a local path or a hub id.")
     backend: Literal["hf"] = Field("hf", description="Generation and finetuning backend.")
     agents: int = Field(3, ge=1, le=64, description="Number of agents N (N generators + N critics).")

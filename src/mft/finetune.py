@@ -47,15 +47,27 @@ def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[in
     for i, m in enumerate(messages):
         if m.role != "assistant":
             continue
-        start = len(tok.encode(tok.apply_chat_template(dumped[:i], tokenize=False, add_generation_prompt=True),
-                               add_special_tokens=False))
-        end = len(tok.encode(tok.apply_chat_template(dumped[: i + 1], tokenize=False), add_special_tokens=False))
+        start = len(
+            tok.encode(
+                tok.apply_chat_template(dumped[:i], tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False,
+            )
+        )
+        end = len(
+            tok.encode(tok.apply_chat_template(dumped[: i + 1], tokenize=False), add_special_tokens=False)
+        )
         labels[start:end] = ids[start:end]
     return ids, labels
 
 
-def train_adapter(backend: Any, name: str, init_adapter: str | None, examples: list[list[Message]],
-                  out_dir: Path, settings: LoraSettings) -> dict[str, Any]:
+def train_adapter(
+    backend: Any,
+    name: str,
+    init_adapter: str | None,
+    examples: list[list[Message]],
+    out_dir: Path,
+    settings: LoraSettings,
+) -> dict[str, Any]:
     """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (temp dir, then rename)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
@@ -68,8 +80,13 @@ def train_adapter(backend: Any, name: str, init_adapter: str | None, examples: l
     tok = backend.tokenizer
     rng = random.Random(f"finetune:{settings.seed}:{name}")
     torch.manual_seed(rng.randrange(2**31))  # seeds the fresh LoRA initialisation and dropout
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
     if backend.model is backend.base:
         backend.model = PeftModel(backend.base, config, adapter_name=name)
     elif name in backend.model.peft_config:
@@ -80,7 +97,9 @@ def train_adapter(backend: Any, name: str, init_adapter: str | None, examples: l
     model = backend.model
     if init_adapter is not None:  # continue from this agent's previous-iteration weights
         init = Path(init_adapter)
-        set_peft_model_state_dict(model, load_file(str(init / "adapter_model.safetensors")), adapter_name=name)
+        set_peft_model_state_dict(
+            model, load_file(str(init / "adapter_model.safetensors")), adapter_name=name
+        )
     model.set_adapter(name)
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
@@ -110,9 +129,16 @@ def train_adapter(backend: Any, name: str, init_adapter: str | None, examples: l
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model, adapter_name=name)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors")
+    )
     model.peft_config[name].save_pretrained(str(tmp))
-    stats = {"examples": len(examples), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1]}
+    stats = {
+        "examples": len(examples),
+        "steps": len(losses),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }
     write_json_atomic(tmp / "train_stats.json", stats)
     if out_dir.exists():
         import shutil

@@ -18,15 +18,21 @@ task = get_task("arithmetic")
 def _examples(n: int, offset: int = 0) -> list[list[Message]]:
     out = []
     for p in task.load("train", n + offset)[offset:]:
-        out.append([Message(role="user", content=task.question_prompt(p)),
-                    Message(role="assistant", content=f"The answer is {p.answer}.")])
+        out.append(
+            [
+                Message(role="user", content=task.question_prompt(p)),
+                Message(role="assistant", content=f"The answer is {p.answer}."),
+            ]
+        )
     return out
 
 
 def _state(backend, name: str) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(backend.model, adapter_name=name).items()}
+    return {
+        k: v.detach().clone() for k, v in get_peft_model_state_dict(backend.model, adapter_name=name).items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,12 @@ def backend():
 
 
 def test_labels_cover_exactly_the_assistant_turns(backend) -> None:
-    conv = [Message(role="user", content="What is 1+1?"), Message(role="assistant", content="The answer is 2."),
-            Message(role="user", content="Sure?"), Message(role="assistant", content="Yes, the answer is 2.")]
+    conv = [
+        Message(role="user", content="What is 1+1?"),
+        Message(role="assistant", content="The answer is 2."),
+        Message(role="user", content="Sure?"),
+        Message(role="assistant", content="Yes, the answer is 2."),
+    ]
     ids, labels = tokenize_chat(backend.tokenizer, conv)
     assert len(ids) == len(labels)
     trained = backend.tokenizer.decode([t for t in labels if t != -100])

@@ -30,7 +30,17 @@ ft_batch_size: 4
 
 
 def _cmd(config: Path, runs: Path) -> list[str]:
-    return [sys.executable, "-m", "mft", "run", "--config", str(config), "--runs-dir", str(runs), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "mft",
+        "run",
+        "--config",
+        str(config),
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+    ]
 
 
 def _artifacts(run_dir: Path) -> dict[str, str]:
@@ -66,7 +76,10 @@ def test_kill_and_resume_gives_the_same_artifacts(tmp_path: Path) -> None:
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(_cmd(config, clean), check=True, capture_output=True)
     expected = _artifacts(clean / "small")
-    assert "iter_1/eval/results.json" in expected and "iter_1/agents/critic_1/adapter_model.safetensors" in expected
+    assert (
+        "iter_1/eval/results.json" in expected
+        and "iter_1/agents/critic_1/adapter_model.safetensors" in expected
+    )
 
     run = killed / "small"
     kill_points = [

@@ -10,8 +10,9 @@ from mft.tasks import get_task
 eq = get_task("arithmetic").is_equivalent
 
 
-def _rec(pid: str, first: list[str | None], last: list[str | None], consensus: str | None,
-         split: str = "train") -> DebateRecord:
+def _rec(
+    pid: str, first: list[str | None], last: list[str | None], consensus: str | None, split: str = "train"
+) -> DebateRecord:
     n = len(first)
     convs = [
         [
@@ -23,12 +24,16 @@ def _rec(pid: str, first: list[str | None], last: list[str | None], consensus: s
         for i in range(n)
     ]
     return DebateRecord(
-        task="arithmetic", task_version="1",
+        task="arithmetic",
+        task_version="1",
         problem=Problem(id=pid, question="q", answer="999", split=split),  # gold never matches: unused
         agents=[[f"a{i}" for i in range(n)]] * 2,
         responses=[[c[1].content for c in convs], [c[3].content for c in convs]],
-        answers=[first, last], conversations=convs, consensus=consensus,
-        round_consensus=[None, consensus], correct=False,
+        answers=[first, last],
+        conversations=convs,
+        consensus=consensus,
+        round_consensus=[None, consensus],
+        correct=False,
     )
 
 

@@ -44,6 +44,8 @@ EXTRACT_CASES = {
     "minus is not a sign": ("10-5", "5", None),
     "thousands commas": ("It costs 1,234,567 in total", "1234567", None),
     "comma list is not a thousands number": ("1,2,3", "3", None),
+    "list of thousands numbers": ("It costs 1,000, then 2,000", "2000", None),
+    "number next to other scripts": ("共12个苹果", "12", None),
     "slash fraction": ("She ate 3/4 of it", "0.75", None),
     "repeating fraction stays a fraction": ("each gets 1/3", "1/3", None),
     "no number": ("I don't know.", None, None),

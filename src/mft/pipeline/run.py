@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from mft.backends.base import Agent, Backend, Sampling
-from mft.config import RunConfig
+from mft.config import RunConfig, build_task
 from mft.data.builders import critic_split, generator_examples, mix_critic
 from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.records import DebateRecord, Message, Problem, read_jsonl, write_json_atomic
-from mft.tasks import get_task
 from mft.tasks.base import Task
 
 
@@ -81,8 +80,9 @@ def write_or_check_manifest(cfg: RunConfig, train: list[Problem], test: list[Pro
 
 def settings_for(cfg: RunConfig, seed: int) -> DebateSettings:
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    return DebateSettings(rounds=cfg.rounds, summarize=cfg.summarize, sampling=sampling, seed=seed,
-                          chunk_size=cfg.chunk_size)
+    return DebateSettings(
+        rounds=cfg.rounds, summarize=cfg.summarize, sampling=sampling, seed=seed, chunk_size=cfg.chunk_size
+    )
 
 
 def society_after(cfg: RunConfig, k: int) -> Society:
@@ -91,19 +91,30 @@ def society_after(cfg: RunConfig, k: int) -> Society:
         return Society.of_base(cfg.agents)
     path = cfg.run_dir / f"iter_{k}" / "agents" / "society.json"
     if not path.exists():
-        raise MftError(f"{path} is missing: iteration {k} has not finished finetuning",
-                       hint="run `mft run` (or `mft finetune`) for that iteration first")
+        raise MftError(
+            f"{path} is missing: iteration {k} has not finished finetuning",
+            hint="run `mft run` (or `mft finetune`) for that iteration first",
+        )
     data = json.loads(path.read_text())
-    return Society(generators=[Agent(**a) for a in data["generators"]],
-                   critics=[Agent(**a) for a in data["critics"]])
+    return Society(
+        generators=[Agent(**a) for a in data["generators"]], critics=[Agent(**a) for a in data["critics"]]
+    )
 
 
 # -- stages ------------------------------------------------------------------------------------------------
-def stage_debate(cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem],
-                 progress: bool = True) -> list[DebateRecord]:
+def stage_debate(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem], progress: bool = True
+) -> list[DebateRecord]:
     """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
-    return run_debate(backend, task, train, society_after(cfg, k - 1), settings_for(cfg, cfg.seed + k),
-                      cfg.run_dir / f"iter_{k}" / "debate.jsonl", progress=progress)
+    return run_debate(
+        backend,
+        task,
+        train,
+        society_after(cfg, k - 1),
+        settings_for(cfg, cfg.seed + k),
+        cfg.run_dir / f"iter_{k}" / "debate.jsonl",
+        progress=progress,
+    )
 
 
 def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
@@ -114,8 +125,10 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
         return json.loads(sizes_path.read_text())
     records = read_jsonl(cfg.run_dir / f"iter_{k}" / "debate.jsonl", DebateRecord)
     if len(records) < cfg.n_train:
-        raise MftError(f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
-                       hint="finish the debate stage first")
+        raise MftError(
+            f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
+            hint="finish the debate stage first",
+        )
     sizes: dict[str, Any] = {}
     for n in range(cfg.agents):
         gen = generator_examples(records, n, task.is_equivalent)
@@ -124,8 +137,11 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
         _write_examples(data_dir / f"gen_{n}.jsonl", gen)
         _write_examples(data_dir / f"critic_{n}.jsonl", critic)
         sizes[f"gen_{n}"] = {"examples": len(gen)}
-        sizes[f"critic_{n}"] = {"examples": len(critic), "corrected (D_C-)": len(split.corrected),
-                                "kept available (D_C+)": len(split.kept)}
+        sizes[f"critic_{n}"] = {
+            "examples": len(critic),
+            "corrected (D_C-)": len(split.corrected),
+            "kept available (D_C+)": len(split.kept),
+        }
     write_json_atomic(sizes_path, sizes)
     return sizes
 
@@ -154,10 +170,18 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         return society_after(cfg, k)
     prev = society_after(cfg, k - 1)
     sizes = json.loads((iter_dir / "data" / "sizes.json").read_text())
-    lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
-            "target_modules": cfg.lora_targets if cfg.lora_targets == "all-linear"
-            else [t.strip() for t in cfg.lora_targets.split(",")],
-            "epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "batch_size": cfg.ft_batch_size, "seed": cfg.seed + k}
+    lora = {
+        "rank": cfg.lora_rank,
+        "alpha": cfg.lora_alpha,
+        "dropout": cfg.lora_dropout,
+        "target_modules": cfg.lora_targets
+        if cfg.lora_targets == "all-linear"
+        else [t.strip() for t in cfg.lora_targets.split(",")],
+        "epochs": cfg.ft_epochs,
+        "lr": cfg.ft_lr,
+        "batch_size": cfg.ft_batch_size,
+        "seed": cfg.seed + k,
+    }
     result: dict[str, list[dict[str, Any]]] = {"generators": [], "critics": []}
     skipped: dict[str, str] = {}
     jobs = [("gen", n, prev.generators[n]) for n in range(cfg.agents)]
@@ -174,30 +198,44 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         else:
             examples = read_examples(iter_dir / "data" / f"{name}.jsonl")
             agent = backend.finetune(Agent(name, start_from), examples, out_dir, **lora)
-        result["generators" if role == "gen" else "critics"].append({"name": agent.name, "adapter": agent.adapter})
+        result["generators" if role == "gen" else "critics"].append(
+            {"name": agent.name, "adapter": agent.adapter}
+        )
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
     write_json_atomic(society_path, {**result, "skipped": skipped})
     return society_after(cfg, k)
 
 
-def stage_eval(cfg: RunConfig, k: int, backend: Backend, task: Task, test: list[Problem],
-               progress: bool = True) -> dict[str, Any]:
+def stage_eval(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, test: list[Problem], progress: bool = True
+) -> dict[str, Any]:
     """Debate of iteration k's society on the test split: generators answer round 1, critics later."""
     eval_dir = cfg.run_dir / f"iter_{k}" / "eval"
     results_path = eval_dir / "results.json"
     if results_path.exists():
         return json.loads(results_path.read_text())
-    records = run_debate(backend, task, test, society_after(cfg, k), settings_for(cfg, cfg.seed + 1000 + k),
-                         eval_dir / "debate.jsonl", progress=progress)
-    results = {"iteration": k, "accuracy": as_dict(debate_accuracies(records, task)), "problems": len(records)}
+    records = run_debate(
+        backend,
+        task,
+        test,
+        society_after(cfg, k),
+        settings_for(cfg, cfg.seed + 1000 + k),
+        eval_dir / "debate.jsonl",
+        progress=progress,
+    )
+    results = {
+        "iteration": k,
+        "accuracy": as_dict(debate_accuracies(records, task)),
+        "problems": len(records),
+    }
     write_json_atomic(results_path, results)
     return results
 
 
 def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:
     """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
-    task = get_task(cfg.task)
+    task = build_task(cfg)
     train = task.load("train", cfg.n_train, seed=cfg.split_seed)
     test = task.load("test", cfg.n_test, seed=cfg.split_seed)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,9 @@ T = TypeVar("T")
 # -- numbers -----------------------------------------------------------------------------------------------
 
 # A sign only when the '-' cannot be a binary minus (so "10-5" gives 10 and 5, "= -5" gives -5).
-_SIGN = r"(?:(?<![\w)\]}])-)?"
-_UNSIGNED = r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?|(?<![\w.])\.\d+"
+_SIGN = r"(?:(?<![A-Za-z0-9_)\]}])-)?"
+# not glued to a preceding ASCII letter/digit ("x2"); CJK or other scripts may touch a number ("共12个")
+_UNSIGNED = r"(?<![A-Za-z0-9_.])(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?|(?<![A-Za-z0-9_.])\.\d+"
 _FRAC_ARG = r"-?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 # \frac{a}{b}, \dfrac{a}{b}, \tfrac{a}{b}, \frac12 ; then a/b ; then a plain number.
 _NUMBER = re.compile(

@@ -78,7 +78,9 @@ def batches(
     data = stream(corpus)
     rng = random.Random(corpus.seed)
     while True:
-        pool = sorted((encode_item(tok, next(data)) for _ in range(batch_size * bucket)), key=lambda x: len(x[0]))
+        pool = sorted(
+            (encode_item(tok, next(data)) for _ in range(batch_size * bucket)), key=lambda x: len(x[0])
+        )
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
