@@ -13,6 +13,7 @@ assistant-only loss, grad clipping) in thirty lines. `benchmarks/` compares the 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,13 @@ def train_adapter(
         {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors")
     )
     model.peft_config[name].save_pretrained(str(tmp))
+    # peft stores resolved target modules as a set, written in hash order; sort it so that the same training
+    # gives a byte-identical adapter directory in every process
+    cfg_path = tmp / "adapter_config.json"
+    cfg_data = json.loads(cfg_path.read_text())
+    if isinstance(cfg_data.get("target_modules"), list):
+        cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
+    cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
     stats = {
         "examples": len(examples),
         "steps": len(losses),
