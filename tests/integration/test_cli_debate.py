@@ -40,8 +40,20 @@ def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     for task, data in (("gsm8k", "gsm8k_sample.jsonl"), ("math", "math_sample.jsonl")):
         out = tmp_path / task
-        args = ["debate", "--task", task, "--data", str(fixtures / data), "--limit", "3", "--max-new-tokens", "24",
-                "--out", str(out), "--no-progress"]
+        args = [
+            "debate",
+            "--task",
+            task,
+            "--data",
+            str(fixtures / data),
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         assert main(args) == 0
         records = read_jsonl(out / "debate.jsonl", DebateRecord)
         assert len(records) == 3 and all(r.task == task and r.problem.split == "test" for r in records)
@@ -52,7 +64,10 @@ def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
 def test_bad_dataset_stops_before_model_work(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "What is 1+1?", "answer": "#### 2"}\n{"question": "no answer field"}\n')
-    assert main(["debate", "--task", "gsm8k", "--data", str(bad), "--limit", "1", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["debate", "--task", "gsm8k", "--data", str(bad), "--limit", "1", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "2" in err and "answer" in err
     assert not (tmp_path / "o" / "debate.jsonl").exists()

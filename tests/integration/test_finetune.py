@@ -66,7 +66,9 @@ def test_finetune_changes_only_its_own_adapter(backend, tmp_path: Path) -> None:
     assert all(torch.equal(a_before[k], a_after[k]) for k in a_before)  # bit-identical
     assert any(not torch.equal(b_before[k], b_after[k]) for k in b_before)
     # peft wraps each targeted layer: its weight is then found under `<layer>.base_layer.weight`
-    base_after = {k.replace(".base_layer", ""): v for k, v in backend.base.state_dict().items() if "lora_" not in k}
+    base_after = {
+        k.replace(".base_layer", ""): v for k, v in backend.base.state_dict().items() if "lora_" not in k
+    }
     assert set(base_before) == set(base_after)
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
     assert (Path(b2.adapter) / "adapter_model.safetensors").exists() and (tmp_path / "b").exists()

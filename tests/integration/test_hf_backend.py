@@ -61,7 +61,11 @@ def test_bundled_model_answers(backend) -> None:
     out = backend.generate(reqs, Sampling(temperature=0.0, max_new_tokens=96))
     answers = [task.extract_answer(o) for o in out]
     assert all(a is not None for a in answers), out
-    assert sum(task.is_equivalent(a, p.answer) for a, p in zip(answers, problems, strict=True)) >= 2
+    for o, p in zip(out, problems, strict=True):  # it learned the worked-solution format of its recipe
+        lines = o.splitlines()
+        assert len(lines) == 6 and lines[-1].startswith("The answer is"), o
+        a, b, c, d, e, f = p.meta["ops"]
+        assert lines[0].startswith(f"{b}*{c}=") and lines[1].startswith(f"{e}*{f}="), o
 
 
 def test_two_adapters_differ_and_share_one_base(backend, tmp_path: Path) -> None:

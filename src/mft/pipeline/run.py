@@ -96,8 +96,13 @@ def society_after(cfg: RunConfig, k: int) -> Society:
             hint="run `mft run` (or `mft finetune`) for that iteration first",
         )
     data = json.loads(path.read_text())
+
+    def agent(entry: dict[str, Any]) -> Agent:  # adapters are stored relative to the run directory
+        adapter = entry["adapter"]
+        return Agent(entry["name"], None if adapter is None else str(cfg.run_dir / adapter))
+
     return Society(
-        generators=[Agent(**a) for a in data["generators"]], critics=[Agent(**a) for a in data["critics"]]
+        generators=[agent(a) for a in data["generators"]], critics=[agent(a) for a in data["critics"]]
     )
 
 
@@ -198,9 +203,8 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         else:
             examples = read_examples(iter_dir / "data" / f"{name}.jsonl")
             agent = backend.finetune(Agent(name, start_from), examples, out_dir, **lora)
-        result["generators" if role == "gen" else "critics"].append(
-            {"name": agent.name, "adapter": agent.adapter}
-        )
+        rel = None if agent.adapter is None else str(Path(agent.adapter).relative_to(cfg.run_dir))
+        result["generators" if role == "gen" else "critics"].append({"name": agent.name, "adapter": rel})
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
     write_json_atomic(society_path, {**result, "skipped": skipped})

@@ -32,7 +32,7 @@ class PretrainConfig:
     heads: int = 4
     intermediate_size: int = 512
     max_positions: int = 1024
-    steps: int = 1300
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -64,10 +64,7 @@ def encode(tok: PreTrainedTokenizerFast, messages: list[Message]) -> tuple[list[
 def train_tokenizer(corpus: CorpusConfig, vocab_size: int) -> PreTrainedTokenizerFast:
     """BPE vocabulary from a fixed sample of the corpus (its own seeded stream, so it is reproducible)."""
     sample = stream(CorpusConfig(**{**asdict(corpus), "seed": corpus.seed + 10_000}))
-    texts = []
-    while len(texts) < 6000:
-        item = next(sample)
-        texts.extend(x if isinstance(x, str) else x.content for x in item)
+    texts = [x if isinstance(x, str) else x.content for _ in range(3000) for x in next(sample)]
     return build_tokenizer(texts, vocab_size)
 
 
