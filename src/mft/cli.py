@@ -54,6 +54,50 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="Check config files without running anything.")
     v.add_argument("files", nargs="+", type=Path)
 
+    s = sub.add_parser(
+        "serve",
+        help="Serve a society of agents over an OpenAI-compatible HTTP API (chat completions).",
+        description="OpenAI-compatible server (hf backend): model=<agent> runs one agent, model=<base model> "
+        "the bare base model, model=society a whole debate on the last user message (the consensus "
+        "response, plus the transcript in `mft_debate`). GET /v1/models lists them. See docs/backends.md.",
+    )
+    s.add_argument(
+        "--model",
+        default=None,
+        help="Base model: 'bundled', a local path or a hub id (default: "
+        "the run's model with --run-dir, else bundled).",
+    )
+    s.add_argument("--run-dir", type=Path, default=None, help="Serve the society of this run (runs/<name>).")
+    s.add_argument(
+        "--iteration",
+        type=int,
+        default=None,
+        help="Which iteration's society to serve (needs --run-dir; default: its latest; 0: base).",
+    )
+    s.add_argument("--agents", type=int, default=None, help="Number of agents N (default 3; a run's own N).")
+    s.add_argument(
+        "--rounds", type=int, default=None, help="Debate rounds per society request (default 2; a run's own)."
+    )
+    s.add_argument(
+        "--task",
+        default=None,
+        help="Task for answer extraction and voting (default arithmetic; a run's own).",
+    )
+    s.add_argument("--society-name", default="society", help="Model name of the society (default: society).")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to listen on (default 127.0.0.1: this machine only; the server has no authentication).",
+    )
+    s.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0: any free port, printed).")
+    s.add_argument("--batch-size", type=int, default=256, help="hf backend batch size (default 256).")
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (default info).",
+    )
+
     t = sub.add_parser("toy", help="The bundled tiny base model: rebuild it from its recipe.")
     tsub = t.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
     tp = tsub.add_parser(
@@ -154,7 +198,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
     settings = DebateSettings(
         rounds=cfg.rounds,
         summarize=cfg.summarize,
-        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
+        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens),
         seed=cfg.seed,
         chunk_size=cfg.chunk_size,
     )
@@ -225,6 +269,25 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mft.serve import serve
+
+    serve(
+        model=args.model,
+        run_dir=args.run_dir,
+        iteration=args.iteration,
+        agents=args.agents,
+        rounds=args.rounds,
+        task=args.task,
+        host=args.host,
+        port=args.port,
+        society_name=args.society_name,
+        batch_size=args.batch_size,
+        log_level=args.log_level,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -232,7 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         # Library deprecation chatter (e.g. peft calling deprecated transformers APIs) is not for users.
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    handlers = {"debate": cmd_debate, "validate": cmd_validate, "toy": cmd_toy, "run": cmd_run}
+    handlers = {
+        "debate": cmd_debate,
+        "validate": cmd_validate,
+        "toy": cmd_toy,
+        "run": cmd_run,
+        "serve": cmd_serve,
+    }
     handlers.update(dict.fromkeys(("debate-train", "build-data", "finetune", "eval"), cmd_stage))
     try:
         return handlers[args.command](args)

@@ -58,7 +58,9 @@ class DebateConfig(BaseModel):
         1.0, ge=0.0, le=5.0, description="Sampling temperature (0 = greedy). Paper: 1.0."
     )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling top-p. Paper: 0.9.")
-    max_new_tokens: int = Field(96, ge=1, description="Maximum tokens per response.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k)."
+    )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     chunk_size: int = Field(64, ge=1, description="Problems debated together (one resumable unit).")
     split: Literal["train", "test"] = Field("test", description="Which split to debate on.")
@@ -185,7 +187,9 @@ class RunConfig(BaseModel):
     split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature. Paper: 1.0.")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus top-p. Paper: 0.9.")
-    max_new_tokens: int = Field(96, ge=1, description="Maximum tokens per response.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k)."
+    )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call.")
     chunk_size: int = Field(100, ge=1, description="Problems debated together (one resumable unit).")
     critic_positive_fraction: float = Field(

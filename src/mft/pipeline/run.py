@@ -78,8 +78,18 @@ def write_or_check_manifest(cfg: RunConfig, train: list[Problem], test: list[Pro
     )
 
 
-def settings_for(cfg: RunConfig, seed: int) -> DebateSettings:
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
+    """Load the run's problems (before any model work) and write or check its manifest."""
+    train = task.load("train", cfg.n_train, seed=cfg.split_seed)
+    test = task.load("test", cfg.n_test, seed=cfg.split_seed)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    write_or_check_manifest(cfg, train, test, task)
+    return train, test
+
+
+def settings_for(cfg: RunConfig, seed: int, task: Task) -> DebateSettings:
+    max_new = cfg.max_new_tokens or task.max_new_tokens
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new)
     return DebateSettings(
         rounds=cfg.rounds, summarize=cfg.summarize, sampling=sampling, seed=seed, chunk_size=cfg.chunk_size
     )
@@ -116,7 +126,7 @@ def stage_debate(
         task,
         train,
         society_after(cfg, k - 1),
-        settings_for(cfg, cfg.seed + k),
+        settings_for(cfg, cfg.seed + k, task),
         cfg.run_dir / f"iter_{k}" / "debate.jsonl",
         progress=progress,
     )
@@ -224,7 +234,7 @@ def stage_eval(
         task,
         test,
         society_after(cfg, k),
-        settings_for(cfg, cfg.seed + 1000 + k),
+        settings_for(cfg, cfg.seed + 1000 + k, task),
         eval_dir / "debate.jsonl",
         progress=progress,
     )
@@ -240,10 +250,7 @@ def stage_eval(
 def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:
     """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
     task = build_task(cfg)
-    train = task.load("train", cfg.n_train, seed=cfg.split_seed)
-    test = task.load("test", cfg.n_test, seed=cfg.split_seed)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    write_or_check_manifest(cfg, train, test, task)
+    train, test = open_run(cfg, task)
     if backend is None:
         from mft.backends import get_backend
 

@@ -38,6 +38,7 @@ class Task(ABC):
 
     name: str = "task"
     version: str = "1"
+    max_new_tokens: int = 512  # default response budget; worked solutions of real benchmarks are long
 
     @abstractmethod
     def load(self, split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
