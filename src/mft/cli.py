@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--task",
         default=None,
+        choices=["arithmetic", "gsm8k", "math", "custom"],
         help="Task for answer extraction and voting (default arithmetic; a run's own).",
     )
     s.add_argument("--society-name", default="society", help="Model name of the society (default: society).")
@@ -194,11 +195,15 @@ def cmd_debate(args: argparse.Namespace) -> int:
 
     task = build_task(cfg)
     problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
-    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
+    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
     settings = DebateSettings(
         rounds=cfg.rounds,
         summarize=cfg.summarize,
-        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens),
+        sampling=Sampling(
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+        ),
         seed=cfg.seed,
         chunk_size=cfg.chunk_size,
     )
@@ -219,6 +224,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
         "accuracy": as_dict(acc),
         "seconds_this_invocation": round(time.time() - start, 2),
         "generated_tokens_this_invocation": backend.stats.completion_tokens,
+        "backend": backend.describe(),
     }
     write_json_atomic(cfg.out / "summary.json", summary)
     table = Table(
@@ -253,7 +259,16 @@ def config_class_for(path: Path) -> type[DebateConfig] | type[RunConfig]:
 def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         cls = config_class_for(path)
-        build_task(load_config(cls, path))  # task settings are checked too
+        cfg = load_config(cls, path)
+        build_task(cfg)  # task settings are checked too
+        from mft.backends import backend_settings
+
+        unknown = sorted(set(getattr(cfg, "backend_options", {})) - set(backend_settings(cfg.backend)))
+        if unknown:
+            raise MftError(
+                f"{path}: backend {cfg.backend!r} has no setting {', '.join(map(repr, unknown))}",
+                hint=f"its settings are: {', '.join(backend_settings(cfg.backend))}",
+            )
         print(f"{path}: ok ({'run' if cls is RunConfig else 'debate'} config)")
     return 0
 

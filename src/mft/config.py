@@ -44,7 +44,16 @@ class DebateConfig(BaseModel):
     model: str = Field(
         "bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id."
     )
-    backend: Literal["hf"] = Field("hf", description="Generation backend.")
+    backend: Literal["hf", "openai"] = Field(
+        "hf",
+        description="Generation backend: hf (transformers + peft in this process) or openai (an "
+        "OpenAI-compatible server or the OpenAI API; see docs/backends.md).",
+    )
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
+        "timeout_s, price_per_1k_prompt. See docs/backends.md.",
+    )
     agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
     rounds: int = Field(
         2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
@@ -59,7 +68,9 @@ class DebateConfig(BaseModel):
     )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling top-p. Paper: 0.9.")
     max_new_tokens: int | None = Field(
-        None, ge=1, description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k)."
+        None,
+        ge=1,
+        description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     chunk_size: int = Field(64, ge=1, description="Problems debated together (one resumable unit).")
@@ -188,7 +199,9 @@ class RunConfig(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature. Paper: 1.0.")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus top-p. Paper: 0.9.")
     max_new_tokens: int | None = Field(
-        None, ge=1, description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k)."
+        None,
+        ge=1,
+        description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call.")
     chunk_size: int = Field(100, ge=1, description="Problems debated together (one resumable unit).")

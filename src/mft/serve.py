@@ -8,9 +8,9 @@
 
 A society request is debated exactly as `mft debate` does (the engine's `debate_chunk`), with the user's
 message as the round-1 prompt: generators answer round 1, critics the later rounds, the task's answer
-extraction and majority vote decide the consensus. The reply is the response of the first agent whose
-last-round answer equals the consensus (the first agent's, when nobody gave an answer), and the whole
-transcript is in the extra top-level field `mft_debate`.
+extraction and majority vote decide the consensus (a served run keeps its `summarize` setting). The reply
+is the response of the first agent whose last-round answer equals the consensus (the first agent's, when
+nobody gave an answer), and the whole transcript is in the extra top-level field `mft_debate`.
 
 Requests are generated one at a time (the hf backend is not thread-safe), so a reply depends only on the
 request and its seed; for throughput, serve the model with vLLM and debate with the openai backend.
@@ -52,6 +52,7 @@ class ServedSociety:
     base_model: str
     name: str = DEFAULT_SOCIETY_NAME
     source: str = "base model"  # for people: where the agents came from
+    summarize: bool = False  # show agents a summary of the others' answers (a run's own setting)
 
     def agents(self) -> list[Agent]:
         """Generators then critics, each name once."""
@@ -164,15 +165,17 @@ def build_served(
         base = model or cfg.model
         n_rounds = rounds or cfg.rounds
         source = f"{run_dir} iteration {k}"
+        summarize = cfg.summarize
     else:
         society = Society.of_base(agents or 3)
         the_task = get_task(task or "arithmetic")
         base = model or "bundled"
         n_rounds = rounds or 2
         source = "base model"
+        summarize = False
     if n_rounds < 1 or society.size < 1:
         raise MftError("a served society needs at least 1 agent and 1 round")
-    served = ServedSociety(society, the_task, n_rounds, base, society_name, source)
+    served = ServedSociety(society, the_task, n_rounds, base, society_name, source, summarize)
     ids = served.model_ids()
     clash = sorted({i for i in ids if ids.count(i) > 1})
     if clash:
@@ -238,7 +241,7 @@ def create_app(backend: Backend, served: ServedSociety) -> FastAPI:
     from mft import __version__
 
     base_agent = Agent(served.base_model)  # the bare base model, addressable by its own id
-    for agent in [*served.agents(), base_agent]:
+    for agent in [*served.agents(), base_agent, served.society.summarizer]:
         backend.add_agent(agent)
     agent_names = {a.name for a in served.agents()} | {base_agent.name}
     task = AsAsked(served.task)
@@ -357,7 +360,9 @@ def _debate(
         )
     digest = hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
     problem = Problem(id=f"served-{digest}", question=question, answer="")
-    settings = DebateSettings(rounds=served.rounds, sampling=sampling, seed=sampling.seed, chunk_size=1)
+    settings = DebateSettings(
+        rounds=served.rounds, summarize=served.summarize, sampling=sampling, seed=sampling.seed, chunk_size=1
+    )
     record: DebateRecord = debate_chunk(backend, task, [problem], served.society, settings, 0)[0]
     last = record.answers[-1]
     slot = next((s for s, a in enumerate(last) if task.is_equivalent(a, record.consensus)), 0)
@@ -374,6 +379,7 @@ def _debate(
         "consensus_slot": slot,
         "consensus_agent": record.agents[-1][slot],
         "conversations": [[m.model_dump() for m in conv] for conv in record.conversations],
+        "summaries": record.summaries,
         "seed": record.seed,
     }
     return record.responses[-1][slot], transcript

@@ -6,6 +6,7 @@ Only 127.0.0.1 is ever used; the server process is stopped at the end of the mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -33,14 +34,23 @@ task = get_task("arithmetic")
 START_TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    """`mft serve` (2 agents x 2 rounds, bundled model) on a free loopback port; yields its /v1 URL."""
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "mft", "serve", "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--agents", "2", "--rounds", "2", "--log-level", "warning"]
+@contextlib.contextmanager
+def running_server(args: list[str], log_path: Path) -> Iterator[str]:
+    """`mft serve ARGS` on a free loopback port until the block ends; yields its /v1 URL."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mft",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+    ]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*cmd, *args], stdout=log, stderr=subprocess.STDOUT)
     try:
         url = None
         deadline = time.time() + START_TIMEOUT_S
@@ -66,6 +76,14 @@ def server(tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """`mft serve` with 2 base agents x 2 rounds on the bundled model."""
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with running_server(["--agents", "2", "--rounds", "2"], log_path) as url:
+        yield url
 
 
 def _client(url: str) -> Any:
@@ -178,7 +196,7 @@ def _fake_run(tmp_path: Path) -> Path:
     from mft.config import RunConfig
 
     run_dir = tmp_path / "runs" / "demo"
-    cfg = RunConfig(name="demo", runs_dir=Path("/elsewhere"), agents=2, rounds=3)
+    cfg = RunConfig(name="demo", runs_dir=Path("/elsewhere"), agents=2, rounds=3, summarize=True)
     (run_dir / "iter_1" / "agents").mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps({"config": json.loads(cfg.model_dump_json())}))
     society = {
@@ -206,6 +224,7 @@ def test_run_society_loading_and_option_checks(tmp_path: Path) -> None:
     assert [a.name for a in society.critics or []] == ["critic_0", "critic_1"]
     served = build_served(run_dir=run_dir)  # defaults come from the run
     assert (served.rounds, served.base_model, served.task.name) == (3, "bundled", "arithmetic")
+    assert served.summarize and not build_served(agents=2).summarize
     assert served.model_ids() == ["gen_0", "gen_1", "critic_0", "critic_1", "bundled", "society"]
     assert [a.name for a in build_served(run_dir=run_dir, iteration=0).society.generators] == [
         "agent_0",
@@ -233,3 +252,52 @@ def test_serve_command_reports_a_busy_port(capsys) -> None:
         assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+
+
+def _random_adapter(path: Path, seed: int) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mft.toy import CHECKPOINT_DIR
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
+    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(path)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calling deprecated transformers APIs
+def test_serving_a_run_iteration_with_adapters_critics_and_summaries(tmp_path: Path) -> None:
+    run_dir = _fake_run(tmp_path)  # gen_0 and critic_0 have adapters; summarize=True; 3 rounds
+    for name, seed in (("gen_0", 1), ("critic_0", 2)):
+        _random_adapter(run_dir / "iter_1" / "agents" / name, seed)
+    moved = tmp_path / "moved" / "demo"  # adapters are found relative to the run directory
+    moved.parent.mkdir()
+    run_dir.rename(moved)
+    with running_server(["--run-dir", str(moved), "--rounds", "2"], tmp_path / "serve.log") as url:
+        client = _client(url)
+        assert [m.id for m in client.models.list()] == [
+            "gen_0",
+            "gen_1",
+            "critic_0",
+            "critic_1",
+            "bundled",
+            "society",
+        ]
+        messages = [{"role": "user", "content": task.question_prompt(task.load("test", 1)[0])}]
+        greedy = {"messages": messages, "max_tokens": 24, "temperature": 0.0}
+        replies = {
+            m: client.chat.completions.create(model=m, **greedy).choices[0].message.content
+            for m in ("gen_0", "gen_1", "bundled")
+        }
+        assert replies["gen_1"] == replies["bundled"]  # no adapter: the base model
+        assert replies["gen_0"] != replies["bundled"]  # its LoRA adapter is applied
+        completion = client.chat.completions.create(model="society", messages=messages, max_tokens=48)
+    debate = (completion.model_extra or {})["mft_debate"]
+    assert debate["agents"] == [["gen_0", "gen_1"], ["critic_0", "critic_1"]]  # critics answer round 2
+    assert len(debate["summaries"]) == 1 and all(debate["summaries"][0])
+    for slot, conv in enumerate(debate["conversations"]):
+        assert conv[2]["content"] == task.summary_debate_prompt(debate["summaries"][0][slot])
+    assert completion.choices[0].message.content == debate["responses"][-1][debate["consensus_slot"]]
