@@ -25,8 +25,8 @@ class ConfigError(MftError):
     pass
 
 
-class DebateConfig(BaseModel):
-    """Settings of one multiagent debate run (`mft debate`)."""
+class SharedConfig(BaseModel):
+    """Settings common to `mft debate` and `mft run`: the task, the model, the society, sampling, seeds."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,20 +44,7 @@ class DebateConfig(BaseModel):
     model: str = Field(
         "bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id."
     )
-    backend: Literal["hf", "openai"] = Field(
-        "hf",
-        description="Generation backend: hf (transformers + peft in this process) or openai (an "
-        "OpenAI-compatible server or the OpenAI API; see docs/backends.md).",
-    )
-    backend_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
-        "timeout_s, price_per_1k_prompt. See docs/backends.md.",
-    )
     agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
-    rounds: int = Field(
-        2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
-    )
     summarize: bool = Field(
         False,
         description="Show agents a summary of the others' answers (written by the base model) instead of the "
@@ -73,18 +60,36 @@ class DebateConfig(BaseModel):
         description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
+    seed: int = Field(0, description="Seed for generation, data mixing, finetuning and vote ties.")
+    split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
+
+
+class DebateConfig(SharedConfig):
+    """Settings of one multiagent debate run (`mft debate`)."""
+
+    backend: Literal["hf", "openai"] = Field(
+        "hf",
+        description="Generation backend: hf (transformers + peft in this process) or openai (an "
+        "OpenAI-compatible server or the OpenAI API; see docs/backends.md).",
+    )
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
+        "timeout_s, price_per_1k_prompt. See docs/backends.md.",
+    )
+    rounds: int = Field(
+        2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
+    )
     chunk_size: int = Field(64, ge=1, description="Problems debated together (one resumable unit).")
     split: Literal["train", "test"] = Field("test", description="Which split to debate on.")
     limit: int | None = Field(100, ge=1, description="Number of problems (None: the task's default size).")
-    seed: int = Field(0, description="Seed for problem sampling, generation and vote ties.")
-    split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
     out: Path = Field(Path("runs/demo"), description="Output directory (debate.jsonl, summary.json).")
 
 
 C = TypeVar("C", bound=BaseModel)
 
 
-def build_task(cfg: DebateConfig | RunConfig) -> Task:
+def build_task(cfg: SharedConfig) -> Task:
     """The configured task with its settings; a bad setting is an MftError before any model work."""
     from mft.tasks import get_task
 
@@ -168,42 +173,16 @@ def _scalar_type(annotation: Any) -> Any:
     return str if annotation is Path else annotation
 
 
-class RunConfig(BaseModel):
+class RunConfig(SharedConfig):
     """Settings of a multiagent finetuning run (`mft run`): debate -> per-agent data -> finetune -> eval."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
-    task: Literal["arithmetic", "gsm8k", "math", "custom"] = Field("arithmetic", description="Task.")
-    data: Path | None = Field(
-        None,
-        description="Local dataset for gsm8k/math/custom: a .jsonl/.json/.parquet file or a directory with "
-        "train*/test* files (default: the task's hub dataset; arithmetic is generated).",
-    )
-    task_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Task settings (YAML only), e.g. custom: question_field, answer_field, answer_type; "
-        "math: levels; gsm8k: strict. See docs/tasks.md.",
-    )
-    model: str = Field("bundled", description="Base model: 'bundled', a local path or a hub id.")
     backend: Literal["hf"] = Field("hf", description="Generation and finetuning backend.")
-    agents: int = Field(3, ge=1, le=64, description="Number of agents N (N generators + N critics).")
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
-    summarize: bool = Field(False, description="Show agents a summary of the others' answers.")
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
     n_test: int = Field(500, ge=1, description="Held-out problems for evaluation.")
-    seed: int = Field(0, description="Seed for generation, data mixing, finetuning and ties.")
-    split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature. Paper: 1.0.")
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus top-p. Paper: 0.9.")
-    max_new_tokens: int | None = Field(
-        None,
-        ge=1,
-        description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
-    )
-    batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call.")
     chunk_size: int = Field(100, ge=1, description="Problems debated together (one resumable unit).")
     critic_positive_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="w: share of the critic data drawn from D_C+ (answers kept) vs D_C-."
