@@ -164,7 +164,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         return 0
     from mft.backends import get_backend
 
-    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
+    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
     progress = not args.no_progress
     if args.command == "debate-train":
         pipeline.stage_debate(

@@ -60,6 +60,11 @@ class SharedConfig(BaseModel):
         description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
+        "timeout_s, price_per_1k_prompt. See docs/backends.md.",
+    )
     seed: int = Field(0, description="Seed for generation, data mixing, finetuning and vote ties.")
     split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
 
@@ -67,15 +72,10 @@ class SharedConfig(BaseModel):
 class DebateConfig(SharedConfig):
     """Settings of one multiagent debate run (`mft debate`)."""
 
-    backend: Literal["hf", "openai"] = Field(
+    backend: Literal["hf", "openai", "vllm"] = Field(
         "hf",
-        description="Generation backend: hf (transformers + peft in this process) or openai (an "
-        "OpenAI-compatible server or the OpenAI API; see docs/backends.md).",
-    )
-    backend_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
-        "timeout_s, price_per_1k_prompt. See docs/backends.md.",
+        description="Generation backend: hf (transformers + peft in this process), openai (an "
+        "OpenAI-compatible server or the OpenAI API) or vllm (GPU). See docs/backends.md.",
     )
     rounds: int = Field(
         2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
@@ -178,7 +178,11 @@ class RunConfig(SharedConfig):
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
-    backend: Literal["hf"] = Field("hf", description="Generation and finetuning backend.")
+    backend: Literal["hf", "openai"] = Field(
+        "hf",
+        description="Generation and finetuning backend: hf (LoRA adapters on one base) or openai (the "
+        "fine-tuning API; each agent is a fine-tuned model id).",
+    )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
@@ -195,6 +199,15 @@ class RunConfig(SharedConfig):
     ft_epochs: int = Field(2, ge=1, description="Finetuning epochs per agent per iteration.")
     ft_lr: float = Field(1e-3, gt=0.0, description="Finetuning learning rate.")
     ft_batch_size: int = Field(16, ge=1, description="Finetuning batch size.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where finetunes and debate chunks run: here, or as Ray tasks/actors."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."
+    )
+    ray_workers: int = Field(2, ge=1, description="Ray actors that debate chunks, each with its own backend.")
+    ray_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per Ray finetune task / debate actor.")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per Ray finetune task / debate actor.")
 
     @property
     def run_dir(self) -> Path:

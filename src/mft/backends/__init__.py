@@ -8,7 +8,7 @@ from typing import Any
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 from mft.errors import MftError
 
-BACKENDS = ("hf", "openai")
+BACKENDS = ("hf", "openai", "vllm")
 
 __all__ = ["Agent", "Backend", "GenerationRequest", "Sampling", "get_backend", "backend_settings", "BACKENDS"]
 
@@ -22,6 +22,10 @@ def _backend_class(name: str) -> type[Backend]:
         from mft.backends.openai import OpenAIBackend
 
         return OpenAIBackend
+    if name == "vllm":
+        from mft.backends.vllm import VLLMBackend  # imports no vllm: its constructor does
+
+        return VLLMBackend
     raise MftError(f"unknown backend {name!r}", hint=f"choose one of: {', '.join(BACKENDS)}")
 
 

@@ -69,5 +69,13 @@ class Backend(ABC):
         """Train `agent` on chat examples (loss on assistant turns) and return the new agent."""
         raise NotImplementedError(f"the {self.name} backend does not finetune yet")
 
+    def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
+        """The agent an earlier `finetune(..., out_dir)` finished (before a restart), or None if it did not.
+
+        Default: a LoRA adapter saved in `out_dir` (adapter_model.safetensors) is the finished agent.
+        """
+        out_dir = Path(out_dir)
+        return Agent(name, str(out_dir)) if (out_dir / "adapter_model.safetensors").exists() else None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}

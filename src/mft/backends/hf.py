@@ -179,5 +179,10 @@ class HFBackend(Backend):
         self.agents[agent.name] = trained  # the in-memory adapter already holds the saved weights
         return trained
 
+    def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
+        """Agent `name` on the adapter `finetune` saved in `out_dir`, or None if it saved none there."""
+        out_dir = Path(out_dir)
+        return Agent(name, str(out_dir)) if (out_dir / "adapter_model.safetensors").exists() else None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "batch_size": self.batch_size}

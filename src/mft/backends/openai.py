@@ -14,6 +14,12 @@ server, the agent, its model and the status.
 
 Seeds: each request is sent `seed` derived from the round's sampling seed and the request's index, so
 agents given the same prompt sample different answers while a rerun sends exactly the same requests.
+
+Fine-tuning goes through the OpenAI fine-tuning API: `finetune` writes the examples to `out_dir/train.jsonl`,
+uploads it, creates a job from the agent's current model id, polls it (exponential backoff) and returns the
+agent with the fine-tuned model id. `out_dir/job.json` records the file and job ids as soon as they exist,
+so a restart resumes polling the same job; `out_dir/model.json` marks a finished agent. Uploads, job
+creation and polls are retried with the same policy as chat requests.
 """
 
 from __future__ import annotations
@@ -21,24 +27,46 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import os
+import re
 import secrets
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 from mft.errors import MftError
+from mft.records import Message, write_json_atomic
 
 OPENAI_URL = "https://api.openai.com/v1"
 DUMMY_KEY = "EMPTY"  # local OpenAI-compatible servers accept any key, but the SDK insists on one
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+
+JOB_FILE = "job.json"  # {"file": id, "job": id, ...}: written as soon as each id exists (resume)
+MODEL_FILE = "model.json"  # {"model": id, "job": id, "trained_tokens": n}: the agent is finished
+TRAIN_FILE = "train.jsonl"
+JOB_DONE = frozenset({"succeeded", "failed", "cancelled"})
+# The pipeline passes the hf backend's LoRA settings; the fine-tuning API has no use for these.
+LORA_ONLY_SETTINGS = frozenset({"rank", "alpha", "dropout", "target_modules", "lr", "batch_size"})
+FINETUNE_SETTINGS = frozenset({"epochs", "seed", "poll_interval_s", "poll_max_interval_s", "poll_timeout_s"})
+# Jitter indices of the fine-tuning calls (chat requests use their index in the round, 0 and up).
+_UPLOAD, _CREATE, _POLL = -1, -2, -3
+
+T = TypeVar("T")
 
 
 def _unit(*parts: object) -> float:
     """A number in [0, 1) that depends only on `parts`."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def finetune_suffix(name: str) -> str:
+    """The fine-tuned model's `suffix` for agent `name`: lowercase letters, digits and '-', at most 40."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "agent"
 
 
 def request_seed(round_seed: int, index: int) -> int:
@@ -80,6 +108,9 @@ class OpenAIBackend(Backend):
         max_tokens_field: str = "max_tokens",
         extra_body: dict[str, Any] | None = None,
         batch_size: int | None = None,
+        poll_interval_s: float = 10.0,
+        poll_max_interval_s: float = 120.0,
+        poll_timeout_s: float = 24 * 3600.0,
     ) -> None:
         """`model`: the base model id (agents without a model id of their own use it).
 
@@ -88,6 +119,8 @@ class OpenAIBackend(Backend):
         `max_tokens_field`: "max_tokens" (most servers) or "max_completion_tokens" (newer OpenAI models).
         `extra_body`: extra JSON fields for every request (e.g. vLLM's {"top_k": 20}).
         `batch_size` is the hf backend's setting, accepted so callers can pass it uniformly, and unused.
+        `poll_interval_s`, `poll_max_interval_s`, `poll_timeout_s`: how `finetune` polls a job (the first
+        wait, doubled after each poll up to the maximum; how long one `finetune` call waits in all).
         """
         super().__init__()
         checks = {
@@ -107,6 +140,7 @@ class OpenAIBackend(Backend):
                 hint="max_concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff and prices >= 0, "
                 "max_tokens_field 'max_tokens' or 'max_completion_tokens'",
             )
+        self.poll = _poll_settings(poll_interval_s, poll_max_interval_s, poll_timeout_s)
         try:
             import openai  # noqa: F401
         except ImportError as exc:
@@ -143,6 +177,7 @@ class OpenAIBackend(Backend):
         self.retries = 0  # retried attempts so far, all requests together
         self.retries_by_cause: dict[str, int] = {}
         self.missing_usage = 0  # replies without a `usage` field (their tokens are not counted)
+        self.finetune_jobs: dict[str, str] = {}  # agent name -> id of its latest fine-tuning job
 
     # -- agents --------------------------------------------------------------------------------------------
     def add_agent(self, agent: Agent) -> None:
@@ -176,13 +211,7 @@ class OpenAIBackend(Backend):
             return []
         models = [self.model_of(r.agent) for r in requests]  # unknown agents fail before any request
         start = time.time()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            texts = asyncio.run(self._generate_all(requests, models, sampling))
-        else:  # called from async code: run our own event loop in a worker thread
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                texts = pool.submit(asyncio.run, self._generate_all(requests, models, sampling)).result()
+        texts = _run_sync(self._generate_all(requests, models, sampling))
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return texts
@@ -245,9 +274,7 @@ class OpenAIBackend(Backend):
                         raise
                     if not failure.retryable or attempt >= self.max_retries:
                         raise self._give_up(req.agent, model, failure, attempt + 1) from exc
-                    self.retries += 1
-                    by_cause = self.retries_by_cause
-                    by_cause[failure.cause] = by_cause.get(failure.cause, 0) + 1
+                    self._count_retry(failure)
                     await asyncio.sleep(self.backoff_delay(index, attempt, failure.retry_after))
                     attempt += 1
         if not reply.choices:
@@ -289,6 +316,10 @@ class OpenAIBackend(Backend):
             return _Failure(f"HTTP {status}: {message}", str(status), status, retryable, retry_after)
         return None
 
+    def _count_retry(self, failure: _Failure) -> None:
+        self.retries += 1
+        self.retries_by_cause[failure.cause] = self.retries_by_cause.get(failure.cause, 0) + 1
+
     def _give_up(self, agent: str, model: str, failure: _Failure, attempts: int) -> MftError:
         status = failure.status
         if status in (401, 403):
@@ -312,6 +343,192 @@ class OpenAIBackend(Backend):
             hint=hint,
         )
 
+    # -- fine-tuning ---------------------------------------------------------------------------------------
+    def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
+        """Agent `name` with the model id `out_dir/model.json` records, or None (no finished job there)."""
+        record = _read_record(Path(out_dir) / MODEL_FILE)
+        if record is None:
+            return None
+        model = record.get("model")
+        if not isinstance(model, str) or not model:
+            raise MftError(
+                f"{Path(out_dir) / MODEL_FILE} has no model id",
+                hint=f"delete it to poll the job in {JOB_FILE} again",
+            )
+        return Agent(name, model)
+
+    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
+        """Fine-tune `agent` through the fine-tuning API, from its current model id; resumable.
+
+        Settings: `epochs` (the job's n_epochs), `seed`, and `poll_interval_s` / `poll_max_interval_s` /
+        `poll_timeout_s` (default: the backend's). The hf backend's LoRA settings (rank, alpha, dropout,
+        target_modules, lr, batch_size) are accepted and ignored, so the pipeline's call works unchanged.
+        """
+        unknown = sorted(set(settings) - FINETUNE_SETTINGS - LORA_ONLY_SETTINGS)
+        if unknown:
+            raise MftError(
+                f"openai backend: finetune has no setting {', '.join(repr(u) for u in unknown)}",
+                hint=f"its settings are: {', '.join(sorted(FINETUNE_SETTINGS | LORA_ONLY_SETTINGS))}",
+            )
+        out_dir = Path(out_dir)
+        done = self.finished_agent(agent.name, out_dir)
+        if done is None:
+            poll = _poll_settings(
+                settings.get("poll_interval_s", self.poll[0]),
+                settings.get("poll_max_interval_s", self.poll[1]),
+                settings.get("poll_timeout_s", self.poll[2]),
+            )
+            epochs, seed = settings.get("epochs"), settings.get("seed")
+            if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+                raise MftError(f"openai backend: finetune epochs must be an integer >= 1, not {epochs!r}")
+            model = agent.adapter or self.model
+            done = _run_sync(self._finetune(agent.name, model, examples, out_dir, epochs, seed, poll))
+        self.agents[agent.name] = done
+        return done
+
+    async def _finetune(
+        self,
+        name: str,
+        model: str,
+        examples: list[list[Message]],
+        out_dir: Path,
+        epochs: int | None,
+        seed: int | None,
+        poll: tuple[float, float, float],
+    ) -> Agent:
+        job_path = out_dir / JOB_FILE
+        state = _read_record(job_path) or {}
+        client = self._client()
+        try:
+            if not state.get("job"):
+                if not state.get("file"):  # nothing uploaded yet (a restart after that reuses the file)
+                    if not examples:
+                        raise MftError(
+                            f"openai backend: no examples to fine-tune agent {name!r} on",
+                            hint="raise n_train, or min_examples so such agents keep their weights",
+                        )
+                    train = out_dir / TRAIN_FILE
+                    _write_chat_jsonl(train, examples)
+                    uploaded = await self._api(
+                        f"upload of {train} for agent {name!r}",
+                        _UPLOAD,
+                        client.files.create,
+                        file=(TRAIN_FILE, train.read_bytes()),
+                        purpose="fine-tune",
+                    )
+                    state = {"file": uploaded.id, "model": model, "examples": len(examples)}
+                    write_json_atomic(job_path, state)
+                body: dict[str, Any] = {
+                    "model": model,
+                    "training_file": state["file"],
+                    "suffix": finetune_suffix(name),
+                }
+                if seed is not None:
+                    body["seed"] = int(seed)
+                if epochs is not None:
+                    body["hyperparameters"] = {"n_epochs": epochs}
+                job = await self._api(
+                    f"creating a fine-tuning job for agent {name!r} (model {model!r})",
+                    _CREATE,
+                    client.fine_tuning.jobs.create,
+                    **body,
+                )
+                state = {**state, "job": job.id, "model": model}
+                write_json_atomic(job_path, state)
+            job_id = str(state["job"])
+            self.finetune_jobs[name] = job_id
+            job = await self._wait(client, name, job_id, out_dir, poll)
+        finally:
+            await client.close()
+        tuned = job.fine_tuned_model
+        if not tuned:
+            raise MftError(
+                f"openai backend: fine-tuning job {job_id} for agent {name!r} succeeded without a "
+                "fine_tuned_model id",
+                hint=f"check the job on the server; delete {job_path} to start a new one",
+            )
+        write_json_atomic(
+            out_dir / MODEL_FILE, {"model": tuned, "job": job_id, "trained_tokens": job.trained_tokens}
+        )
+        return Agent(name, tuned)
+
+    async def _wait(
+        self, client: Any, name: str, job_id: str, out_dir: Path, poll: tuple[float, float, float]
+    ) -> Any:
+        """Poll job `job_id` until it ends: waits of interval * 2**k, capped, for at most the timeout."""
+        interval, max_interval, timeout = poll
+        start = time.monotonic()
+        k = 0
+        while True:
+            job = await self._api(
+                f"polling fine-tuning job {job_id} of agent {name!r}",
+                _POLL,
+                client.fine_tuning.jobs.retrieve,
+                job_id,
+            )
+            status = str(job.status)
+            if status == "succeeded":
+                return job
+            if status in JOB_DONE:
+                error = getattr(job, "error", None)
+                message = (getattr(error, "message", None) or "").strip() if error is not None else ""
+                code = getattr(error, "code", None) if error is not None else None
+                why = " ".join(message.split())[:300] or "the server gave no error message"
+                raise MftError(
+                    f"openai backend: fine-tuning job {job_id} for agent {name!r} (model {job.model!r}) "
+                    f"ended {status}: {why}" + (f" [{code}]" if code else ""),
+                    hint=f"fix the cause (e.g. the data in {out_dir / TRAIN_FILE}), then delete "
+                    f"{out_dir / JOB_FILE} and re-run to upload the data and start a new job",
+                )
+            elapsed = time.monotonic() - start
+            if elapsed >= timeout:
+                raise MftError(
+                    f"openai backend: fine-tuning job {job_id} for agent {name!r} is still {status} "
+                    f"after {elapsed:.0f}s (poll_timeout_s={timeout:g})",
+                    hint=f"re-run to resume polling the same job ({out_dir / JOB_FILE} keeps its id), "
+                    "or raise poll_timeout_s",
+                )
+            await asyncio.sleep(min(max_interval, interval * 2**k, timeout - elapsed))
+            k += 1
+
+    async def _api(
+        self, what: str, index: int, call: Callable[..., Awaitable[T]], *args: Any, **kw: Any
+    ) -> T:
+        """`call(*args, **kw)` under the retry policy of chat requests; a final failure names `what`."""
+        attempt = 0
+        while True:
+            try:
+                return await call(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised
+                failure = self._classify(exc)
+                if failure is None:
+                    raise
+                if not failure.retryable or attempt >= self.max_retries:
+                    tries = f"after {attempt + 1} attempts" if attempt else "(not retried)"
+                    raise MftError(
+                        f"openai backend: {what} at {self.base_url} failed {tries}: {failure.what}",
+                        hint=self._finetune_hint(failure),
+                    ) from exc
+                self._count_retry(failure)
+                await asyncio.sleep(self.backoff_delay(index, attempt, failure.retry_after))
+                attempt += 1
+
+    def _finetune_hint(self, failure: _Failure) -> str:
+        status = failure.status
+        if status in (401, 403):
+            return "check the API key (OPENAI_API_KEY or the api_key setting); it must allow fine-tuning"
+        if status == 404:
+            return f"{self.base_url} has no fine-tuning API (vLLM, llama.cpp have none), or the job is gone"
+        if status == 429:
+            return "the server is rate-limiting: raise max_retries / backoff_base_s, or retry later"
+        if status is not None and status >= 500:
+            return "the server is failing: retry later (a restart resumes from job.json); raise max_retries"
+        if status is not None:
+            return "the server rejected it: check that the model can be fine-tuned and the data's format"
+        if failure.cause == "timeout":
+            return "raise timeout_s (uploads of large files take longer)"
+        return f"is the server running at {self.base_url}? check base_url / OPENAI_BASE_URL"
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
@@ -324,4 +541,53 @@ class OpenAIBackend(Backend):
             "retries_by_cause": dict(self.retries_by_cause),
             "missing_usage": self.missing_usage,
             "estimated_cost_usd": round(self.cost_usd, 6),
+            "finetune_jobs": dict(self.finetune_jobs),
         }
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion from sync code, also when called from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # async caller: our own loop in a worker thread
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _poll_settings(interval: float, max_interval: float, timeout: float) -> tuple[float, float, float]:
+    values = {"poll_interval_s": interval, "poll_max_interval_s": max_interval, "poll_timeout_s": timeout}
+    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0]
+    if bad or max_interval < interval:
+        raise MftError(
+            f"openai backend: invalid setting {', '.join(bad) or 'poll_max_interval_s'}",
+            hint="poll_interval_s, poll_max_interval_s and poll_timeout_s > 0, "
+            "poll_max_interval_s >= poll_interval_s",
+        )
+    return float(interval), float(max_interval), float(timeout)
+
+
+_DAMAGED_HINT = f"delete it (with {MODEL_FILE}, {JOB_FILE} makes the next run poll that job again)"
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, None if there is no such file; a damaged one is an MftError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise MftError(f"{path} is unreadable ({exc})", hint=_DAMAGED_HINT) from exc
+    if not isinstance(data, dict):
+        raise MftError(f"{path} is not a JSON object", hint=_DAMAGED_HINT)
+    return data
+
+
+def _write_chat_jsonl(path: Path, examples: list[list[Message]]) -> None:
+    """Examples in the fine-tuning API's chat format, one {"messages": [...]} per line (temp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for ex in examples:
+            fh.write(json.dumps({"messages": [m.model_dump() for m in ex]}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -16,7 +16,7 @@ missing records are written.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,9 @@ from mft.debate.consensus import majority_vote
 from mft.errors import MftError
 from mft.records import DebateRecord, Message, Problem, append_jsonl, read_jsonl
 from mft.tasks.base import Task
+
+# (task, [(chunk index, problems)], society, settings) -> each chunk's records, in the order given
+ChunkRunner = Callable[..., Iterable[list[DebateRecord]]]
 
 
 @dataclass
@@ -157,10 +160,13 @@ def run_debate(
     out_path: Path | None = None,
     progress: bool = True,
     on_chunk: Callable[[list[DebateRecord]], None] | None = None,
+    chunk_runner: ChunkRunner | None = None,
 ) -> list[DebateRecord]:
     """Debate every problem, appending records to `out_path` as chunks finish; resumes from that file.
 
-    Returns the records of `problems` in problem order (finished earlier or now).
+    `chunk_runner` decides where chunks run (default: here, on `backend`, one after another; see
+    `mft.executor` for Ray workers). It must yield each chunk's records in chunk order, so the file is the
+    same whoever ran the chunks. Returns the records of `problems` in problem order.
     """
     if settings.rounds < 1 or society.size < 1:
         raise MftError("a debate needs at least 1 agent and 1 round")
@@ -179,10 +185,14 @@ def run_debate(
 
     bar = tqdm(total=len(problems), desc="debate", unit="problem", disable=not progress)
     bar.update(sum(1 for p in problems if p.id in done))
-    for k, chunk in enumerate(chunks):
-        if all(p.id in done for p in chunk):
-            continue
-        records = debate_chunk(backend, task, chunk, society, settings, k)
+    todo = [(k, chunk) for k, chunk in enumerate(chunks) if not all(p.id in done for p in chunk)]
+    if chunk_runner is None:
+        results: Iterable[list[DebateRecord]] = (
+            debate_chunk(backend, task, chunk, society, settings, k) for k, chunk in todo
+        )
+    else:
+        results = chunk_runner(task, todo, society, settings)
+    for records in results:
         new = [r for r in records if r.problem.id not in done]
         if out_path is not None:
             append_jsonl(out_path, new)

@@ -28,6 +28,7 @@ from mft.data.builders import critic_split, generator_examples, mix_critic
 from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
+from mft.executor import FinetuneJob, RayChunkRunner, ray_finetune
 from mft.records import DebateRecord, Message, Problem, read_jsonl, write_json_atomic
 from mft.tasks.base import Task
 
@@ -87,6 +88,20 @@ def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     return train, test
 
 
+def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
+    if cfg.executor != "ray":
+        return None
+    return RayChunkRunner(
+        cfg.backend,
+        cfg.model,
+        {"batch_size": cfg.batch_size, **cfg.backend_options},
+        workers=cfg.ray_workers,
+        address=cfg.ray_address,
+        num_cpus=cfg.ray_num_cpus,
+        num_gpus=cfg.ray_num_gpus,
+    )
+
+
 def settings_for(cfg: RunConfig, seed: int, task: Task) -> DebateSettings:
     max_new = cfg.max_new_tokens or task.max_new_tokens
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new)
@@ -108,6 +123,8 @@ def society_after(cfg: RunConfig, k: int) -> Society:
     data = json.loads(path.read_text())
 
     def agent(entry: dict[str, Any]) -> Agent:  # adapters are stored relative to the run directory
+        if entry.get("model_id"):  # a model id a server knows (openai backend), stored verbatim
+            return Agent(entry["name"], entry["model_id"])
         adapter = entry["adapter"]
         return Agent(entry["name"], None if adapter is None else str(cfg.run_dir / adapter))
 
@@ -129,6 +146,7 @@ def stage_debate(
         settings_for(cfg, cfg.seed + k, task),
         cfg.run_dir / f"iter_{k}" / "debate.jsonl",
         progress=progress,
+        chunk_runner=chunk_runner_for(cfg),
     )
 
 
@@ -175,6 +193,16 @@ def read_examples(path: Path) -> list[list[Message]]:
         return [[Message(**m) for m in json.loads(line)["messages"]] for line in fh if line.strip()]
 
 
+def _stored_agent(cfg: RunConfig, agent: Agent) -> dict[str, Any]:
+    """society.json's entry: an adapter directory inside the run relative to it, anything else verbatim."""
+    if agent.adapter is None:
+        return {"name": agent.name, "adapter": None}
+    path = Path(agent.adapter)
+    if path.is_dir() and path.resolve().is_relative_to(cfg.run_dir.resolve()):
+        return {"name": agent.name, "adapter": str(path.resolve().relative_to(cfg.run_dir.resolve()))}
+    return {"name": agent.name, "adapter": None, "model_id": agent.adapter}
+
+
 def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = True) -> Society:
     """Finetune each of the 2N agents on its own data, from its own previous weights; skip finished ones."""
     from tqdm.auto import tqdm
@@ -197,24 +225,43 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         "batch_size": cfg.ft_batch_size,
         "seed": cfg.seed + k,
     }
-    result: dict[str, list[dict[str, Any]]] = {"generators": [], "critics": []}
     skipped: dict[str, str] = {}
-    jobs = [("gen", n, prev.generators[n]) for n in range(cfg.agents)]
-    jobs += [("critic", n, (prev.critics or prev.generators)[n]) for n in range(cfg.agents)]
-    for role, n, before in tqdm(jobs, desc=f"finetune iter {k}", unit="agent", disable=not progress):
+    agents: dict[str, Agent] = {}
+    todo: list[FinetuneJob] = []
+    slots = [("gen", n, prev.generators[n]) for n in range(cfg.agents)]
+    slots += [("critic", n, (prev.critics or prev.generators)[n]) for n in range(cfg.agents)]
+    for role, n, before in slots:
         name = f"{role}_{n}"
         out_dir = iter_dir / "agents" / name
         start_from = before.adapter  # None in iteration 1: a fresh LoRA on the base
-        if (out_dir / "adapter_model.safetensors").exists():
-            agent = Agent(name, str(out_dir))
+        finished = backend.finished_agent(name, out_dir)
+        if finished is not None:  # finished before a restart
+            agents[name] = finished
         elif sizes[name]["examples"] < cfg.min_examples:
             skipped[name] = f"{sizes[name]['examples']} examples < min_examples={cfg.min_examples}"
-            agent = Agent(name, start_from)
+            agents[name] = Agent(name, start_from)
         else:
-            examples = read_examples(iter_dir / "data" / f"{name}.jsonl")
-            agent = backend.finetune(Agent(name, start_from), examples, out_dir, **lora)
-        rel = None if agent.adapter is None else str(Path(agent.adapter).relative_to(cfg.run_dir))
-        result["generators" if role == "gen" else "critics"].append({"name": agent.name, "adapter": rel})
+            todo.append(FinetuneJob(name, start_from, iter_dir / "data" / f"{name}.jsonl", out_dir))
+    if cfg.executor == "ray" and todo:
+        trained = ray_finetune(
+            cfg.model,
+            todo,
+            lora,
+            address=cfg.ray_address,
+            num_cpus=cfg.ray_num_cpus,
+            num_gpus=cfg.ray_num_gpus,
+        )
+        agents.update({a.name: a for a in trained})
+    else:
+        for job in tqdm(todo, desc=f"finetune iter {k}", unit="agent", disable=not progress):
+            examples = read_examples(job.examples_path)
+            agents[job.name] = backend.finetune(
+                Agent(job.name, job.start_from), examples, job.out_dir, **lora
+            )
+    result: dict[str, list[dict[str, Any]]] = {"generators": [], "critics": []}
+    for role, n, _ in slots:
+        agent = agents[f"{role}_{n}"]
+        result["generators" if role == "gen" else "critics"].append(_stored_agent(cfg, agent))
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
     write_json_atomic(society_path, {**result, "skipped": skipped})
@@ -237,6 +284,7 @@ def stage_eval(
         settings_for(cfg, cfg.seed + 1000 + k, task),
         eval_dir / "debate.jsonl",
         progress=progress,
+        chunk_runner=chunk_runner_for(cfg),
     )
     results = {
         "iteration": k,
@@ -254,7 +302,7 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
     if backend is None:
         from mft.backends import get_backend
 
-        backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
+        backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
     timings_path = cfg.run_dir / "timings.json"
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
 

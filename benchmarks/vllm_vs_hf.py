@@ -1,0 +1,113 @@
+"""Tokens/s of one debate round on a GPU: the hf backend vs the vllm backend, same model, same requests.
+
+Round 1 of N agents x P problems (every agent answers every problem), sampled with the same settings and
+seed on both backends; each backend is warmed up first, then timed on the whole round in one `generate`
+call. Agents are the base model, or LoRA adapters given with --adapters (one agent per adapter). The hf
+backend is loaded, timed and freed before vLLM starts, so each has the GPU to itself. The figure is the
+ratio, printed last.
+
+    python benchmarks/vllm_vs_hf.py [--model bundled] [--problems 64] [--agents 3] [--adapters DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
+from mft.records import Message
+from mft.tasks import get_task
+
+
+def timed_round(backend: Backend, agents: list[Agent], requests: list[GenerationRequest], s: Sampling):
+    for agent in agents:
+        backend.add_agent(agent)
+    backend.generate(requests[: len(agents)], s)  # warm-up (kernels, adapter loading)
+    before = backend.stats.completion_tokens
+    t = time.perf_counter()
+    backend.generate(requests, s)
+    seconds = time.perf_counter() - t
+    return backend.stats.completion_tokens - before, seconds
+
+
+def _rank(adapter_dir: str) -> int:
+    """The LoRA rank of an adapter, rounded up to a rank vLLM accepts (8, 16, 32, ...)."""
+    r = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r", 8))
+    allowed = 8
+    while allowed < r:
+        allowed *= 2
+    return allowed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="bundled", help="'bundled', a local directory or a hub id")
+    ap.add_argument("--task", default="arithmetic")
+    ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--agents", type=int, default=3, help="base-model agents (ignored with --adapters)")
+    ap.add_argument("--adapters", nargs="*", default=[], help="LoRA adapter directories, one agent each")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=256, help="hf backend batch size")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    args = ap.parse_args()
+
+    try:
+        import torch
+    except ImportError:
+        sys.exit("vllm_vs_hf: needs torch with CUDA")
+    if not torch.cuda.is_available():
+        sys.exit("vllm_vs_hf: no CUDA GPU visible; this benchmark compares GPU backends (vLLM needs CUDA)")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        sys.exit("vllm_vs_hf: vllm is not installed (pip install 'mft[vllm]')")
+
+    from mft.backends.hf import HFBackend
+    from mft.backends.vllm import VLLMBackend
+
+    task = get_task(args.task)
+    problems = task.load("test", args.problems)
+    if args.adapters:
+        agents = [Agent(f"agent_{i}", a) for i, a in enumerate(args.adapters)]
+    else:
+        agents = [Agent(f"agent_{i}") for i in range(args.agents)]
+    requests = [
+        GenerationRequest(a.name, [Message(role="user", content=task.question_prompt(p))])
+        for p in problems
+        for a in agents
+    ]
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=0)
+
+    hf = HFBackend(args.model, batch_size=args.batch_size, device="cuda", dtype="bfloat16")
+    hf_tokens, hf_s = timed_round(hf, agents, requests, sampling)
+    del hf
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    rank = max([16, *(_rank(a) for a in args.adapters)])
+    vl = VLLMBackend(
+        args.model,
+        max_loras=max(1, len(args.adapters)),
+        max_lora_rank=rank,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enable_lora=bool(args.adapters),
+    )
+    vl_tokens, vl_s = timed_round(vl, agents, requests, sampling)
+
+    hf_tps, vl_tps = hf_tokens / hf_s, vl_tokens / vl_s
+    print(
+        f"model: {args.model}, GPU: {torch.cuda.get_device_name()}, sequences: {len(requests)} "
+        f"({len(problems)} problems x {len(agents)} agents{', LoRA' if args.adapters else ''}), "
+        f"max_new_tokens: {args.max_new_tokens}, bf16"
+    )
+    print(f"hf   : {hf_tokens} tokens in {hf_s:.2f}s = {hf_tps:.0f} tokens/s")
+    print(f"vllm : {vl_tokens} tokens in {vl_s:.2f}s = {vl_tps:.0f} tokens/s")
+    print(f"speed-up vllm/hf (tokens/s ratio): {vl_tps / hf_tps:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

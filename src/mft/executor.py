@@ -1,0 +1,130 @@
+"""Where the heavy work of an iteration runs: here (`local`) or spread over a Ray cluster (`ray`).
+
+With `executor: ray` in a run config:
+- the 2N per-agent finetunes of an iteration run as Ray tasks, one agent per task, each reserving
+  `ray_num_cpus` CPUs and `ray_num_gpus` GPUs; each task loads the base model, trains its agent from its own
+  previous adapter and saves it (temp dir + rename, as locally), so a killed run resumes the same way;
+- debate chunks are sharded over `ray_workers` Ray actors, each holding its own backend; the driver appends
+  the records in chunk order, so the files are the same as with the local executor.
+Every unit is seeded exactly as locally (per agent, per chunk), so both executors give the same artifacts.
+Ray is imported only here and only for `executor: ray` (`pip install 'mft[ray]'`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mft.backends.base import Agent
+from mft.debate.engine import DebateSettings, Society, debate_chunk
+from mft.errors import MftError
+from mft.records import DebateRecord, Problem
+from mft.tasks.base import Task
+
+
+@dataclass
+class FinetuneJob:
+    name: str
+    start_from: str | None
+    examples_path: Path
+    out_dir: Path
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MftError(
+            "executor 'ray' needs Ray", hint="pip install 'mft[ray]', or use executor: local"
+        ) from exc
+    return ray
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
+    """Connect to a cluster (`address`, e.g. 'auto' or 'ray://host:10001'), or start a local one."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address
+        elif num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    return ray
+
+
+def _finetune_one(model: str, job: FinetuneJob, lora: dict[str, Any]) -> str:
+    """Body of one Ray finetune task: a fresh backend on this worker, one agent trained and saved."""
+    from mft.backends.hf import HFBackend
+    from mft.pipeline.run import read_examples
+
+    backend = HFBackend(model)
+    agent = backend.finetune(
+        Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, **lora
+    )
+    assert agent.adapter is not None
+    return agent.adapter
+
+
+def ray_finetune(
+    model: str,
+    jobs: list[FinetuneJob],
+    lora: dict[str, Any],
+    *,
+    address: str | None,
+    num_cpus: float,
+    num_gpus: float,
+) -> list[Agent]:
+    """Run the finetune jobs as Ray tasks; returns the trained agents in job order."""
+    ray = init_ray(address)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_finetune_one)
+    refs = [remote.remote(model, job, lora) for job in jobs]
+    return [Agent(job.name, path) for job, path in zip(jobs, ray.get(refs), strict=True)]
+
+
+class _DebateWorker:
+    """A Ray actor with its own backend; runs whole debate chunks."""
+
+    def __init__(self, backend_name: str, model: str, options: dict[str, Any]) -> None:
+        from mft.backends import get_backend
+
+        self.backend = get_backend(backend_name, model, **options)
+
+    def run(
+        self, task: Task, chunk: list[Problem], society: Society, settings: DebateSettings, k: int
+    ) -> list[DebateRecord]:
+        for agent in society.all_agents():
+            self.backend.add_agent(agent)
+        return debate_chunk(self.backend, task, chunk, society, settings, k)
+
+
+class RayChunkRunner:
+    """`run_debate(..., chunk_runner=RayChunkRunner(...))`: chunks spread over `workers` actors."""
+
+    def __init__(
+        self,
+        backend_name: str,
+        model: str,
+        options: dict[str, Any],
+        *,
+        workers: int,
+        address: str | None,
+        num_cpus: float,
+        num_gpus: float,
+    ) -> None:
+        ray = init_ray(address)
+        actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_DebateWorker)
+        self.ray = ray
+        self.actors = [actor.remote(backend_name, model, options) for _ in range(workers)]
+
+    def __call__(
+        self, task: Task, todo: list[tuple[int, list[Problem]]], society: Society, settings: DebateSettings
+    ) -> Iterator[list[DebateRecord]]:
+        refs = [
+            self.actors[i % len(self.actors)].run.remote(task, chunk, society, settings, k)
+            for i, (k, chunk) in enumerate(todo)
+        ]
+        for ref in refs:  # in chunk order: the driver appends exactly what the local executor would
+            yield self.ray.get(ref)

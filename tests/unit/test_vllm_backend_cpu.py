@@ -1,0 +1,201 @@
+"""The vllm backend's plumbing, without vllm or a GPU: a fake `vllm` module records what the backend asks."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mft.backends import backend_settings, get_backend
+from mft.backends.base import Agent, GenerationRequest, Sampling
+from mft.errors import MftError
+from mft.records import Message
+
+
+class FakeTokenizer:
+    chat_template = "fake"
+
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool, tokenize: bool
+    ):
+        assert add_generation_prompt is True and tokenize is False
+        return "<bos>" + "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        assert add_special_tokens is False  # the template already holds the BOS
+        return [ord(c) for c in text]
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+class FakeLoRARequest:
+    def __init__(self, lora_name: str, lora_int_id: int, lora_path: str) -> None:
+        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
+
+
+class FakeLLM:
+    instances: list[FakeLLM] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[tuple[list[Any], list[Any], dict[str, Any]]] = []
+        FakeLLM.instances.append(self)
+
+    def get_tokenizer(self) -> FakeTokenizer:
+        return FakeTokenizer()
+
+    def generate(self, prompts: list[Any], sampling_params: list[Any], **kwargs: Any) -> list[Any]:
+        self.calls.append((prompts, sampling_params, kwargs))
+        outs = []
+        loras = kwargs.get("lora_request") or [None] * len(prompts)
+        for i, (p, lora) in enumerate(zip(prompts, loras, strict=True)):
+            text = f" answer {i} from {lora.lora_name if lora else 'base'} "
+            completion = types.SimpleNamespace(text=text, token_ids=list(range(i + 1)))
+            outs.append(types.SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[completion]))
+        return outs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[FakeLLM]:
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = FakeLoRARequest
+    vllm.lora, lora.request = lora, request
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora", lora)
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
+    import mft.backends.vllm as mod
+
+    monkeypatch.setattr(mod, "_cuda_available", lambda: True)
+    FakeLLM.instances.clear()
+    return FakeLLM
+
+
+def _adapter(path: Path, rank: int = 4) -> str:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(f'{{"r": {rank}, "peft_type": "LORA"}}')
+    return str(path)
+
+
+def _req(agent: str, text: str) -> GenerationRequest:
+    return GenerationRequest(agent, [Message(role="user", content=text)])
+
+
+def test_one_round_is_one_generate_call(fake_vllm, tmp_path: Path) -> None:
+    b = get_backend("vllm", "bundled", batch_size=64, max_loras=4, gpu_memory_utilization=0.5)
+    (llm,) = fake_vllm.instances
+    assert llm.kwargs["enable_lora"] is True and llm.kwargs["max_loras"] == 4
+    assert llm.kwargs["dtype"] == "bfloat16" and llm.kwargs["model"].endswith("checkpoint")
+    b.add_agent(Agent("a", _adapter(tmp_path / "a")))
+    b.add_agent(Agent("plain"))
+    b.add_agent(Agent("b", _adapter(tmp_path / "b")))
+    reqs = [_req("a", "q0"), _req("plain", "q0"), _req("b", "q0"), _req("a", "q1"), _req("plain", "q1")]
+    out = b.generate(reqs, Sampling(temperature=0.7, top_p=0.8, max_new_tokens=33, seed=5))
+
+    assert len(llm.calls) == 1
+    prompts, params, kwargs = llm.calls[0]
+    assert len(prompts) == len(params) == len(kwargs["lora_request"]) == len(reqs)
+    assert prompts[0]["prompt_token_ids"] == [ord(c) for c in "<bos><user>q0<assistant>"]
+    assert prompts[3]["prompt_token_ids"] == [ord(c) for c in "<bos><user>q1<assistant>"]
+    names = [lr.lora_name if lr else None for lr in kwargs["lora_request"]]
+    assert names == ["a", None, "b", "a", None]
+    assert [lr.lora_path for lr in kwargs["lora_request"] if lr] == [str(tmp_path / p) for p in "aba"]
+    for p in params:
+        assert (p.kwargs["temperature"], p.kwargs["top_p"], p.kwargs["max_tokens"]) == (0.7, 0.8, 33)
+    seeds = [p.kwargs["seed"] for p in params]
+    assert len(set(seeds)) == len(seeds)  # agents given the same prompt still sample differently
+    from mft.backends.openai import request_seed
+
+    assert seeds == [request_seed(5, i) for i in range(len(reqs))]  # seeded as the openai backend seeds
+    # texts come back in request order, stripped
+    assert out == [
+        "answer 0 from a",
+        "answer 1 from base",
+        "answer 2 from b",
+        "answer 3 from a",
+        "answer 4 from base",
+    ]
+    assert b.stats.requests == 5 and b.stats.completion_tokens == 1 + 2 + 3 + 4 + 5
+    assert b.stats.prompt_tokens == sum(len(p["prompt_token_ids"]) for p in prompts)
+    assert b.stats.per_agent_completion_tokens == {"a": 1 + 4, "plain": 2 + 5, "b": 3}
+
+
+def test_seeds_are_reproducible_and_lora_ids_stable(fake_vllm, tmp_path: Path) -> None:
+    from mft.backends.vllm import VLLMBackend
+
+    b = VLLMBackend("bundled")
+    b.add_agent(Agent("a", _adapter(tmp_path / "a")))
+    b.add_agent(Agent("b", _adapter(tmp_path / "b")))
+    b.add_agent(Agent("a", str(tmp_path / "a")))  # re-adding the same agent changes nothing
+    reqs = [_req("b", "x"), _req("a", "x"), _req("b", "y")]
+    s = Sampling(seed=3)
+    b.generate(reqs, s)
+    b.generate(reqs, s)
+    b.generate(reqs, Sampling(seed=4))
+    (llm,) = fake_vllm.instances
+    first, second, other = ([p.kwargs["seed"] for p in c[1]] for c in llm.calls)
+    assert first == second and first != other
+    ids = [[lr.lora_int_id for lr in c[2]["lora_request"]] for c in llm.calls]
+    assert ids == [[2, 1, 2]] * 3  # ids in order of registration, the same every round
+    assert b.lora_ids == {"a": 1, "b": 2}
+    # a finetuned agent (same name, new adapter) gets a fresh id: vLLM caches weights by id
+    b.add_agent(Agent("a", _adapter(tmp_path / "a2")))
+    assert b.lora_ids == {"a": 3, "b": 2}
+    assert b.describe()["lora_ids"] == {"a": 3, "b": 2}
+
+
+def test_greedy_and_errors(fake_vllm, tmp_path: Path) -> None:
+    from mft.backends.vllm import VLLMBackend
+
+    b = VLLMBackend("bundled", max_lora_rank=8)
+    b.add_agent(Agent("base"))
+    b.generate([_req("base", "x")], Sampling(temperature=0.0, top_p=0.9, max_new_tokens=7))
+    (llm,) = fake_vllm.instances
+    (p,) = llm.calls[0][1]
+    assert (p.kwargs["temperature"], p.kwargs["top_p"], p.kwargs["max_tokens"]) == (0.0, 1.0, 7)
+    assert llm.calls[0][2]["lora_request"] == [None]
+    assert b.generate([], Sampling()) == [] and len(llm.calls) == 1
+    with pytest.raises(MftError, match="unknown agent 'nobody'"):
+        b.generate([_req("nobody", "x")], Sampling())
+    with pytest.raises(MftError, match="not a LoRA adapter"):
+        b.add_agent(Agent("x", str(tmp_path)))
+    with pytest.raises(MftError, match="rank 16 exceeds max_lora_rank 8"):
+        b.add_agent(Agent("big", _adapter(tmp_path / "big", rank=16)))
+    with pytest.raises(MftError, match="does not finetune.*hf backend"):
+        b.finetune(Agent("base"), [], tmp_path / "out")
+    with pytest.raises(MftError, match="no config.json"):
+        VLLMBackend(str(tmp_path / "missing-model"))
+    no_lora = VLLMBackend("bundled", enable_lora=False)
+    assert "max_loras" not in fake_vllm.instances[-1].kwargs
+    with pytest.raises(MftError, match="enable_lora=False"):
+        no_lora.add_agent(Agent("a", _adapter(tmp_path / "a")))
+
+
+def test_missing_vllm_or_cuda_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mft.backends.vllm as mod
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
+    monkeypatch.setattr(mod, "_cuda_available", lambda: False)
+    with pytest.raises(MftError) as err:
+        get_backend("vllm", "bundled")
+    text = str(err.value)
+    assert "vllm package is not importable" in text and "no CUDA GPU" in text
+    assert "pip install 'mft[vllm]'" in text and "CUDA GPU" in text
+
+
+def test_registry_knows_vllm_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    settings = backend_settings("vllm")
+    for s in ("max_loras", "max_lora_rank", "gpu_memory_utilization", "dtype", "max_model_len"):
+        assert s in settings
+    assert {"enable_lora", "seed", "batch_size"} <= set(settings) and "model" not in settings
+    with pytest.raises(MftError, match="has no setting 'max_lora'"):
+        get_backend("vllm", "bundled", max_lora=2)
