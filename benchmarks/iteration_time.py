@@ -7,9 +7,9 @@ the hf backend. The stage breakdown comes from the run's own `timings.json`. `it
 reference eval) is run once per run, not per iteration, so it is shown apart. The per-problem rates of
 iteration 1's stages give the time of one iteration at the default sizes (500 train / 500 test): debate,
 data building and finetuning scale with the train problems, eval with the test problems. That linear
-extrapolation is an upper bound for finetuning (per-agent set-up is paid once whatever the data size) and
-close to exact for debate and eval (problems are debated in chunks of `chunk_size`, 100 by default). The
-measured iteration total is printed last.
+extrapolation is an upper bound for finetuning (per-agent set-up is paid once whatever the data size); for
+debate and eval it assumes the per-problem cost does not depend on the chunk size (problems are debated in
+chunks of `chunk_size`, 100 by default). The measured iteration total is printed last.
 
     python benchmarks/iteration_time.py [--n-train 60] [--n-test 20]
 """

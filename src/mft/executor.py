@@ -128,3 +128,8 @@ class RayChunkRunner:
         ]
         for ref in refs:  # in chunk order: the driver appends exactly what the local executor would
             yield self.ray.get(ref)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []

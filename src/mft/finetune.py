@@ -5,10 +5,11 @@ its own previous adapter (or a fresh LoRA on the base). The adapter lives in the
 next to every other agent's adapter; only the trained agent's LoRA weights receive gradients, so the other
 agents stay bit-identical (tested).
 
-Why a hand-written loop and not TRL's SFTTrainer: for the bundled ~1M-parameter model a step takes a few
-milliseconds, and the Trainer's per-run set-up (accelerate state, dataset mapping, callbacks) dominated the
-time of training 2N small adapters per iteration; the loop below is the same maths (AdamW, linear decay,
-assistant-only loss, grad clipping) in thirty lines. `benchmarks/` compares the two.
+Why a hand-written loop and not TRL's SFTTrainer: the loop trains one adapter in place inside the backend's
+shared multi-adapter PeftModel (no second copy of the base, the other agents stay loaded and untouched),
+with the same maths as SFTTrainer (AdamW, linear decay, assistant-only loss, grad clipping). It is not
+faster: `benchmarks/finetune_throughput.py` measured about the same tokens/s as SFTTrainer on the bundled
+model (see docs/performance.md), so moving to SFTTrainer is open if it can train in place.
 """
 
 from __future__ import annotations

@@ -88,18 +88,34 @@ def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     return train, test
 
 
+_RUNNERS: dict[tuple[Any, ...], RayChunkRunner] = {}
+
+
 def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
+    """Ray actors for debate chunks, started once per process and reused by every stage of the run."""
     if cfg.executor != "ray":
         return None
-    return RayChunkRunner(
-        cfg.backend,
-        cfg.model,
-        {"batch_size": cfg.batch_size, **cfg.backend_options},
-        workers=cfg.ray_workers,
-        address=cfg.ray_address,
-        num_cpus=cfg.ray_num_cpus,
-        num_gpus=cfg.ray_num_gpus,
-    )
+    options = {"batch_size": cfg.batch_size, **cfg.backend_options}
+    key = (cfg.backend, cfg.model, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
+    if key not in _RUNNERS:
+        _RUNNERS[key] = RayChunkRunner(
+            cfg.backend,
+            cfg.model,
+            options,
+            workers=cfg.ray_workers,
+            address=cfg.ray_address,
+            num_cpus=cfg.ray_num_cpus,
+            num_gpus=cfg.ray_num_gpus,
+        )
+    return _RUNNERS[key]
+
+
+def release_runners() -> None:
+    """Stop the debate actors so their CPUs/GPUs are free for the finetune tasks (no deadlock on a full
+    cluster); the next debate stage starts new ones."""
+    for runner in _RUNNERS.values():
+        runner.close()
+    _RUNNERS.clear()
 
 
 def settings_for(cfg: RunConfig, seed: int, task: Task) -> DebateSettings:
@@ -243,6 +259,7 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         else:
             todo.append(FinetuneJob(name, start_from, iter_dir / "data" / f"{name}.jsonl", out_dir))
     if cfg.executor == "ray" and todo:
+        release_runners()
         trained = ray_finetune(
             cfg.model,
             todo,
