@@ -225,6 +225,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
         "seconds_this_invocation": round(time.time() - start, 2),
         "generated_tokens_this_invocation": backend.stats.completion_tokens,
         "backend": backend.describe(),
+        "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows, problem hashes
     }
     write_json_atomic(cfg.out / "summary.json", summary)
     table = Table(

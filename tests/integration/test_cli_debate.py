@@ -38,7 +38,7 @@ def test_console_script_help() -> None:
 
 def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
-    for task, data in (("gsm8k", "gsm8k_sample.jsonl"), ("math", "math_sample.jsonl")):
+    for task, data, n in (("gsm8k", "gsm8k_sample.jsonl", 5), ("math", "math_sample.jsonl", 3)):
         out = tmp_path / task
         args = [
             "debate",
@@ -47,7 +47,7 @@ def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
             "--data",
             str(fixtures / data),
             "--limit",
-            "3",
+            str(n),
             "--max-new-tokens",
             "24",
             "--out",
@@ -56,9 +56,10 @@ def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
         ]
         assert main(args) == 0
         records = read_jsonl(out / "debate.jsonl", DebateRecord)
-        assert len(records) == 3 and all(r.task == task and r.problem.split == "test" for r in records)
-        acc = json.loads((out / "summary.json").read_text())["accuracy"]
-        assert acc["debate"]["n"] == 3 and 0.0 <= acc["debate"]["mean"] <= 1.0
+        assert len(records) == n and all(r.task == task and r.problem.split == "test" for r in records)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["accuracy"]["debate"]["n"] == n and 0.0 <= summary["accuracy"]["debate"]["mean"] <= 1.0
+        assert summary["data"]["test"]["skipped_bad_gold"] == 0 and summary["data"]["test"]["problem_hashes"]
 
 
 def test_bad_dataset_stops_before_model_work(tmp_path: Path, capsys) -> None:

@@ -74,6 +74,7 @@ def write_or_check_manifest(cfg: RunConfig, train: list[Problem], test: list[Pro
             "task": {"name": task.name, "version": task.version},
             "versions": _versions(),
             "problems": {"train": problems_hash(train), "test": problems_hash(test)},
+            "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
