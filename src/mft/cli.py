@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("toy", help="The bundled tiny base model: rebuild it from its recipe.")
     tsub = t.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
     tp = tsub.add_parser(
-        "pretrain", help="Rebuild the bundled model from its seeded recipe (~15 min on 2 cores)."
+        "pretrain", help="Rebuild the bundled model from its seeded recipe (~17 min on 2 cores)."
     )
     tp.add_argument("--out", type=Path, required=True, help="Directory to save the new checkpoint in.")
     tp.add_argument("--seed", type=int, default=0, help="Seed of the corpus and the initialisation.")
