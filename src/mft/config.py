@@ -199,6 +199,11 @@ class RunConfig(SharedConfig):
     ft_epochs: int = Field(2, ge=1, description="Finetuning epochs per agent per iteration.")
     ft_lr: float = Field(1e-3, gt=0.0, description="Finetuning learning rate.")
     ft_batch_size: int = Field(16, ge=1, description="Finetuning batch size.")
+    ft_method: Literal["lora", "full"] = Field(
+        "lora",
+        description="lora: each agent an adapter on the one shared base; full: every weight trained, one "
+        "model per agent in memory (hf backend).",
+    )
     executor: Literal["local", "ray"] = Field(
         "local", description="Where finetunes and debate chunks run: here, or as Ray tasks/actors."
     )

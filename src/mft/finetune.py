@@ -34,6 +34,7 @@ class LoraSettings:
     lr: float = 1e-3
     batch_size: int = 16
     seed: int = 0
+    method: str = "lora"  # "lora": an adapter on the shared base; "full": every weight, one model per agent
 
 
 def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[int]]:
@@ -62,6 +63,94 @@ def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[in
     return ids, labels
 
 
+def _train(
+    model: Any,
+    params: list[Any],
+    encoded: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    settings: LoraSettings,
+    rng: random.Random,
+) -> list[float]:
+    """The training loop shared by LoRA and full finetuning: AdamW, linear decay, clipping, seeded order."""
+    import torch
+
+    from mft.toy.pretrain import collate
+
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    steps = settings.epochs * ((len(encoded) + settings.batch_size - 1) // settings.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, steps))
+    model.train()
+    losses: list[float] = []
+    for _ in range(settings.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for lo in range(0, len(order), settings.batch_size):
+            batch = collate([encoded[i] for i in order[lo : lo + settings.batch_size]], pad_id)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return losses
+
+
+def train_full(
+    backend: Any,
+    name: str,
+    init_model: str | None,
+    examples: list[list[Message]],
+    out_dir: Path,
+    settings: LoraSettings,
+) -> tuple[Any, dict[str, Any]]:
+    """Full finetuning (`method: full`): a copy of the base (or of this agent's previous full model) with
+    every weight trained, saved with save_pretrained to `out_dir` (temp dir, then rename). Costs one model's
+    memory per agent, unlike LoRA agents which share the base."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mft.toy import resolve_model_path
+
+    if not examples:
+        raise MftError(f"agent {name!r}: no training examples")
+    rng = random.Random(f"finetune:{settings.seed}:{name}")
+    torch.manual_seed(rng.randrange(2**31))
+    # Reload from disk rather than copy `backend.base`: peft injects LoRA layers into the base in place.
+    source = init_model if init_model is not None else resolve_model_path(backend.model_name)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=backend.base.dtype).to(backend.device)
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    tok = backend.tokenizer
+    losses = _train(
+        model, params, [tokenize_chat(tok, ex) for ex in examples], tok.pad_token_id, settings, rng
+    )
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    stats = {
+        "examples": len(examples),
+        "steps": len(losses),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "method": "full",
+    }
+    write_json_atomic(tmp / "train_stats.json", stats)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return model, stats
+
+
 def train_adapter(
     backend: Any,
     name: str,
@@ -74,8 +163,6 @@ def train_adapter(
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
-
-    from mft.toy.pretrain import collate
 
     if not examples:
         raise MftError(f"agent {name!r}: no training examples")
@@ -106,28 +193,9 @@ def train_adapter(
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
-    encoded = [tokenize_chat(tok, ex) for ex in examples]
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    steps = settings.epochs * ((len(encoded) + settings.batch_size - 1) // settings.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, steps))
-    model.train()
-    losses: list[float] = []
-    for _ in range(settings.epochs):
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
-        for lo in range(0, len(order), settings.batch_size):
-            batch = collate([encoded[i] for i in order[lo : lo + settings.batch_size]], tok.pad_token_id)
-            batch = {k: v.to(backend.device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    losses = _train(
+        model, params, [tokenize_chat(tok, ex) for ex in examples], tok.pad_token_id, settings, rng
+    )
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model, adapter_name=name)

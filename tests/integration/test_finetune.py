@@ -91,3 +91,41 @@ def test_training_lowers_the_loss(backend, tmp_path: Path) -> None:
     backend.finetune(Agent("c"), _examples(16), tmp_path / "c", epochs=4, batch_size=4, lr=1e-2, seed=0)
     stats = json.loads((tmp_path / "c" / "train_stats.json").read_text())
     assert stats["last_loss"] < stats["first_loss"]
+
+
+def test_full_finetuning_option(tmp_path: Path) -> None:
+    """method=full: the agent gets its own model; the shared base and LoRA agents are untouched."""
+    from mft.backends.hf import HFBackend
+
+    backend = HFBackend("bundled")
+    base_before = {k: v.clone() for k, v in backend.base.state_dict().items()}
+    lora = backend.finetune(Agent("l"), _examples(8), tmp_path / "l", epochs=1, batch_size=4, lr=1e-2)
+    lora_before = _state(backend, "l")
+    full = backend.finetune(
+        Agent("f"), _examples(16), tmp_path / "f", epochs=3, batch_size=4, lr=3e-3, method="full"
+    )
+    assert (tmp_path / "f" / "config.json").exists() and (tmp_path / "f" / "model.safetensors").exists()
+    assert all(
+        torch.equal(base_before[k], v) for k, v in backend.base.state_dict().items() if k in base_before
+    )
+    assert all(torch.equal(lora_before[k], v) for k, v in _state(backend, "l").items())
+    trained = backend.full_models["f"].state_dict()
+    assert any(not torch.equal(base_before[k], trained[k]) for k in base_before)
+    assert backend.finished_agent("f", tmp_path / "f") == full
+
+    backend.add_agent(Agent("plain"))
+    greedy = Sampling(temperature=0.0, max_new_tokens=30)
+    reqs = [GenerationRequest(name, _examples(1)[0][:1]) for name in ("f", "l", "plain")]
+    mixed = backend.generate(reqs, greedy)  # one call: the full agent and the shared-base agents together
+    fresh = HFBackend("bundled")
+    fresh.add_agent(full)
+    fresh.add_agent(lora)
+    assert fresh.generate([reqs[0]], greedy)[0] == mixed[0]  # the saved full model is what generated
+    assert fresh.generate([reqs[1]], greedy)[0] == mixed[1]
+    # continuing from the previous full model (next iteration) starts from its weights, not the base
+    again = fresh.finetune(
+        full, _examples(4, 16), tmp_path / "f2", epochs=1, batch_size=4, lr=1e-9, method="full"
+    )
+    cont = fresh.full_models["f"].state_dict()
+    assert all(torch.allclose(trained[k], cont[k], atol=1e-6) for k in trained)
+    assert again.adapter == str(tmp_path / "f2")

@@ -241,6 +241,7 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         "lr": cfg.ft_lr,
         "batch_size": cfg.ft_batch_size,
         "seed": cfg.seed + k,
+        "method": cfg.ft_method,
     }
     skipped: dict[str, str] = {}
     agents: dict[str, Agent] = {}
