@@ -126,8 +126,9 @@ def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         data.update(loaded)
-    if overrides:
-        data.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        data.update(given)
         if path is not None:
             source = f"{path} + command line"
     try:
