@@ -185,6 +185,13 @@ class RunConfig(SharedConfig):
         "fine-tuning API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
+    method: Literal["ours", "ours_no_critic", "single_ft", "majority_ft", "star"] = Field(
+        "ours",
+        description="What is finetuned on what: ours (N generators + N critics, each on its own debate "
+        "data), ours_no_critic (generators only), single_ft (one model on all the debate data), majority_ft "
+        "(one model on its N samples that agree with their vote), star (one model on its samples that "
+        "match the ground truth). Every method is evaluated by the same N x M debate.",
+    )
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
     n_test: int = Field(500, ge=1, description="Held-out problems for evaluation.")

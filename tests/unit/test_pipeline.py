@@ -92,3 +92,75 @@ def test_run_directory_refuses_other_settings(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert manifest["problems"]["train"] != manifest["problems"]["test"]
     assert manifest["versions"]["mft"]
+
+
+def _gold_for_agent_0(req: GenerationRequest) -> str:
+    # agent_0 (and any finetuned model) answers correctly; agent_1 answers 1 (wrong) in round 1, then agrees
+    question = req.messages[0].content
+    if req.agent == "summarizer":
+        return "The agents disagree."
+    expr = question.split("result of ")[1].split("?")[0]
+    right = f"The answer is {eval(expr)}."  # noqa: S307 - our own arithmetic prompt
+    first = sum(m.role == "assistant" for m in req.messages) == 0
+    return "The answer is 1." if req.agent == "agent_1" and first else right
+
+
+def _examples(path: Path) -> list[list[dict[str, str]]]:
+    return [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["majority_ft", "star"])
+def test_single_model_methods_sample_one_round_and_train_one_model(scripted, tmp_path, method) -> None:
+    cfg = _cfg(tmp_path, method=method, agents=3)
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = _gold_for_agent_0
+    run(cfg, progress=False, backend=fs.backend)
+    train = [json.loads(x) for x in (cfg.run_dir / "iter_1/debate.jsonl").read_text().splitlines()]
+    assert all(len(r["responses"]) == 1 for r in train)  # N independent samples, no debate
+    sizes = json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())
+    # 6 problems x 3 agents; agent_1 is wrong. STaR keeps the right ones (2 per problem); the majority of
+    # (right, 1, right) is right, so Majority FT keeps the same 2 per problem here
+    assert sizes == {"model": {"examples": 12}}
+    examples = _examples(cfg.run_dir / "iter_1/data/model.jsonl")
+    assert all(ex[1]["content"] != "The answer is 1." for ex in examples)
+    # one model, continued from its own previous weights, plays every agent in every eval round
+    assert [(n, a) for n, a, _ in fs.trained] == [
+        ("model", None),
+        ("model", str(cfg.run_dir / "iter_1/agents/model")),
+    ]
+    society = society_after(cfg, 2)
+    assert {a.name for a in society.generators} == {"model"} and society.critics is None
+    rec = json.loads((cfg.run_dir / "iter_2/eval/debate.jsonl").read_text().splitlines()[0])
+    assert rec["agents"] == [["model"] * 3, ["model"] * 3]
+
+
+def test_majority_ft_keeps_the_vote_not_the_truth(scripted, tmp_path) -> None:
+    cfg = _cfg(tmp_path, method="majority_ft", agents=3, iterations=1)
+    fs = FinetuningScripted(scripted)
+    # agents 1 and 2 agree on a wrong answer: the vote is wrong and Majority FT trains on it, STaR would not
+    fs.backend.respond = lambda req: "The answer is 7." if req.agent != "agent_0" else "The answer is 3."
+    run(cfg, progress=False, backend=fs.backend)
+    examples = _examples(cfg.run_dir / "iter_1/data/model.jsonl")
+    assert len(examples) == 12 and all(ex[1]["content"] == "The answer is 7." for ex in examples)
+
+
+def test_single_ft_pools_every_agents_data_into_one_model(scripted, tmp_path) -> None:
+    cfg = _cfg(tmp_path, method="single_ft", iterations=1)
+    fs = FinetuningScripted(scripted)
+    run(cfg, progress=False, backend=fs.backend)
+    ours = _cfg(tmp_path, name="ours", iterations=1)
+    run(ours, progress=False, backend=FinetuningScripted(scripted).backend)
+    per_agent = json.loads((ours.run_dir / "iter_1/data/sizes.json").read_text())
+    pooled = json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())
+    assert pooled["model"]["examples"] == sum(v["examples"] for v in per_agent.values()) > 0
+    assert [n for n, _, _ in fs.trained] == ["model"]
+
+
+def test_ours_without_critics_trains_generators_that_answer_every_round(scripted, tmp_path) -> None:
+    cfg = _cfg(tmp_path, method="ours_no_critic")
+    fs = FinetuningScripted(scripted)
+    run(cfg, progress=False, backend=fs.backend)
+    assert {n for n, _, _ in fs.trained} == {"gen_0"}  # gen_1 has no examples; no critic is trained
+    assert set(json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())) == {"gen_0", "gen_1"}
+    rec = json.loads((cfg.run_dir / "iter_2/eval/debate.jsonl").read_text().splitlines()[0])
+    assert rec["agents"] == [["gen_0", "gen_1"], ["gen_0", "gen_1"]]

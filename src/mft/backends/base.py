@@ -77,5 +77,9 @@ class Backend(ABC):
         out_dir = Path(out_dir)
         return Agent(name, str(out_dir)) if (out_dir / "adapter_model.safetensors").exists() else None
 
+    def count_tokens(self, texts: list[str]) -> int | None:
+        """Tokens in `texts` by this backend's tokenizer (for cost reports); None if it has none."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}

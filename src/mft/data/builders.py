@@ -84,3 +84,44 @@ def mix_critic(split: CriticSplit, positive_fraction: float, seed: str) -> list[
     examples = list(split.corrected) + kept
     rng.shuffle(examples)
     return examples
+
+
+# -- single-model baselines ------------------------------------------------------------------------------
+def round1_examples(records: Sequence[DebateRecord], keep: Callable[[DebateRecord, str | None], bool]) -> list[Example]:
+    """(question, response) of every agent's round-1 answer for which `keep(record, answer)` holds."""
+    check_train_only(records)
+    out = []
+    for r in records:
+        for slot in range(r.n_agents):
+            if keep(r, r.answers[0][slot]):
+                conv = r.conversations[slot]
+                out.append([conv[0], Message(role="assistant", content=r.responses[0][slot])])
+    return out
+
+
+def majority_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[Example]:
+    """Majority FT: round-1 responses that agree with the vote of the N independent round-1 answers."""
+    return round1_examples(
+        records, lambda r, a: r.round_consensus[0] is not None and equivalent(a, r.round_consensus[0])
+    )
+
+
+def star_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[Example]:
+    """STaR (no rationalization): round-1 responses whose answer matches the GROUND TRUTH.
+
+    The one builder that reads labels, as the baseline requires; still train-split records only.
+    """
+    return round1_examples(records, lambda r, a: equivalent(a, r.problem.answer))
+
+
+def pooled_examples(
+    records: Sequence[DebateRecord], equivalent: Equivalent, positive_fraction: float, seed: str
+) -> list[Example]:
+    """Single-agent FT: every agent's generator and critic data from the debate, pooled for one model."""
+    out: list[Example] = []
+    n_agents = records[0].n_agents if records else 0
+    for slot in range(n_agents):
+        out += generator_examples(records, slot, equivalent)
+        out += mix_critic(critic_split(records, slot, equivalent), positive_fraction, f"{seed}:{slot}")
+    random.Random(seed).shuffle(out)
+    return out

@@ -24,7 +24,14 @@ from typing import Any
 
 from mft.backends.base import Agent, Backend, Sampling
 from mft.config import RunConfig, build_task
-from mft.data.builders import critic_split, generator_examples, mix_critic
+from mft.data.builders import (
+    critic_split,
+    generator_examples,
+    majority_examples,
+    mix_critic,
+    pooled_examples,
+    star_examples,
+)
 from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
@@ -119,11 +126,31 @@ def release_runners() -> None:
     _RUNNERS.clear()
 
 
-def settings_for(cfg: RunConfig, seed: int, task: Task) -> DebateSettings:
+SINGLE_MODEL_METHODS = ("single_ft", "majority_ft", "star")
+
+
+def training_rounds(cfg: RunConfig) -> int:
+    """Rounds of the training debate: majority FT and STaR sample N independent answers (one round)."""
+    return 1 if cfg.method in ("majority_ft", "star") else cfg.rounds
+
+
+def slots_of(cfg: RunConfig) -> list[str]:
+    """The models a method finetunes each iteration (their dataset files are named after them)."""
+    if cfg.method in SINGLE_MODEL_METHODS:
+        return ["model"]
+    names = [f"gen_{n}" for n in range(cfg.agents)]
+    return names if cfg.method == "ours_no_critic" else names + [f"critic_{n}" for n in range(cfg.agents)]
+
+
+def settings_for(cfg: RunConfig, seed: int, task: Task, rounds: int | None = None) -> DebateSettings:
     max_new = cfg.max_new_tokens or task.max_new_tokens
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new)
     return DebateSettings(
-        rounds=cfg.rounds, summarize=cfg.summarize, sampling=sampling, seed=seed, chunk_size=cfg.chunk_size
+        rounds=rounds or cfg.rounds,
+        summarize=cfg.summarize,
+        sampling=sampling,
+        seed=seed,
+        chunk_size=cfg.chunk_size,
     )
 
 
@@ -145,8 +172,10 @@ def society_after(cfg: RunConfig, k: int) -> Society:
         adapter = entry["adapter"]
         return Agent(entry["name"], None if adapter is None else str(cfg.run_dir / adapter))
 
+    critics = data.get("critics") or None  # none: the generators answer every round
     return Society(
-        generators=[agent(a) for a in data["generators"]], critics=[agent(a) for a in data["critics"]]
+        generators=[agent(a) for a in data["generators"]],
+        critics=None if critics is None else [agent(a) for a in critics],
     )
 
 
@@ -160,7 +189,7 @@ def stage_debate(
         task,
         train,
         society_after(cfg, k - 1),
-        settings_for(cfg, cfg.seed + k, task),
+        settings_for(cfg, cfg.seed + k, task, rounds=training_rounds(cfg)),
         cfg.run_dir / f"iter_{k}" / "debate.jsonl",
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),
@@ -180,13 +209,28 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
             hint="finish the debate stage first",
         )
     sizes: dict[str, Any] = {}
+    if cfg.method in SINGLE_MODEL_METHODS:
+        if cfg.method == "majority_ft":
+            examples = majority_examples(records, task.is_equivalent)
+        elif cfg.method == "star":
+            examples = star_examples(records, task.is_equivalent)
+        else:
+            examples = pooled_examples(
+                records, task.is_equivalent, cfg.critic_positive_fraction, seed=f"{cfg.seed}:{k}"
+            )
+        _write_examples(data_dir / "model.jsonl", examples)
+        sizes["model"] = {"examples": len(examples)}
+        write_json_atomic(sizes_path, sizes)
+        return sizes
     for n in range(cfg.agents):
         gen = generator_examples(records, n, task.is_equivalent)
         split = critic_split(records, n, task.is_equivalent)
         critic = mix_critic(split, cfg.critic_positive_fraction, seed=f"{cfg.seed}:{k}:{n}")
         _write_examples(data_dir / f"gen_{n}.jsonl", gen)
-        _write_examples(data_dir / f"critic_{n}.jsonl", critic)
         sizes[f"gen_{n}"] = {"examples": len(gen)}
+        if cfg.method == "ours_no_critic":
+            continue
+        _write_examples(data_dir / f"critic_{n}.jsonl", critic)
         sizes[f"critic_{n}"] = {
             "examples": len(critic),
             "corrected (D_C-)": len(split.corrected),
@@ -246,10 +290,12 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
     skipped: dict[str, str] = {}
     agents: dict[str, Agent] = {}
     todo: list[FinetuneJob] = []
-    slots = [("gen", n, prev.generators[n]) for n in range(cfg.agents)]
-    slots += [("critic", n, (prev.critics or prev.generators)[n]) for n in range(cfg.agents)]
-    for role, n, before in slots:
-        name = f"{role}_{n}"
+    # (slot name, the agent it continues from): each model continues from its own previous weights
+    previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.agents)}
+    previous.update({f"critic_{n}": (prev.critics or prev.generators)[n] for n in range(cfg.agents)})
+    previous["model"] = prev.generators[0]
+    slots = [(name, previous[name]) for name in slots_of(cfg)]
+    for name, before in slots:
         out_dir = iter_dir / "agents" / name
         start_from = before.adapter  # None in iteration 1: a fresh LoRA on the base
         finished = backend.finished_agent(name, out_dir)
@@ -277,10 +323,16 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
             agents[job.name] = backend.finetune(
                 Agent(job.name, job.start_from), examples, job.out_dir, **lora
             )
-    result: dict[str, list[dict[str, Any]]] = {"generators": [], "critics": []}
-    for role, n, _ in slots:
-        agent = agents[f"{role}_{n}"]
-        result["generators" if role == "gen" else "critics"].append(_stored_agent(cfg, agent))
+    result: dict[str, Any] = {"generators": [], "critics": []}
+    if cfg.method in SINGLE_MODEL_METHODS:  # one model plays every agent, in every round
+        result["generators"] = [_stored_agent(cfg, agents["model"])] * cfg.agents
+        result["critics"] = None
+    else:
+        for name, _ in slots:
+            result["generators" if name.startswith("gen_") else "critics"].append(
+                _stored_agent(cfg, agents[name])
+            )
+        result["critics"] = result["critics"] or None
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
     write_json_atomic(society_path, {**result, "skipped": skipped})
@@ -309,9 +361,20 @@ def stage_eval(
         "iteration": k,
         "accuracy": as_dict(debate_accuracies(records, task)),
         "problems": len(records),
+        "usage": {"generated_tokens": generated_tokens(backend, records)},
     }
+    if k >= 1:
+        train_records = read_jsonl(cfg.run_dir / f"iter_{k}" / "debate.jsonl", DebateRecord)
+        results["usage"]["train_debate_generated_tokens"] = generated_tokens(backend, train_records)
     write_json_atomic(results_path, results)
     return results
+
+
+def generated_tokens(backend: Backend, records: list[DebateRecord]) -> int | None:
+    """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer."""
+    texts = [x for r in records for rnd in r.responses for x in rnd]
+    texts += [x for r in records for rnd in r.summaries for x in rnd]
+    return backend.count_tokens(texts)
 
 
 def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:

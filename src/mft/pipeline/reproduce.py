@@ -1,0 +1,130 @@
+"""Every method of the paper's comparison, on the same problems, budget and seeds: `mft reproduce`.
+
+    runs/<name>/reproduce.json        task, methods and the run directory of each
+    runs/<name>/<method>/             an ordinary run directory (see `pipeline/run.py`)
+    runs/<name>/report.md|html, plots/
+
+Base, Majority and Debate are iteration 0 of the Ours run (the base model's single / majority / debate
+readings); every finetuning method runs the same iterations with the same training settings. Ours uses the
+summarised debate as in the paper; "Ours (no summary)" is the ablation without it.
+
+Stages whose inputs are identical across methods are computed once and copied: iteration 0's evaluation
+(the base society, same seed) for every method with the same summary setting, and iteration 1's training
+debate for the methods that debate the same way. A copy is byte-identical to what the method would have
+generated itself (same society, settings and seed; a test checks it), so sharing only saves time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mft.config import RunConfig
+from mft.records import write_json_atomic
+
+# key -> (method, summarize)
+METHODS: dict[str, tuple[str, bool]] = {
+    "ours": ("ours", True),
+    "ours_no_summary": ("ours", False),
+    "ours_no_critic": ("ours_no_critic", True),
+    "single_ft": ("single_ft", True),
+    "majority_ft": ("majority_ft", True),
+    "star": ("star", True),
+}
+
+
+def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
+    """One run config per method: the base settings with the method (and summary setting) swapped in."""
+    root = base.runs_dir / base.name
+    out = {}
+    for key in methods:
+        method, summarize = METHODS[key]
+        out[key] = base.model_copy(
+            update={"method": method, "summarize": summarize, "runs_dir": root, "name": key}
+        )
+    return out
+
+
+def _debate_signature(cfg: RunConfig, training: bool) -> tuple[Any, ...]:
+    from mft.pipeline.run import training_rounds
+
+    rounds = training_rounds(cfg) if training else cfg.rounds
+    fields = cfg.model_dump(exclude={"name", "runs_dir", "method", "executor", "ray_workers", "ray_address"})
+    return (rounds, json.dumps(fields, sort_keys=True, default=str))
+
+
+def _copy_stage(src: Path, dst: Path) -> None:
+    """Copy a finished stage directory/file into another run (to a temporary name, then rename)."""
+    if dst.exists() or not src.exists():
+        return
+    tmp = dst.with_name(dst.name + ".copying")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copy2(src, tmp)
+    tmp.replace(dst)
+
+
+def share_finished_stages(configs: dict[str, RunConfig], key: str) -> None:
+    """Give run `key` the finished iteration-0 eval / iteration-1 debate of a run with identical inputs."""
+    cfg = configs[key]
+    for other_key, other in configs.items():
+        if other_key == key:
+            continue
+        if _debate_signature(other, False) == _debate_signature(cfg, False):
+            src = other.run_dir / "iter_0" / "eval"
+            if (src / "results.json").exists():
+                _copy_stage(src, cfg.run_dir / "iter_0" / "eval")
+        if _debate_signature(other, True) == _debate_signature(cfg, True):
+            src = other.run_dir / "iter_1" / "debate.jsonl"
+            # a finished training debate: its build-data stage has started from it
+            if (other.run_dir / "iter_1" / "data" / "sizes.json").exists():
+                _copy_stage(src, cfg.run_dir / "iter_1" / "debate.jsonl")
+
+
+def reproduce(
+    base: RunConfig,
+    methods: list[str] | None = None,
+    progress: bool = True,
+    runner: Callable[..., list[dict[str, Any]]] | None = None,
+) -> Path:
+    """Run every method (resumable: finished stages are kept) and write the report; returns the directory."""
+    from mft.pipeline.run import open_run, run
+
+    methods = list(METHODS) if methods is None else methods
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        from mft.errors import MftError
+
+        raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(METHODS)}")
+    root = base.runs_dir / base.name
+    configs = method_configs(base, methods)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / "reproduce.json", {"task": base.task, "methods": {k: k for k in methods}})
+    backend = None
+    if runner is None:
+        from mft.backends import get_backend
+
+        backend = get_backend(base.backend, base.model, batch_size=base.batch_size, **base.backend_options)
+        runner = run
+    from mft.config import build_task
+
+    task = build_task(base)
+    for key, cfg in configs.items():
+        if progress:
+            print(f"== {key} ==")
+        open_run(cfg, task)  # manifest first: refuse a directory made with other settings before copying
+        share_finished_stages(configs, key)
+        runner(cfg, progress=progress, backend=backend)
+    try:
+        from mft.report import write_report
+    except ImportError:  # pragma: no cover - the report module ships with the package
+        return root
+    write_report(root)
+    return root

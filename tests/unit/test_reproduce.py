@@ -1,0 +1,61 @@
+"""`mft reproduce`: one run per method, same problems and seeds, identical stages shared (scripted backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mft.config import RunConfig
+from mft.errors import MftError
+from mft.pipeline.reproduce import METHODS, method_configs, reproduce
+from mft.pipeline.run import run
+from tests.unit.test_pipeline import FinetuningScripted, _gold_for_agent_0
+
+
+def _base(tmp_path: Path, **kw: object) -> RunConfig:
+    settings = {"name": "cmp", "runs_dir": tmp_path, "agents": 3, "iterations": 2, "n_train": 6, "n_test": 4,
+                "chunk_size": 3, "min_examples": 3}
+    return RunConfig(**{**settings, **kw})  # type: ignore[arg-type]
+
+
+def _runner(scripted):  # type: ignore[no-untyped-def]
+    def go(cfg: RunConfig, progress: bool, backend: object) -> list:
+        fs = FinetuningScripted(scripted)
+        fs.backend.respond = _gold_for_agent_0
+        return run(cfg, progress=progress, backend=fs.backend)
+
+    return go
+
+
+def test_each_method_gets_its_own_run_with_the_same_settings(tmp_path: Path) -> None:
+    configs = method_configs(_base(tmp_path, lora_rank=4), list(METHODS))
+    assert {k: (c.method, c.summarize) for k, c in configs.items()} == METHODS
+    assert {c.run_dir for c in configs.values()} == {tmp_path / "cmp" / k for k in METHODS}
+    assert all(c.lora_rank == 4 and c.iterations == 2 and c.seed == 0 for c in configs.values())
+
+
+def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_path: Path) -> None:
+    root = reproduce(_base(tmp_path), progress=False, runner=_runner(scripted))
+    index = json.loads((root / "reproduce.json").read_text())
+    assert index["task"] == "arithmetic" and index["methods"] == {k: k for k in METHODS}
+    for key in METHODS:
+        assert json.loads((root / key / "iter_2/eval/results.json").read_text())["iteration"] == 2
+    # a shared stage equals what the method computes on its own
+    alone = _base(tmp_path, name="alone", method="star", summarize=True)
+    _runner(scripted)(alone, False, None)
+    for rel in ("iter_0/eval/debate.jsonl", "iter_1/debate.jsonl", "iter_1/data/model.jsonl"):
+        assert (root / "star" / rel).read_bytes() == (alone.run_dir / rel).read_bytes(), rel
+    # base readings are one measurement: the same records in every method with the summary setting of Ours
+    base = (root / "ours/iter_0/eval/debate.jsonl").read_bytes()
+    assert all((root / k / "iter_0/eval/debate.jsonl").read_bytes() == base for k in METHODS if k != "ours_no_summary")
+    assert (root / "ours_no_summary/iter_0/eval/debate.jsonl").read_bytes() != base  # no summaries in it
+    # ours and single_ft debate alike in iteration 1; majority_ft and star sample one round
+    assert (root / "single_ft/iter_1/debate.jsonl").read_bytes() == (root / "ours/iter_1/debate.jsonl").read_bytes()
+    assert (root / "star/iter_1/debate.jsonl").read_bytes() == (root / "majority_ft/iter_1/debate.jsonl").read_bytes()
+
+
+def test_unknown_method_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MftError, match="unknown method.*bogus"):
+        reproduce(_base(tmp_path), methods=["ours", "bogus"], progress=False, runner=lambda *a, **k: [])
