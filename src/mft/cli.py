@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -99,6 +100,41 @@ def _parser() -> argparse.ArgumentParser:
         help="uvicorn log level (default info).",
     )
 
+    rp = sub.add_parser(
+        "report",
+        help="Tables and plots from a run or reproduce directory (reads saved files; runs no model).",
+        description="Write PATH/report.md, PATH/report.html (self-contained) and PATH/plots/*.png from a run "
+        "directory (runs/<name>) or a reproduce directory (reproduce.json). See docs/report.md.",
+    )
+    rp.add_argument("path", type=Path, metavar="PATH", help="A run directory or a reproduce directory.")
+    rp.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="Write into this directory instead of PATH."
+    )
+
+    cp = sub.add_parser(
+        "compare",
+        help="Several runs / reproduce directories side by side (methods x tasks table, Ours curves).",
+        description="Write DIR/compare.md, DIR/compare.html and DIR/plots/: one table with a column per "
+        "input (the task when each input has its own, else the directory name). See docs/report.md.",
+    )
+    cp.add_argument("paths", type=Path, nargs="+", metavar="RUN", help="Run or reproduce directories.")
+    cp.add_argument("--out", type=Path, required=True, metavar="DIR", help="Directory to write into.")
+
+    rr = sub.add_parser(
+        "reproduce",
+        help="Every method of the paper's comparison on one task (same problems and seeds), then the report.",
+        description="Runs Ours, Ours (no summary), Ours (no critics), Single-agent FT, Majority FT and STaR "
+        "(Base, Majority and Debate are iteration 0) into RUNS_DIR/NAME/<method>, then writes "
+        "RUNS_DIR/NAME/report.md|html. Resumable like `mft run`. NAME defaults to reproduce-<task>.",
+    )
+    rr.add_argument(
+        "--methods",
+        default=None,
+        help="Comma list of methods to run (default: all): ours, ours_no_summary, ours_no_critic, "
+        "single_ft, majority_ft, star.",
+    )
+    _run_args(rr)
+
     t = sub.add_parser("toy", help="The bundled tiny base model: rebuild it from its recipe.")
     tsub = t.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
     tp = tsub.add_parser(
@@ -141,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             ),
         )
     Console().print(table)
+    from mft.report import write_report
+
+    print(f"report: {write_report(cfg.run_dir)}")
     print(f"artifacts: {cfg.run_dir}")
     return 0
 
@@ -304,6 +343,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mft.pipeline.reproduce import reproduce
+
+    cfg = _run_config(args)
+    named = args.name is not None or (args.config is not None and "name:" in args.config.read_text())
+    if not named:
+        cfg = cfg.model_copy(update={"name": f"reproduce-{cfg.task}"})
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    root = reproduce(cfg, methods, progress=not args.no_progress)
+    print(f"report: {root / 'report.md'} (and report.html, plots in {root / 'plots'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mft.report import write_report
+
+    md = write_report(args.path, args.out)
+    print(f"report: {md} (and {md.with_suffix('.html').name}, plots in {md.parent / 'plots'})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mft.report import write_compare
+
+    md = write_compare(args.paths, args.out)
+    print(f"comparison: {md} (and {md.with_suffix('.html').name}, plots in {md.parent / 'plots'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -317,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         "toy": cmd_toy,
         "run": cmd_run,
         "serve": cmd_serve,
+        "report": cmd_report,
+        "reproduce": cmd_reproduce,
+        "compare": cmd_compare,
     }
     handlers.update(dict.fromkeys(("debate-train", "build-data", "finetune", "eval"), cmd_stage))
     try:
@@ -329,6 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mft: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if args.debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(
+            f"mft: error: no space left on the device{where}; everything finished before it is kept "
+            "(hint: free some space, then re-run the same command to resume)",
+            file=sys.stderr,
+        )
+        return 28
 
 
 def entrypoint() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mft.errors import MftError
+from mft.faults import checkpoint
 from mft.records import Message, write_json_atomic
 
 
@@ -145,6 +146,7 @@ def train_full(
         "method": "full",
     }
     write_json_atomic(tmp / "train_stats.json", stats)
+    checkpoint(f"save model {out_dir.name}")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
@@ -217,6 +219,7 @@ def train_adapter(
         "last_loss": losses[-1],
     }
     write_json_atomic(tmp / "train_stats.json", stats)
+    checkpoint(f"save adapter {out_dir.name}")
     if out_dir.exists():
         import shutil
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mft.errors import MftError
+from mft.faults import checkpoint
 
 
 class Problem(BaseModel):
@@ -76,9 +77,15 @@ M = TypeVar("M", bound=BaseModel)
 def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     """Append records, one JSON object per line, flushed and fsynced so a kill never loses a finished one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(rec.model_dump_json() + "\n" for rec in records)
+    if not data:
+        return
     with open(path, "a", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(rec.model_dump_json() + "\n")
+        half = len(data) - len(data.rsplit("\n", 2)[-2]) // 2 - 1  # inside the last record
+        fh.write(data[:half])
+        fh.flush()
+        checkpoint(f"append {path.name}")  # a kill here leaves a torn last line; read_jsonl repairs it
+        fh.write(data[half:])
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -125,6 +132,16 @@ def iter_jsonl_dicts(path: Path) -> Iterator[dict[str, Any]]:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write a whole JSON file through a temp name + rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str | bytes) -> None:
+    """Write a whole file through a temp name + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    checkpoint(f"write {path.name}")
     os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""`mft reproduce`: one run per method, same problems and seeds, identical stages shared (scripted backend)."""
+"""`mft reproduce`: one run per method, same problems and seeds, identical stages shared."""
 
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ from tests.unit.test_pipeline import FinetuningScripted, _gold_for_agent_0
 
 
 def _base(tmp_path: Path, **kw: object) -> RunConfig:
-    settings = {"name": "cmp", "runs_dir": tmp_path, "agents": 3, "iterations": 2, "n_train": 6, "n_test": 4,
-                "chunk_size": 3, "min_examples": 3}
+    settings = {
+        "name": "cmp",
+        "runs_dir": tmp_path,
+        "agents": 3,
+        "iterations": 2,
+        "n_train": 6,
+        "n_test": 4,
+        "chunk_size": 3,
+        "min_examples": 3,
+    }
     return RunConfig(**{**settings, **kw})  # type: ignore[arg-type]
 
 
@@ -49,11 +57,19 @@ def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_p
         assert (root / "star" / rel).read_bytes() == (alone.run_dir / rel).read_bytes(), rel
     # base readings are one measurement: the same records in every method with the summary setting of Ours
     base = (root / "ours/iter_0/eval/debate.jsonl").read_bytes()
-    assert all((root / k / "iter_0/eval/debate.jsonl").read_bytes() == base for k in METHODS if k != "ours_no_summary")
+    assert all(
+        (root / k / "iter_0/eval/debate.jsonl").read_bytes() == base
+        for k in METHODS
+        if k != "ours_no_summary"
+    )
     assert (root / "ours_no_summary/iter_0/eval/debate.jsonl").read_bytes() != base  # no summaries in it
     # ours and single_ft debate alike in iteration 1; majority_ft and star sample one round
-    assert (root / "single_ft/iter_1/debate.jsonl").read_bytes() == (root / "ours/iter_1/debate.jsonl").read_bytes()
-    assert (root / "star/iter_1/debate.jsonl").read_bytes() == (root / "majority_ft/iter_1/debate.jsonl").read_bytes()
+    assert (root / "single_ft/iter_1/debate.jsonl").read_bytes() == (
+        root / "ours/iter_1/debate.jsonl"
+    ).read_bytes()
+    assert (root / "star/iter_1/debate.jsonl").read_bytes() == (
+        root / "majority_ft/iter_1/debate.jsonl"
+    ).read_bytes()
 
 
 def test_unknown_method_is_one_clear_error(tmp_path: Path) -> None:

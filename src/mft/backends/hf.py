@@ -195,6 +195,98 @@ class HFBackend(Backend):
         self.stats.seconds += time.time() - start
         return outputs
 
+    def count_tokens(self, texts: list[str]) -> int | None:
+        return (
+            sum(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+            if texts
+            else 0
+        )
+
+    # -- scoring (diversity metrics) -------------------------------------------------------------------------
+    def score_responses(
+        self,
+        agent: str,
+        prompts: list[list[Message]],
+        responses: list[str],
+        batch_size: int | None = None,
+    ) -> list[tuple[Any, Any]]:
+        """Agent `agent`'s next-token distributions on given replies (teacher forcing), in request order.
+
+        For each example: `(token_ids [T], logprobs [T, V])`, both on the model's device, logprobs float32:
+        the T tokens of `responses[i]` as the chat template renders it as the assistant reply to
+        `prompts[i]` -- the tokens generation would produce, end-of-turn token included (anything the
+        template appends after it is not) -- and the log-softmax over the whole vocabulary at each of them.
+        Batched like `generate` (left padding, length-sorted); only the reply positions' logits are computed.
+        """
+        import inspect
+
+        import torch
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        adapter = self._adapter_of(agent)
+        model = self.full_models.get(agent, self.model)
+        core = self.full_models.get(agent, self.base)
+        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
+
+        def encode(messages: list[dict[str, str]], gen_prompt: bool) -> list[int]:
+            text = tok.apply_chat_template(messages, add_generation_prompt=gen_prompt, tokenize=False)
+            return tok.encode(text, add_special_tokens=False)
+
+        seqs: list[tuple[list[int], int]] = []  # (input ids, number of reply tokens ending them)
+        for prompt, response in zip(prompts, responses, strict=True):
+            dumped = [m.model_dump() for m in prompt]
+            start = len(encode(dumped, True))
+            ids = encode([*dumped, {"role": "assistant", "content": response}], False)
+            reply = ids[start:]
+            if eos in reply:  # generation stops at end of turn: drop what the template adds after it
+                reply = reply[: reply.index(eos) + 1]
+            if not reply:
+                raise MftError(f"agent {agent!r}: the chat template renders an empty reply for {response!r}")
+            seqs.append((ids[: start + len(reply)], len(reply)))
+
+        keep_arg = "logits_to_keep" in inspect.signature(core.forward).parameters
+        pad = tok.pad_token_id
+        bs = batch_size or self.batch_size
+        out: list[tuple[Any, Any]] = [None] * len(seqs)  # type: ignore[list-item]
+        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))
+        was_training = model.training
+        model.eval()  # peft's per-row adapter routing is inference-only
+        try:
+            for lo in range(0, len(order), bs):
+                idx = order[lo : lo + bs]
+                width = max(len(seqs[i][0]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids[row, width - len(seqs[i][0]) :] = torch.tensor(seqs[i][0])
+                    mask[row, width - len(seqs[i][0]) :] = 1
+                # left padding: positions count from each row's first real token, as generate() does
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                t_max = max(seqs[i][1] for i in idx)
+                kwargs: dict[str, Any] = {
+                    "input_ids": ids.to(self.device),
+                    "attention_mask": mask.to(self.device),
+                    "position_ids": positions.to(self.device),
+                    "use_cache": False,
+                }
+                if keep_arg:  # replies end every row: the last t_max + 1 positions hold all their logits
+                    kwargs["logits_to_keep"] = t_max + 1
+                if agent not in self.full_models and self.model is not self.base:
+                    kwargs["adapter_names"] = [adapter] * len(idx)
+                with torch.no_grad():
+                    logits = model(**kwargs).logits
+                    logits = logits[:, -(t_max + 1) :]
+                    for row, i in enumerate(idx):
+                        t = seqs[i][1]
+                        # logits at position k predict token k + 1: reply tokens width-t .. width-1
+                        lp = torch.log_softmax(logits[row, t_max - t : t_max].float(), dim=-1)
+                        out[i] = (ids[row, width - t :].to(lp.device), lp)
+                del logits
+        finally:
+            model.train(was_training)
+        return out
+
     def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`."""
         from mft.finetune import LoraSettings, train_adapter, train_full

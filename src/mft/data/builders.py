@@ -87,7 +87,9 @@ def mix_critic(split: CriticSplit, positive_fraction: float, seed: str) -> list[
 
 
 # -- single-model baselines ------------------------------------------------------------------------------
-def round1_examples(records: Sequence[DebateRecord], keep: Callable[[DebateRecord, str | None], bool]) -> list[Example]:
+def round1_examples(
+    records: Sequence[DebateRecord], keep: Callable[[DebateRecord, str | None], bool]
+) -> list[Example]:
     """(question, response) of every agent's round-1 answer for which `keep(record, answer)` holds."""
     check_train_only(records)
     out = []

@@ -36,6 +36,7 @@ from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.executor import FinetuneJob, RayChunkRunner, ray_finetune
+from mft.faults import checkpoint
 from mft.records import DebateRecord, Message, Problem, read_jsonl, write_json_atomic
 from mft.tasks.base import Task
 
@@ -246,6 +247,7 @@ def _write_examples(path: Path, examples: list[list[Message]]) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         for ex in examples:
             fh.write(json.dumps({"messages": [m.model_dump() for m in ex]}) + "\n")
+    checkpoint(f"write {path.name}")
     tmp.replace(path)
 
 

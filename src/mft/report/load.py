@@ -1,0 +1,344 @@
+"""Read a run directory or a reproduce directory into plain data, checking every field the report uses.
+
+Nothing here imports torch or a backend: the report is a pure function of the saved JSON files. A file that
+is missing, not valid JSON or lacks a field raises one MftError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mft.errors import MftError
+
+# Rows of the methods table, in the paper's order (Table 1), then the ablations.
+BASELINE_KEYS = ("base", "majority", "debate")
+METHOD_ORDER = (
+    "base",
+    "majority",
+    "debate",
+    "star",
+    "majority_ft",
+    "ours",
+    "ours_no_summary",
+    "ours_no_critic",
+    "single_ft",
+)
+LABELS = {
+    "base": "Base",
+    "majority": "Majority",
+    "debate": "Debate",
+    "star": "STaR",
+    "majority_ft": "Majority FT",
+    "ours": "Ours",
+    "ours_no_summary": "Ours (no summary)",
+    "ours_no_critic": "Ours (no critics)",
+    "single_ft": "Single-agent FT",
+}
+# Iteration 0 (the base society) is shared by all methods; it is read from the first of these present.
+BASE_PREFERENCE = ("ours", "ours_no_summary", "ours_no_critic", "single_ft", "majority_ft", "star")
+READINGS = ("single", "majority", "debate")
+DIVERSITY_METRICS = ("agreement", "consensus_rate", "embedding_dissimilarity", "cross_nll", "kl")
+
+_RESULTS_HINT = "it is written by `mft eval --iteration {k}`; delete it and re-run that command"
+_RUN_HINT = (
+    "pass a run directory (runs/<name>, made by `mft run`) or a reproduce directory (with reproduce.json)"
+)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its standard error (and sample size, when the file gives one)."""
+
+    mean: float
+    se: float
+    n: int | None = None
+
+    def pct(self) -> str:
+        """As a percentage with one decimal, e.g. '31.2 ± 2.1' ('31.2 ± n/a' without a standard error)."""
+        return f"{100 * self.mean:.1f} ± " + ("n/a" if math.isnan(self.se) else f"{100 * self.se:.1f}")
+
+    def plain(self) -> str:
+        """Unscaled with three decimals, e.g. '0.812 ± 0.013' (diversity metrics)."""
+        return f"{self.mean:.3f} ± " + ("n/a" if math.isnan(self.se) else f"{self.se:.3f}")
+
+    @property
+    def err(self) -> float:
+        """The standard error for error bars (0 where there is none)."""
+        return 0.0 if math.isnan(self.se) else self.se
+
+
+@dataclass
+class Iteration:
+    k: int
+    accuracy: dict[str, Estimate]  # single / majority / debate
+    problems: int | None
+    generated_tokens: int | None  # None: an older run without usage
+    sizes: dict[str, dict[str, int]] | None = None  # iter_k/data/sizes.json (k >= 1)
+    diversity: dict[str, Estimate] = field(default_factory=dict)  # iter_k/diversity.json
+
+
+@dataclass
+class Run:
+    """One method's run directory."""
+
+    key: str  # method key: a reproduce.json key, or derived from the manifest
+    label: str
+    path: Path
+    task: str
+    config: dict[str, Any]
+    iterations: dict[int, Iteration]  # only those with an eval/results.json, sorted by k
+    timings: dict[str, float]
+
+    @property
+    def planned(self) -> int:
+        return int(self.config.get("iterations", max(self.iterations, default=0)))
+
+    @property
+    def last(self) -> Iteration | None:
+        """The last finetuned iteration (k >= 1) with results, or None when none has finished."""
+        done = [k for k in self.iterations if k >= 1]
+        return self.iterations[max(done)] if done else None
+
+    @property
+    def harness(self) -> str:
+        return f"{self.config.get('agents', '?')} agents x {self.config.get('rounds', '?')} rounds"
+
+
+@dataclass
+class Study:
+    """What `mft report` reads: one run (kind 'run') or a reproduce directory of several ('reproduce')."""
+
+    path: Path
+    name: str
+    kind: str
+    task: str
+    runs: list[Run]  # in the table's order
+    base: Iteration | None  # iteration 0, shared by all methods
+    base_from: Run | None
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, key: str) -> Run | None:
+        return next((r for r in self.runs if r.key == key), None)
+
+
+# -- reading and checking -----------------------------------------------------------------------------------
+def read_json(path: Path, hint: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MftError(f"{path} is missing", hint=hint) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MftError(f"{path} cannot be read ({exc})", hint=hint) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MftError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", hint=hint
+        ) from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _short(x: Any) -> str:
+    text = json.dumps(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(obj: Any, path: Path, where: str, hint: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise MftError(f"{path}: {where} must be a JSON object, not {_short(obj)}", hint=hint)
+    return obj
+
+
+def _estimate(obj: Any, path: Path, where: str, hint: str) -> Estimate:
+    """{"mean", "se", "n"}: mean a finite number; se a number, or null / NaN when it is undefined (n = 1)."""
+    if not isinstance(obj, dict):
+        raise MftError(f"{path}: field '{where}' is missing or not an object with 'mean' and 'se'", hint=hint)
+    for key in ("mean", "se"):
+        if key not in obj:
+            raise MftError(f"{path}: field '{where}.{key}' is missing", hint=hint)
+    mean, se = obj["mean"], obj["se"]
+    if not _is_number(mean):
+        raise MftError(f"{path}: field '{where}.mean' is {_short(mean)}, not a number", hint=hint)
+    if se is not None and not (
+        isinstance(se, int | float) and not isinstance(se, bool) and not math.isinf(se)
+    ):
+        raise MftError(f"{path}: field '{where}.se' is {_short(se)}, not a number", hint=hint)
+    n = obj.get("n")
+    return Estimate(float(mean), math.nan if se is None else float(se), int(n) if _is_number(n) else None)
+
+
+def read_results(path: Path, k: int) -> Iteration:
+    hint = _RESULTS_HINT.format(k=k)
+    data = _object(read_json(path, hint), path, "the file", hint)
+    if "iteration" in data and data["iteration"] != k:
+        raise MftError(f"{path}: field 'iteration' is {_short(data['iteration'])}, expected {k}", hint=hint)
+    if "accuracy" not in data:
+        raise MftError(f"{path}: field 'accuracy' is missing", hint=hint)
+    acc = _object(data["accuracy"], path, "field 'accuracy'", hint)
+    accuracy = {r: _estimate(acc.get(r), path, f"accuracy.{r}", hint) for r in READINGS}
+    problems = data.get("problems")
+    if problems is not None and not _is_number(problems):
+        raise MftError(f"{path}: field 'problems' is {_short(problems)}, not a number", hint=hint)
+    tokens = None
+    usage = data.get("usage")
+    if usage is not None:
+        usage = _object(usage, path, "field 'usage'", hint)
+        if usage.get("generated_tokens") is not None:
+            if not _is_number(usage["generated_tokens"]):
+                raise MftError(f"{path}: field 'usage.generated_tokens' is not a number", hint=hint)
+            tokens = int(usage["generated_tokens"])
+    return Iteration(k, accuracy, None if problems is None else int(problems), tokens)
+
+
+def read_sizes(path: Path) -> dict[str, dict[str, int]]:
+    hint = "it is written by `mft build-data`; delete it and re-run that command"
+    data = _object(read_json(path, hint), path, "the file", hint)
+    out: dict[str, dict[str, int]] = {}
+    for agent, entry in data.items():
+        entry = _object(entry, path, f"field '{agent}'", hint)
+        if not _is_number(entry.get("examples")):
+            raise MftError(f"{path}: field '{agent}.examples' is missing or not a number", hint=hint)
+        out[agent] = {k: int(v) for k, v in entry.items() if _is_number(v)}
+    return out
+
+
+def read_diversity(path: Path) -> dict[str, Estimate]:
+    hint = "it is written by the diversity evaluation; delete it and re-run that stage"
+    data = _object(read_json(path, hint), path, "the file", hint)
+    # a metric with no data (mean null, e.g. KL with one agent) is left out, as if it were not measured
+    return {
+        m: _estimate(data[m], path, m, hint)
+        for m in DIVERSITY_METRICS
+        if m in data and not (isinstance(data[m], dict) and data[m].get("mean") is None)
+    }
+
+
+def read_timings(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    hint = "it is written by `mft run`; fix or delete it (only the report's cost table uses it)"
+    data = _object(read_json(path, hint), path, "the file", hint)
+    for key, value in data.items():
+        if not _is_number(value):
+            raise MftError(f"{path}: field '{key}' is {_short(value)}, not a number of seconds", hint=hint)
+    return {k: float(v) for k, v in data.items()}
+
+
+def method_key(config: dict[str, Any]) -> str:
+    """The table row of a run from its config: 'ours' with summaries is Ours, without is the ablation."""
+    method = config.get("method") or "ours"
+    if method == "ours":
+        return "ours" if config.get("summarize") else "ours_no_summary"
+    return str(method)
+
+
+def read_run(path: Path, key: str | None = None, label: str | None = None) -> Run:
+    manifest_path = path / "manifest.json"
+    hint = "it is written by `mft run`; this directory is not a complete run"
+    manifest = _object(read_json(manifest_path, hint), manifest_path, "the file", hint)
+    config = _object(manifest.get("config"), manifest_path, "field 'config'", hint)
+    if not isinstance(config.get("task"), str):
+        raise MftError(f"{manifest_path}: field 'config.task' is missing or not a string", hint=hint)
+    planned = config.get("iterations", 0)
+    if not _is_number(planned) or planned < 0:
+        raise MftError(f"{manifest_path}: field 'config.iterations' is not a number", hint=hint)
+    iterations: dict[int, Iteration] = {}
+    # Iteration directories on disk and up to the configured count: a run still in progress is reported
+    # with the iterations it has finished.
+    found = {int(m.group(1)) for p in path.glob("iter_*") if (m := re.fullmatch(r"iter_(\d+)", p.name))}
+    for k in sorted(found | set(range(int(planned) + 1))):
+        it_dir = path / f"iter_{k}"
+        results = it_dir / "eval" / "results.json"
+        if not results.exists():
+            continue
+        it = read_results(results, k)
+        if k >= 1 and (it_dir / "data" / "sizes.json").exists():
+            it.sizes = read_sizes(it_dir / "data" / "sizes.json")
+        if (it_dir / "diversity.json").exists():
+            it.diversity = read_diversity(it_dir / "diversity.json")
+        iterations[k] = it
+    if not iterations:
+        raise MftError(
+            f"{path} has no evaluated iteration (no iter_<k>/eval/results.json)",
+            hint="run `mft run` (or `mft eval --iteration 0`) first",
+        )
+    key = key or method_key(config)
+    return Run(
+        key=key,
+        label=label or LABELS.get(key, key),
+        path=path,
+        task=config["task"],
+        config=config,
+        iterations=iterations,
+        timings=read_timings(path / "timings.json"),
+    )
+
+
+def _order(key: str, position: int) -> tuple[int, int]:
+    return (METHOD_ORDER.index(key), 0) if key in METHOD_ORDER else (len(METHOD_ORDER), position)
+
+
+def load(path: Path) -> Study:
+    """A run directory (manifest.json) or a reproduce directory (reproduce.json) as a Study."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        raise MftError(f"{path} {what}", hint=_RUN_HINT)
+    notes: list[str] = []
+    repro_path = path / "reproduce.json"
+    if repro_path.exists():
+        hint = 'it maps method keys to run sub-directories: {"task": ..., "methods": {"ours": "ours"}}'
+        repro = _object(read_json(repro_path, hint), repro_path, "the file", hint)
+        methods = _object(repro.get("methods"), repro_path, "field 'methods'", hint)
+        labels = _object(repro.get("labels", {}), repro_path, "field 'labels'", hint)
+        runs: list[Run] = []
+        for key, sub in methods.items():
+            if not isinstance(sub, str):
+                raise MftError(f"{repro_path}: field 'methods.{key}' must be a directory name", hint=hint)
+            label = labels.get(key) if isinstance(labels.get(key), str) else None
+            run_dir = path / sub
+            if not (run_dir / "manifest.json").exists():
+                notes.append(f"{label or LABELS.get(key, key)}: {sub}/ has no run yet (skipped)")
+                continue
+            runs.append(read_run(run_dir, key, label))
+        if not runs:
+            raise MftError(f"{repro_path}: none of its method directories holds a run yet", hint=_RUN_HINT)
+        kind = "reproduce"
+        task = repro.get("task") if isinstance(repro.get("task"), str) else runs[0].task
+    elif (path / "manifest.json").exists():
+        runs = [read_run(path)]
+        kind = "run"
+        task = runs[0].task
+    else:
+        raise MftError(
+            f"{path} is not a run directory or a reproduce directory (no manifest.json or reproduce.json)",
+            hint=_RUN_HINT,
+        )
+    for r in runs:
+        if r.task != task:
+            notes.append(f"{r.label}: its manifest says task {r.task!r}, not {task!r}")
+    runs = [r for _, r in sorted(enumerate(runs), key=lambda ir: _order(ir[1].key, ir[0]))]
+    base_from = next(
+        (r for key in BASE_PREFERENCE for r in runs if r.key == key and 0 in r.iterations),
+        next((r for r in runs if 0 in r.iterations), None),
+    )
+    if base_from is None:
+        notes.append("no run has iteration 0 (the base model), so Base / Majority / Debate are omitted")
+    return Study(
+        path=path,
+        name=path.resolve().name,
+        kind=kind,
+        task=task,
+        runs=runs,
+        base=base_from.iterations[0] if base_from else None,
+        base_from=base_from,
+        notes=notes,
+    )

@@ -1,0 +1,172 @@
+"""Likelihood diversity through the hf backend on the bundled model, and the offline sentence encoder."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from mft.backends.base import Agent
+from mft.eval.diversity import compute_diversity, embedding_dissimilarity, load_encoder, pairwise_kl
+from mft.finetune import tokenize_chat
+from mft.records import DebateRecord, Message, Problem
+from mft.tasks import get_task
+from mft.toy import CHECKPOINT_DIR
+
+task = get_task("arithmetic")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from mft.backends.hf import HFBackend
+
+    return HFBackend("bundled", batch_size=3)  # smaller than the example count: several padded batches
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {"a": _random_adapter(root / "a", 1), "b": _random_adapter(root / "b", 2)}
+
+
+def _random_adapter(path: Path, seed: int) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
+    cfg = LoraConfig(
+        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    get_peft_model(base, cfg).save_pretrained(path)
+    return path
+
+
+def _examples(n: int) -> tuple[list[list[Message]], list[str]]:
+    """Real questions with replies of varied lengths (so rows are padded differently)."""
+    prompts, replies = [], []
+    for i, p in enumerate(task.load("test", n)):
+        prompts.append([Message(role="user", content=task.question_prompt(p))])
+        replies.append(
+            ["x", f"The answer is {p.answer}.", f"Let me think.\n{p.question}\nThe answer is 7."][i % 3]
+        )
+    return prompts, replies
+
+
+def _reference_losses(model, tok, prompts, replies) -> list[float]:
+    """transformers' own loss, one unpadded conversation at a time, labels on the assistant tokens."""
+    out = []
+    for prompt, reply in zip(prompts, replies, strict=True):
+        ids, labels = tokenize_chat(tok, [*prompt, Message(role="assistant", content=reply)])
+        with torch.no_grad():
+            out.append(float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss))
+    return out
+
+
+def _nlls(scored) -> list[float]:
+    return [float(-lp.gather(-1, ids[:, None]).mean()) for ids, lp in scored]
+
+
+def test_score_responses_nll_matches_transformers_loss(backend, adapters) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    backend.add_agent(Agent("plain"))
+    backend.add_agent(Agent("a", str(adapters["a"])))
+    backend.add_agent(Agent("b", str(adapters["b"])))
+    prompts, replies = _examples(7)
+
+    scored = backend.score_responses("plain", prompts, replies)
+    assert len(scored) == 7
+    for (ids, lp), reply in zip(scored, replies, strict=True):
+        assert lp.shape == (len(ids), backend.base.config.vocab_size)
+        assert backend.tokenizer.decode(ids) == reply + backend.tokenizer.eos_token  # end of turn included
+        assert torch.allclose(lp.exp().sum(-1), torch.ones(len(ids)), atol=1e-5)
+    fresh = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR).eval()
+    assert _nlls(scored) == pytest.approx(
+        _reference_losses(fresh, backend.tokenizer, prompts, replies), abs=1e-4
+    )
+
+    # a LoRA agent is scored through its own adapter: same as a standalone PeftModel of that adapter
+    lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR), str(adapters["a"]))
+    expected = _reference_losses(lora.eval(), backend.tokenizer, prompts, replies)
+    assert _nlls(backend.score_responses("a", prompts, replies)) == pytest.approx(expected, abs=1e-4)
+    # and the base agent is unaffected by the adapters loaded meanwhile
+    assert _nlls(backend.score_responses("plain", prompts, replies, batch_size=1)) == pytest.approx(
+        _nlls(scored), abs=1e-4
+    )
+
+
+def _records(agents: list[str], n: int) -> list[DebateRecord]:
+    """Round-1-only records whose responses are whatever text; what matters is the scoring."""
+    prompts, replies = _examples(n * len(agents))
+    recs = []
+    for p in range(n):
+        slots = range(p * len(agents), (p + 1) * len(agents))
+        recs.append(
+            DebateRecord(
+                task=task.name,
+                task_version=task.version,
+                problem=Problem(id=f"p{p}", question="q", answer="1"),
+                agents=[agents],
+                responses=[[replies[i] for i in slots]],
+                answers=[[task.extract_answer(replies[i]) for i in slots]],
+                conversations=[[*prompts[i], Message(role="assistant", content=replies[i])] for i in slots],
+                consensus=None,
+                round_consensus=[None],
+                correct=False,
+            )
+        )
+    return recs
+
+
+def test_kl_between_adapters_is_positive_and_zero_with_itself(backend, adapters) -> None:
+    backend.add_agent(Agent("a", str(adapters["a"])))
+    backend.add_agent(Agent("b", str(adapters["b"])))
+    backend.add_agent(Agent("plain"))
+    recs = _records(["a", "b", "plain"], 2)
+    res = pairwise_kl(recs, backend, ["a", "b", "plain"])
+    off = [res.matrix[i][j] for i in range(3) for j in range(3) if i != j]
+    assert all(v > 1e-3 for v in off), res.matrix
+    assert res.estimate.mean > 1e-3
+    same = pairwise_kl(recs, backend, ["a", "a", "a"])
+    assert same.estimate.mean == pytest.approx(0.0, abs=1e-6)
+
+    out = compute_diversity(recs, task, scorer=backend, agents=["a", "b", "plain"], progress=False)
+    assert out["kl"]["matrix"] == [pytest.approx(row, abs=1e-6) for row in res.matrix]
+    assert len(out["cross_nll"]["per_agent"]) == 3 and out["cross_nll"]["mean"] > 0
+
+
+def test_default_encoder_loads_offline(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    encoder = load_encoder()
+    emb = torch.tensor(
+        encoder.encode(
+            [
+                "The cat sat on the mat.",
+                "A cat was sitting on the rug.",
+                "Quarterly revenue rose by four percent.",
+            ]
+        )
+    )
+    emb = torch.nn.functional.normalize(emb, dim=-1)
+    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.2
+
+    def rec(texts: list[str]) -> DebateRecord:
+        return DebateRecord(
+            task="t", task_version="1", problem=Problem(id="p", question="q", answer="1"),
+            agents=[["x", "y"]], responses=[texts], answers=[[None, None]],
+            conversations=[[], []], consensus=None, round_consensus=[None], correct=False,
+        )  # fmt: skip
+
+    close = embedding_dissimilarity([rec(["The answer is 12.", "So the answer is 12."])], encoder).mean
+    far = embedding_dissimilarity([rec(["The answer is 12.", "I like sailing in summer."])], encoder).mean
+    assert 0 <= close < far
