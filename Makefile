@@ -7,7 +7,7 @@ DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo run test lint bench clean
+.PHONY: setup demo debate run reproduce test lint bench clean
 .DEFAULT_GOAL := demo
 
 $(VENV)/.deps-ok: pyproject.toml
@@ -21,8 +21,15 @@ $(VENV)/.deps-ok: pyproject.toml
 setup: $(VENV)/.deps-ok
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 
+# The main job, small: every method of the paper's comparison on the bundled model, then the report.
 demo: setup
+	$(BIN)/mft reproduce --config configs/reproduce-demo.yaml
+
+debate: setup
 	$(BIN)/mft debate --task arithmetic --agents 3 --rounds 2 --limit 100 --out runs/demo
+
+reproduce: setup
+	$(BIN)/mft reproduce --config configs/reproduce-arithmetic.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -352,6 +352,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"name": f"reproduce-{cfg.task}"})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     root = reproduce(cfg, methods, progress=not args.no_progress)
+    from rich.console import Console
+    from rich.table import Table
+
+    from mft.report import load, methods_table
+
+    study = load(root)
+    table = methods_table([(study.task, study)])
+    shown = Table(title=f"{cfg.task}: test accuracy, N agents x M rounds debate after the last iteration")
+    for i, col in enumerate(table.header):
+        shown.add_column(col, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        shown.add_row(*row)
+    Console().print(shown)
     print(f"report: {root / 'report.md'} (and report.html, plots in {root / 'plots'})")
     return 0
 

@@ -57,7 +57,7 @@ class SharedConfig(BaseModel):
     max_new_tokens: int | None = Field(
         None,
         ge=1,
-        description="Maximum tokens per response (default: the task's, e.g. 96 arithmetic, 512 gsm8k).",
+        description="Maximum tokens per response (default: the task's, e.g. 160 arithmetic, 512 gsm8k).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     backend_options: dict[str, Any] = Field(
@@ -211,6 +211,17 @@ class RunConfig(SharedConfig):
         "lora",
         description="lora: each agent an adapter on the one shared base; full: every weight trained, one "
         "model per agent in memory (hf backend).",
+    )
+    diversity_problems: int = Field(
+        100,
+        ge=0,
+        description="Diversity metrics per iteration on the first K test debates (0: off): agreement, "
+        "embedding dissimilarity, cross-agent NLL and KL (the last two need the hf backend).",
+    )
+    embedding_model: str | None = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence encoder for embedding dissimilarity (the offline all-MiniLM-L6-v2 package, or a "
+        "local directory); null skips that metric.",
     )
     executor: Literal["local", "ray"] = Field(
         "local", description="Where finetunes and debate chunks run: here, or as Ray tasks/actors."

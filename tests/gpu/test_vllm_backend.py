@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from tests.adapters import random_adapter
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
@@ -14,29 +14,14 @@ pytest.importorskip("vllm")
 from mft.backends.base import Agent, GenerationRequest, Sampling  # noqa: E402
 from mft.records import Message  # noqa: E402
 from mft.tasks import get_task  # noqa: E402
-from mft.toy import CHECKPOINT_DIR  # noqa: E402
 
 task = get_task("arithmetic")
-
-
-def _random_adapter(path: Path, seed: int) -> Path:
-    """A LoRA adapter with random (non-zero) weights, made with peft as tests/integration does."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
-    cfg = LoraConfig(
-        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    get_peft_model(base, cfg).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": str(_random_adapter(root / "a", 1)), "b": str(_random_adapter(root / "b", 2))}
+    return {"a": str(random_adapter(root / "a", 1)), "b": str(random_adapter(root / "b", 2))}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from mft.finetune import tokenize_chat
 from mft.records import DebateRecord, Message, Problem
 from mft.tasks import get_task
 from mft.toy import CHECKPOINT_DIR
+from tests.adapters import random_adapter
 
 task = get_task("arithmetic")
 
@@ -28,20 +29,7 @@ def backend():
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": _random_adapter(root / "a", 1), "b": _random_adapter(root / "b", 2)}
-
-
-def _random_adapter(path: Path, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
-    cfg = LoraConfig(
-        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    get_peft_model(base, cfg).save_pretrained(path)
-    return path
+    return {"a": random_adapter(root / "a", 1), "b": random_adapter(root / "b", 2)}
 
 
 def _examples(n: int) -> tuple[list[list[Message]], list[str]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.errors import MftError
 from mft.records import Message
 from mft.tasks import get_task
 from mft.toy import CHECKPOINT_DIR
+from tests.adapters import random_adapter
 
 task = get_task("arithmetic")
 
@@ -21,19 +21,6 @@ def backend():
     from mft.backends.hf import HFBackend
 
     return HFBackend("bundled", batch_size=64)
-
-
-def _random_adapter(path: Path, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
-    cfg = LoraConfig(
-        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    get_peft_model(base, cfg).save_pretrained(path)
-    return path
 
 
 def _req(agent: str, problem_index: int = 0) -> GenerationRequest:
@@ -70,8 +57,8 @@ def test_bundled_model_answers(backend) -> None:
 
 def test_two_adapters_differ_and_share_one_base(backend, tmp_path: Path) -> None:
     base_params = sum(p.numel() for p in backend.base.parameters())
-    backend.add_agent(Agent("a", str(_random_adapter(tmp_path / "a", 1))))
-    backend.add_agent(Agent("b", str(_random_adapter(tmp_path / "b", 2))))
+    backend.add_agent(Agent("a", str(random_adapter(tmp_path / "a", 1))))
+    backend.add_agent(Agent("b", str(random_adapter(tmp_path / "b", 2))))
     backend.add_agent(Agent("plain"))
     greedy = Sampling(temperature=0.0, max_new_tokens=40)
     mixed = backend.generate([_req("a"), _req("b"), _req("plain")], greedy)

@@ -27,6 +27,8 @@ chunk_size: 2
 min_examples: 1
 ft_epochs: 1
 ft_batch_size: 4
+diversity_problems: 2
+embedding_model: null
 """
 
 
@@ -107,21 +109,29 @@ def _state(run: Path) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((str(p.relative_to(run)), p.stat().st_size) for p in run.rglob("*") if p.is_file()))
 
 
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    """An uninterrupted 2-iteration run, with the label of every write point it passed, in order."""
+    root = tmp_path_factory.mktemp("clean")
+    config = root / "small.yaml"
+    config.write_text(SMALL_2IT)
+    log = root / "points.log"
+    env = {**os.environ, "MFT_FAULT_LOG": str(log)}
+    subprocess.run(_cmd(config, root / "runs"), check=True, capture_output=True, env=env)
+    return config, root / "runs" / "small", [line.split("\t")[1] for line in log.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(
+    tmp_path: Path, clean_run: tuple[Path, Path, list[str]]
+) -> None:
     """SIGKILL at seeded checkpoints of every kind (half-way through a JSONL append, between a temp file and
     its rename: results, datasets, adapters, the report), restart each time, compare with a clean run."""
     import random
 
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL_2IT)
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    log = tmp_path / "points.log"
-    subprocess.run(
-        _cmd(config, clean), check=True, capture_output=True, env={**os.environ, "MFT_FAULT_LOG": str(log)}
-    )
-    points = [line.split("\t")[1] for line in log.read_text().splitlines()]
-    expected = _artifacts(clean / "small")
+    config, clean, points = clean_run
+    expected = _artifacts(clean)
+    killed = tmp_path / "killed"
     run = killed / "small"
     rng = random.Random(0)
     hit: list[str] = []
@@ -140,9 +150,7 @@ def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(tmp_
         stalled = 0 if _state(run) != before else stalled + 1
     else:
         pytest.fail("the run never finished")
-    print(
-        f"\n{len(hit)} kills at {len(set(hit))} kinds of write point (clean run: {len(points)} points)"
-    )
+    print(f"\n{len(hit)} kills at {len(set(hit))} kinds of write point (clean run: {len(points)} points)")
     assert len(hit) >= 15
     kinds = {h.split(" ")[0] + " " + h.split(" ")[1].split(".")[-1] for h in hit}
     assert {"append jsonl", "write json", "save adapter"} <= {
@@ -161,16 +169,12 @@ def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(tmp_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["append debate.jsonl", "write results.json", "save adapter gen_0"])
-def test_disk_full_is_one_clear_error_and_resume_completes(tmp_path: Path, point: str) -> None:
+def test_disk_full_is_one_clear_error_and_resume_completes(
+    tmp_path: Path, clean_run: tuple[Path, Path, list[str]], point: str
+) -> None:
     """A simulated ENOSPC at a write: exit code 28 and one line; the re-run resumes to the clean result."""
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL)
-    clean, full = tmp_path / "clean", tmp_path / "full"
-    log = tmp_path / "points.log"
-    subprocess.run(
-        _cmd(config, clean), check=True, capture_output=True, env={**os.environ, "MFT_FAULT_LOG": str(log)}
-    )
-    labels = [line.split("\t")[1] for line in log.read_text().splitlines()]
+    config, clean, labels = clean_run
+    full = tmp_path / "full"
     n = labels.index(point) + 1
     env = {**os.environ, "MFT_FAULT": f"enospc@{n}"}
     proc = subprocess.run(_cmd(config, full), capture_output=True, text=True, env=env)
@@ -186,4 +190,4 @@ def test_disk_full_is_one_clear_error_and_resume_completes(tmp_path: Path, point
     for path in run.rglob("*.json"):
         json.loads(path.read_text())
     subprocess.run(_cmd(config, full), check=True, capture_output=True)
-    assert _artifacts(run) == _artifacts(clean / "small")
+    assert _artifacts(run) == _artifacts(clean)

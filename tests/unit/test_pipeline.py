@@ -24,6 +24,7 @@ def _cfg(tmp_path: Path, **kw: object) -> RunConfig:
         "n_test": 4,
         "chunk_size": 3,
         "min_examples": 3,
+        "embedding_model": None,
     }
     return RunConfig(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -164,3 +165,18 @@ def test_ours_without_critics_trains_generators_that_answer_every_round(scripted
     assert set(json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())) == {"gen_0", "gen_1"}
     rec = json.loads((cfg.run_dir / "iter_2/eval/debate.jsonl").read_text().splitlines()[0])
     assert rec["agents"] == [["gen_0", "gen_1"], ["gen_0", "gen_1"]]
+
+
+def test_each_iteration_records_the_societys_diversity(scripted, tmp_path) -> None:
+    cfg = _cfg(tmp_path, iterations=1, diversity_problems=2)
+    run(cfg, progress=False, backend=FinetuningScripted(scripted).backend)
+    for k in (0, 1):
+        div = json.loads((cfg.run_dir / f"iter_{k}/diversity.json").read_text())
+        # 2 agents answering 1 and 2 in round 1 of every test problem: they never agree
+        assert div["problems"] == 2 and div["agreement"]["mean"] == 0.0
+        assert "kl" not in div  # the scripted backend cannot score responses
+    timings = json.loads((cfg.run_dir / "timings.json").read_text())
+    assert "iter_1/diversity" in timings
+    off = _cfg(tmp_path, name="off", iterations=1, diversity_problems=0)
+    run(off, progress=False, backend=FinetuningScripted(scripted).backend)
+    assert not (off.run_dir / "iter_1/diversity.json").exists()

@@ -11,21 +11,11 @@ from mft.config import RunConfig
 from mft.errors import MftError
 from mft.pipeline.reproduce import METHODS, method_configs, reproduce
 from mft.pipeline.run import run
-from tests.unit.test_pipeline import FinetuningScripted, _gold_for_agent_0
+from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
 
 
 def _base(tmp_path: Path, **kw: object) -> RunConfig:
-    settings = {
-        "name": "cmp",
-        "runs_dir": tmp_path,
-        "agents": 3,
-        "iterations": 2,
-        "n_train": 6,
-        "n_test": 4,
-        "chunk_size": 3,
-        "min_examples": 3,
-    }
-    return RunConfig(**{**settings, **kw})  # type: ignore[arg-type]
+    return _cfg(tmp_path, **{"name": "cmp", "agents": 3, **kw})
 
 
 def _runner(scripted):  # type: ignore[no-untyped-def]

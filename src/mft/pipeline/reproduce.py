@@ -9,7 +9,7 @@ readings); every finetuning method runs the same iterations with the same traini
 summarised debate as in the paper; "Ours (no summary)" is the ablation without it.
 
 Stages whose inputs are identical across methods are computed once and copied: iteration 0's evaluation
-(the base society, same seed) for every method with the same summary setting, and iteration 1's training
+(the base society, same seed) and its diversity for every method with the same summary setting, and iteration 1's training
 debate for the methods that debate the same way. A copy is byte-identical to what the method would have
 generated itself (same society, settings and seed; a test checks it), so sharing only saves time.
 """
@@ -81,6 +81,9 @@ def share_finished_stages(configs: dict[str, RunConfig], key: str) -> None:
             src = other.run_dir / "iter_0" / "eval"
             if (src / "results.json").exists():
                 _copy_stage(src, cfg.run_dir / "iter_0" / "eval")
+                _copy_stage(
+                    other.run_dir / "iter_0" / "diversity.json", cfg.run_dir / "iter_0" / "diversity.json"
+                )
         if _debate_signature(other, True) == _debate_signature(cfg, True):
             src = other.run_dir / "iter_1" / "debate.jsonl"
             # a finished training debate: its build-data stage has started from it

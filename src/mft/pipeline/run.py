@@ -372,6 +372,42 @@ def stage_eval(
     return results
 
 
+_ENCODERS: dict[str, Any] = {}
+
+
+def stage_diversity(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, progress: bool = True
+) -> dict[str, Any]:
+    """Diversity of iteration k's society on its first `diversity_problems` test debates (round-1 answers)."""
+    from mft.eval.diversity import compute_diversity, load_encoder
+
+    path = cfg.run_dir / f"iter_{k}" / "diversity.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    records = read_jsonl(cfg.run_dir / f"iter_{k}" / "eval" / "debate.jsonl", DebateRecord)
+    encoder = None
+    if cfg.embedding_model:
+        if cfg.embedding_model not in _ENCODERS:
+            _ENCODERS[cfg.embedding_model] = load_encoder(cfg.embedding_model)
+        encoder = _ENCODERS[cfg.embedding_model]
+    society = society_after(cfg, k)
+    scorer = backend if hasattr(backend, "score_responses") else None
+    if scorer is not None:
+        for agent in society.generators:
+            backend.add_agent(agent)
+    result = compute_diversity(
+        records,
+        task,
+        scorer=scorer,
+        agents=society.generators if scorer is not None else None,
+        encoder=encoder,
+        max_problems=cfg.diversity_problems,
+        progress=progress,
+    )
+    write_json_atomic(path, result)
+    return result
+
+
 def generated_tokens(backend: Backend, records: list[DebateRecord]) -> int | None:
     """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer."""
     texts = [x for r in records for rnd in r.responses for x in rnd]
@@ -398,9 +434,13 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
         return out
 
     results = [timed("iter_0/eval", stage_eval, cfg, 0, backend, task, test, progress)]
+    if cfg.diversity_problems:
+        timed("iter_0/diversity", stage_diversity, cfg, 0, backend, task, progress)
     for k in range(1, cfg.iterations + 1):
         timed(f"iter_{k}/debate", stage_debate, cfg, k, backend, task, train, progress)
         timed(f"iter_{k}/build_data", stage_build_data, cfg, k, task)
         timed(f"iter_{k}/finetune", stage_finetune, cfg, k, backend, progress)
         results.append(timed(f"iter_{k}/eval", stage_eval, cfg, k, backend, task, test, progress))
+        if cfg.diversity_problems:
+            timed(f"iter_{k}/diversity", stage_diversity, cfg, k, backend, task, progress)
     return results

@@ -33,6 +33,9 @@ class PretrainConfig:
     intermediate_size: int = 512
     max_positions: int = 1024
     steps: int = 1200
+    # The first `skill_steps` steps train on short single-solve conversations without slips (the arithmetic,
+    # at a third of the cost per step); the rest on the full corpus (debate, summaries, slips).
+    skill_steps: int = 800
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -150,18 +153,24 @@ def pretrain(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
+        """Warmup, the peak rate through the skill phase, then a cosine decay to 5% over the rest."""
         if step < cfg.warmup:
             return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        start = max(cfg.warmup, min(cfg.skill_steps, cfg.steps - 1))
+        if step < start:
+            return cfg.lr
+        progress = (step - start) / max(1, cfg.steps - start)
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    data = batches(tok, corpus, cfg.batch_size, cfg.bucket)
+    skills = CorpusConfig(**{**asdict(corpus), "seed": corpus.seed + 1, "p_single": 1.0, "slip_first": 0.0})
+    skill_data = batches(tok, skills, cfg.batch_size, cfg.bucket)
+    full_data = batches(tok, corpus, cfg.batch_size, cfg.bucket)
     losses: list[float] = []
     running = 0.0
     start = time.time()
     bar = tqdm(range(cfg.steps), desc="pretrain", unit="step")
     for step in bar:
-        batch = next(data)
+        batch = next(skill_data if step < cfg.skill_steps else full_data)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss = model(**batch).loss
