@@ -220,8 +220,8 @@ class RunConfig(SharedConfig):
     )
     embedding_model: str | None = Field(
         "all-MiniLM-L6-v2",
-        description="Sentence encoder for embedding dissimilarity (the offline all-MiniLM-L6-v2 package, or a "
-        "local directory); null skips that metric.",
+        description="Sentence encoder for embedding dissimilarity (the offline all-MiniLM-L6-v2 package, "
+        "or a local directory); null skips that metric.",
     )
     executor: Literal["local", "ray"] = Field(
         "local", description="Where finetunes and debate chunks run: here, or as Ray tasks/actors."
