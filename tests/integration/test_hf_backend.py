@@ -45,14 +45,16 @@ def test_bundled_model_answers(backend) -> None:
         GenerationRequest("agent_0", [Message(role="user", content=task.question_prompt(p))])
         for p in problems
     ]
-    out = backend.generate(reqs, Sampling(temperature=0.0, max_new_tokens=96))
+    out = backend.generate(reqs, Sampling(temperature=0.0, max_new_tokens=task.max_new_tokens))
     answers = [task.extract_answer(o) for o in out]
     assert all(a is not None for a in answers), out
     for o, p in zip(out, problems, strict=True):  # it learned the worked-solution format of its recipe
         lines = o.splitlines()
         assert len(lines) == 6 and lines[-1].startswith("The answer is"), o
         a, b, c, d, e, f = p.meta["ops"]
-        assert lines[0].startswith(f"{b}*{c}=") and lines[1].startswith(f"{e}*{f}="), o
+        assert lines[0].startswith(f"{b:02d}*{c:02d}=") and lines[1].startswith(f"{e:02d}*{f:02d}="), o
+    # and it can do some of the arithmetic (measured: 2 of these 8 greedy answers right; chance is ~0)
+    assert sum(task.is_equivalent(a, p.answer) for a, p in zip(answers, problems, strict=True)) >= 1, out
 
 
 def test_two_adapters_differ_and_share_one_base(backend, tmp_path: Path) -> None:
