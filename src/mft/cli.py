@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         # Library deprecation chatter (e.g. peft calling deprecated transformers APIs) is not for users.
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # peft notes each time a finetuned agent's adapter replaces the previous one: expected here
+        warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted")
     handlers = {
         "debate": cmd_debate,
         "validate": cmd_validate,
