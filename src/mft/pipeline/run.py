@@ -419,6 +419,10 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
     """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
     task = build_task(cfg)
     train, test = open_run(cfg, task)
+    if cfg.diversity_problems and cfg.embedding_model:
+        from mft.eval.diversity import check_encoder
+
+        check_encoder(cfg.embedding_model)  # a missing encoder stops here, not after the first eval
     if backend is None:
         from mft.backends import get_backend
 
