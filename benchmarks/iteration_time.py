@@ -11,7 +11,11 @@ extrapolation is an upper bound for finetuning (per-agent set-up is paid once wh
 debate and eval it assumes the per-problem cost does not depend on the chunk size (problems are debated in
 chunks of `chunk_size`, 100 by default). The measured iteration total is printed last.
 
-    python benchmarks/iteration_time.py [--n-train 60] [--n-test 20]
+With `--compare`, the same run is done twice in one process, first with the hf backend's previous
+generation settings (dynamic KV cache, every agent in peft's mixed-adapter batches), then with the current
+ones (static KV cache, batches per adapter), and the ratio of the two iteration totals is printed last.
+
+    python benchmarks/iteration_time.py [--n-train 60] [--n-test 20] [--compare]
 """
 
 from __future__ import annotations
@@ -39,8 +43,27 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=20)
     ap.add_argument("--full-train", type=int, default=default("n_train"))
     ap.add_argument("--full-test", type=int, default=default("n_test"))
+    ap.add_argument("--compare", action="store_true", help="also time the previous generation settings")
     args = ap.parse_args()
 
+    from mft.backends.hf import HFBackend
+
+    totals = {}
+    variants = [("previous (dynamic cache, mixed batches)", None, "mixed")] if args.compare else []
+    variants.append(("current (static cache, per-adapter batches)", "static", "auto"))
+    for label, cache, batching in variants:
+        HFBackend.cache_implementation, HFBackend.adapter_batching = cache, batching
+        print(f"== {label}")
+        totals[label] = measure(args)
+    if args.compare:
+        before, after = totals.values()
+        print(
+            f"iteration 1 total, previous / current settings: {before:.1f}s / {after:.1f}s "
+            f"= {before / after:.2f}x"
+        )
+
+
+def measure(args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         # min_examples scaled with n_train, so the agents that train at the full size also train here
         min_examples = max(1, round(default("min_examples") * args.n_train / args.full_train))
@@ -94,6 +117,7 @@ def main() -> None:
         f"({full / 60:.2f} min)"
     )
     print(f"iteration 1 total at {cfg.n_train} train / {cfg.n_test} test: {total:.1f}s")
+    return total
 
 
 if __name__ == "__main__":

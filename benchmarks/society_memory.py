@@ -1,4 +1,4 @@
-"""Memory of a society of N LoRA agents on one shared base vs the base model alone, on the bundled model.
+"""Memory of a society of N LoRA agents on one shared base vs the base model alone.
 
 The adapters (rank 8, all-linear, fresh peft LoRAs with non-zero B so they are real weights) are created with
 peft and saved to a temp dir by a child process, so that making them does not touch the measured processes.
@@ -13,7 +13,12 @@ counted once) and the growth of its resident set size (RSS) over the moment befo
 and after the generate round (psutil, else VmRSS from /proc/self/status), and the growth of its peak RSS
 (ru_maxrss). Both ratios society/base are printed, the parameter-bytes ratio last.
 
-    python benchmarks/society_memory.py [--agents 6] [--problems 32]
+The base is the bundled model, or (`--synthetic-base HIDDEN:LAYERS`) a randomly initialised Llama of the
+usual proportions (head size 64, MLP width 8/3 x hidden, the bundled tokenizer) built from its config and
+saved to the temp dir: the ratio depends on how large the adapters are next to the base, and the bundled
+base is far smaller than any real one.
+
+    python benchmarks/society_memory.py [--agents 6] [--problems 32] [--synthetic-base 512:8]
 """
 
 from __future__ import annotations
@@ -59,15 +64,42 @@ def model_bytes(model: Any) -> int:
     return total
 
 
-def make_adapters(out: Path, agents: int, rank: int) -> None:
-    """N different rank-`rank` all-linear LoRA adapters on the bundled base, saved with save_pretrained."""
+def make_synthetic_base(out: Path, spec: str) -> None:
+    """A random-init Llama (`HIDDEN:LAYERS`) with the bundled tokenizer, saved with save_pretrained."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from mft.toy import CHECKPOINT_DIR
+
+    hidden, layers = (int(x) for x in spec.split(":"))
+    tok = AutoTokenizer.from_pretrained(CHECKPOINT_DIR)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=(8 * hidden // 3 + 63) // 64 * 64,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def make_adapters(out: Path, agents: int, rank: int, base_model: str) -> None:
+    """N different rank-`rank` all-linear LoRA adapters on the base, saved with save_pretrained."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from mft.backends.hf import load_base
 
     for i in range(agents):
-        base, _ = load_base("bundled", device="cpu")
+        base, _ = load_base(base_model, device="cpu")
         torch.manual_seed(i)
         config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(base, config)
@@ -78,7 +110,7 @@ def make_adapters(out: Path, agents: int, rank: int) -> None:
         model.save_pretrained(str(out / f"agent_{i}"))
 
 
-def measure(mode: str, adapters: Path, agents: int, problems: int) -> dict[str, int]:
+def measure(mode: str, adapters: Path, agents: int, problems: int, model: str) -> dict[str, int]:
     """One measured process: load the base (and the society), then one generate round."""
     import peft  # noqa: F401 - imported before the baseline so import memory is not counted as model memory
     import torch  # noqa: F401
@@ -92,7 +124,7 @@ def measure(mode: str, adapters: Path, agents: int, problems: int) -> dict[str, 
     task = get_task("arithmetic")
     probs = task.load("test", problems)
     rss0 = rss_bytes()
-    backend = HFBackend("bundled", batch_size=256, device="cpu")
+    backend = HFBackend(model, batch_size=256, device="cpu")
     names = []
     for i in range(agents):
         name = f"agent_{i}"
@@ -113,12 +145,15 @@ def measure(mode: str, adapters: Path, agents: int, problems: int) -> dict[str, 
         "peak_rss": peak_rss_bytes() - rss0,
         "sequences": len(requests),
         "completion_tokens": backend.stats.completion_tokens,
+        "base_parameters": sum(p.numel() for p in backend.base.parameters()),
     }
 
 
 def child(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args[1]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def mib(n: int) -> str:
@@ -130,27 +165,38 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=6)
     ap.add_argument("--problems", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument(
+        "--synthetic-base", metavar="HIDDEN:LAYERS", help="a random-init Llama instead of the bundled base"
+    )
+    ap.add_argument("--model", default="bundled", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["make", "base", "society"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child == "make":
-        make_adapters(args.dir, args.agents, args.rank)
+        make_adapters(args.dir, args.agents, args.rank, args.model)
         print(json.dumps({"ok": True}))
         return
     if args.child is not None:
-        print(json.dumps(measure(args.child, args.dir, args.agents, args.problems)))
+        print(json.dumps(measure(args.child, args.dir, args.agents, args.problems, args.model)))
         return
 
-    common = ["--agents", str(args.agents), "--problems", str(args.problems), "--rank", str(args.rank)]
     with tempfile.TemporaryDirectory() as tmp:
+        model = "bundled"
+        if args.synthetic_base:
+            model = str(Path(tmp) / "base")
+            make_synthetic_base(Path(model), args.synthetic_base)
+        common = ["--agents", str(args.agents), "--problems", str(args.problems), "--rank", str(args.rank)]
+        common += ["--model", model]
         child("--child", "make", "--dir", tmp, *common)
         adapter_bytes = sum(f.stat().st_size for f in Path(tmp).rglob("adapter_model.safetensors"))
         base = child("--child", "base", "--dir", tmp, *common)
         soc = child("--child", "society", "--dir", tmp, *common)
 
     print(
-        f"society: {args.agents} LoRA adapters (rank {args.rank}, all-linear) on the bundled base, "
+        f"society: {args.agents} LoRA adapters (rank {args.rank}, all-linear) on "
+        f"{'a synthetic ' + args.synthetic_base if args.synthetic_base else 'the bundled'} base of "
+        f"{base['base_parameters'] / 1e6:.2f}M parameters, "
         f"{adapter_bytes / args.agents / 1024:.1f} KiB per adapter file; generate round: "
         f"{base['sequences']} sequences ({args.problems} problems x {args.agents} slots), max 96 new tokens"
     )

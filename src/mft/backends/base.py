@@ -2,8 +2,8 @@
 
 An agent is a name plus where its weights live (a LoRA adapter directory, or None for the base model).
 `generate` takes a whole round -- every agent x every problem -- at once, and the backend decides how to
-batch it (padding batches with mixed adapters for hf; multi-LoRA for vLLM; concurrent HTTP requests for
-OpenAI-compatible servers).
+batch it (padded batches per adapter on one shared base for hf; multi-LoRA for vLLM; concurrent HTTP
+requests for OpenAI-compatible servers).
 """
 
 from __future__ import annotations

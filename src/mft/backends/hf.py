@@ -1,9 +1,9 @@
 """transformers + peft backend: one base model in memory, every agent a LoRA adapter on it.
 
-Generation packs all requests of a round -- across agents and problems -- into left-padded batches of at
-most `batch_size` sequences and generates them with the KV cache. Requests for different agents share a
-batch: peft's mixed-adapter inference (`adapter_names=`) routes each row through its own adapter, and
-`__base__` rows through the bare base model.
+Generation packs all requests of a round -- across problems -- into left-padded batches of at most
+`batch_size` sequences per adapter and generates them with the KV cache, that adapter active (agents with
+no adapter: adapters disabled, the bare base). Scoring (`score_responses`) uses peft's mixed-adapter
+inference (`adapter_names=`).
 """
 
 from __future__ import annotations
@@ -67,11 +67,27 @@ def _is_full_model(path: Path) -> bool:
 
 class HFBackend(Backend):
     name = "hf"
+    # transformers' KV cache for generate: "static" preallocates it (None: the dynamic cache, which grows
+    # by torch.cat every step; 2.3x slower on round-2 prompts of the bundled model, docs/performance.md)
+    cache_implementation: str | None = "static"
+    # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see `_mixed`)
+    adapter_batching: str = "auto"
 
     def __init__(
-        self, model: str = "bundled", batch_size: int = 256, device: str | None = None, dtype: str = "auto"
+        self,
+        model: str = "bundled",
+        batch_size: int = 256,
+        device: str | None = None,
+        dtype: str = "auto",
+        adapter_batching: str | None = None,
     ) -> None:
         super().__init__()
+        if adapter_batching is not None:
+            if adapter_batching not in ("auto", "per-adapter", "mixed"):
+                raise MftError(
+                    f"adapter_batching must be auto, per-adapter or mixed, not {adapter_batching!r}"
+                )
+            self.adapter_batching = adapter_batching
         self.model_name = model
         self.batch_size = batch_size
         self.base, self.tokenizer = load_base(model, device=device, dtype=dtype)
@@ -146,13 +162,20 @@ class HFBackend(Backend):
         adapters = [self._adapter_of(r.agent) for r in requests]
         outputs: list[str] = [""] * len(requests)
         pad = self.tokenizer.pad_token_id
-        # LoRA and base agents share one model (mixed-adapter batches); a fully finetuned agent has its own.
-        groups: dict[str, list[int]] = {}
+        # A fully finetuned agent has its own model. LoRA and base agents share one model; their requests
+        # are batched per adapter with that adapter active (adapters off for base agents), or all in
+        # peft's mixed-adapter batches (`adapter_names=`, each row through its own adapter).
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.agent if r.agent in self.full_models else "", []).append(i)
+            key = ("model", r.agent) if r.agent in self.full_models else ("adapter", adapters[i])
+            groups.setdefault(key, []).append(i)
+        if self._mixed([len(v) for k, v in groups.items() if k[0] == "adapter"]):
+            mixed = [i for k in sorted(groups) if k[0] == "adapter" for i in groups.pop(k)]
+            groups[("mixed", "")] = mixed
         b = 0
         for key in sorted(groups):
-            model = self.full_models[key] if key else self.model
+            kind, name = key
+            model = self.full_models[name] if kind == "model" else self.model
             # Sort by length so each batch pads little; results are put back in request order.
             order = sorted(groups[key], key=lambda i: (len(encoded[i]), i))
             for lo in range(0, len(order), self.batch_size):
@@ -169,6 +192,7 @@ class HFBackend(Backend):
                     "max_new_tokens": sampling.max_new_tokens,
                     "pad_token_id": pad,
                     "eos_token_id": self.tokenizer.eos_token_id,
+                    "cache_implementation": self.cache_implementation,
                 }
                 if sampling.temperature > 0:
                     kwargs.update(
@@ -176,11 +200,11 @@ class HFBackend(Backend):
                     )
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                if not key and self.model is not self.base:
+                if kind == "mixed":
                     kwargs["adapter_names"] = [adapters[i] for i in idx]
                 torch.manual_seed(sampling.seed * 1_000_003 + b)
                 b += 1
-                with torch.inference_mode():
+                with torch.inference_mode(), self._active(kind, name):
                     out = model.generate(**kwargs)
                 new = out[:, width:]
                 texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -194,6 +218,31 @@ class HFBackend(Backend):
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
+
+    def _mixed(self, group_sizes: list[int]) -> bool:
+        """Whether to batch requests of several adapters together (peft mixed-adapter batches).
+
+        Per adapter, a decode step costs less (measured on the bundled model on CPU: 1.25x less than a
+        mixed batch of the same size, 1.5x less for base agents; benchmarks/adapter_batching.py), but
+        the requests may need more batches, and a batch's fixed per-step cost is worth about 40 rows.
+        So: per adapter, unless that needs more extra batches than the rows it saves (n/160).
+        """
+        if self.adapter_batching != "auto" or self.model is self.base or len(group_sizes) < 2:
+            return self.adapter_batching == "mixed" and self.model is not self.base
+        n, bs = sum(group_sizes), self.batch_size
+        extra = sum(-(-k // bs) for k in group_sizes) - -(-n // bs)
+        return extra > n / 160
+
+    def _active(self, kind: str, adapter: str) -> Any:
+        """Context in which the shared model computes as `adapter` (the base: adapters disabled)."""
+        import contextlib
+
+        if kind != "adapter" or self.model is self.base:
+            return contextlib.nullcontext()
+        if adapter == BASE_ADAPTER:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
 
     def count_tokens(self, texts: list[str]) -> int | None:
         return (
