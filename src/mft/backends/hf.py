@@ -1,9 +1,10 @@
 """transformers + peft backend: one base model in memory, every agent a LoRA adapter on it.
 
 Generation packs all requests of a round -- across problems -- into left-padded batches of at most
-`batch_size` sequences per adapter and generates them with the KV cache, that adapter active (agents with
-no adapter: adapters disabled, the bare base). Scoring (`score_responses`) uses peft's mixed-adapter
-inference (`adapter_names=`).
+`batch_size` sequences per adapter and generates them with a static KV cache, that adapter active (agents
+with no adapter: adapters disabled, the bare base). When each agent has only a few requests, they share
+batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as
+scoring (`score_responses`) always does.
 """
 
 from __future__ import annotations
@@ -222,10 +223,11 @@ class HFBackend(Backend):
     def _mixed(self, group_sizes: list[int]) -> bool:
         """Whether to batch requests of several adapters together (peft mixed-adapter batches).
 
-        Per adapter, a decode step costs less (measured on the bundled model on CPU: 1.25x less than a
-        mixed batch of the same size, 1.5x less for base agents; benchmarks/adapter_batching.py), but
+        Per adapter is faster for LoRA agents (measured on the bundled model on CPU: 1.2x on round 1,
+        1.17x on round 2 with the static cache; benchmarks/adapter_batching.py, docs/performance.md), but
         the requests may need more batches, and a batch's fixed per-step cost is worth about 40 rows.
-        So: per adapter, unless that needs more extra batches than the rows it saves (n/160).
+        So: per adapter, unless that needs more extra batches than the rows it saves (n/160); a handful
+        of requests per agent (an interactive turn of `mft serve`, a tiny eval) stays mixed.
         """
         if self.adapter_batching != "auto" or self.model is self.base or len(group_sizes) < 2:
             return self.adapter_batching == "mixed" and self.model is not self.base
