@@ -207,6 +207,14 @@ class RunConfig(SharedConfig):
     ft_epochs: int = Field(2, ge=1, description="Finetuning epochs per agent per iteration.")
     ft_lr: float = Field(1e-3, gt=0.0, description="Finetuning learning rate.")
     ft_batch_size: int = Field(16, ge=1, description="Finetuning batch size.")
+    ft_group_by_length: bool = Field(
+        True, description="Batch finetuning examples of similar length together (less padding, hf backend)."
+    )
+    ft_precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Finetuning compute precision (hf backend): auto = bf16 autocast where the device does "
+        "bf16 natively (CUDA with bf16, CPU with AVX512-BF16/AMX), else fp32; weights stay in their dtype.",
+    )
     ft_method: Literal["lora", "full"] = Field(
         "lora",
         description="lora: each agent an adapter on the one shared base; full: every weight trained, one "

@@ -50,7 +50,9 @@ MODEL_FILE = "model.json"  # {"model": id, "job": id, "trained_tokens": n}: the 
 TRAIN_FILE = "train.jsonl"
 JOB_DONE = frozenset({"succeeded", "failed", "cancelled"})
 # The pipeline passes the hf backend's LoRA settings; the fine-tuning API has no use for these.
-LORA_ONLY_SETTINGS = frozenset({"rank", "alpha", "dropout", "target_modules", "lr", "batch_size", "method"})
+LORA_ONLY_SETTINGS = frozenset(
+    {"rank", "alpha", "dropout", "target_modules", "lr", "batch_size", "method", "group_by_length", "precision"}
+)
 FINETUNE_SETTINGS = frozenset({"epochs", "seed", "poll_interval_s", "poll_max_interval_s", "poll_timeout_s"})
 # Jitter indices of the fine-tuning calls (chat requests use their index in the round, 0 and up).
 _UPLOAD, _CREATE, _POLL = -1, -2, -3

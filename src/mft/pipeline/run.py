@@ -286,6 +286,8 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         "epochs": cfg.ft_epochs,
         "lr": cfg.ft_lr,
         "batch_size": cfg.ft_batch_size,
+        "group_by_length": cfg.ft_group_by_length,
+        "precision": cfg.ft_precision,
         "seed": cfg.seed + k,
         "method": cfg.ft_method,
     }
