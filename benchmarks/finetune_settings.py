@@ -54,9 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     sets = make_sets(args.examples)
     backend = HFBackend("bundled", device="cpu")
-    tokens = {
-        k: 2 * sum(len(tokenize_chat(backend.tokenizer, ex)[0]) for ex in v) for k, v in sets.items()
-    }
+    tokens = {k: 2 * sum(len(tokenize_chat(backend.tokenizer, ex)[0]) for ex in v) for k, v in sets.items()}
     configs = {"before: fp32, plain batches": LoraSettings(precision="fp32", group_by_length=False)}
     if args.attribution:
         configs["length-grouped batches only"] = LoraSettings(precision="fp32", group_by_length=True)
@@ -68,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         warm = LoraSettings(epochs=1)
         backend.finetune(Agent("warmup"), sets["generator"][:32], Path(tmp) / "w", **vars(warm))
-        for rep in range(args.repeats):
+        for _rep in range(args.repeats):
             for label, settings in configs.items():
                 for kind, examples in sets.items():
                     t = time.perf_counter()

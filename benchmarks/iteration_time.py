@@ -15,7 +15,12 @@ With `--compare`, the same run is done twice in one process, first with the hf b
 generation settings (dynamic KV cache, every agent in peft's mixed-adapter batches), then with the current
 ones (static KV cache, batches per adapter), and the ratio of the two iteration totals is printed last.
 
-    python benchmarks/iteration_time.py [--n-train 60] [--n-test 20] [--compare]
+With `--executor ray`, the run uses `executor: ray` on a local Ray (debate chunks over `--ray-workers`
+actors and the finetunes as tasks, one CPU each, so one torch thread each): on a small machine this trades
+the threads of one process for processes.
+
+    python benchmarks/iteration_time.py [--n-train 60] [--n-test 20] [--compare] [--executor ray]
+        [--ray-workers 2] [--chunk-size 100]
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ def main() -> None:
     ap.add_argument("--full-train", type=int, default=default("n_train"))
     ap.add_argument("--full-test", type=int, default=default("n_test"))
     ap.add_argument("--compare", action="store_true", help="also time the previous generation settings")
+    ap.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: a local Ray with one CPU per debate actor / finetune task (--ray-workers actors)",
+    )
+    ap.add_argument("--ray-workers", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=default("chunk_size"))
     args = ap.parse_args()
 
     from mft.backends.hf import HFBackend
@@ -74,6 +87,9 @@ def measure(args: argparse.Namespace) -> float:
             n_test=args.n_test,
             iterations=1,
             min_examples=min_examples,
+            executor=args.executor,
+            ray_workers=args.ray_workers,
+            chunk_size=args.chunk_size,
         )
         load_before = os.getloadavg()[0]
         t = time.perf_counter()
@@ -88,7 +104,9 @@ def measure(args: argparse.Namespace) -> float:
     print(
         f"config: default RunConfig ({cfg.agents} agents, {cfg.rounds} rounds, LoRA rank {cfg.lora_rank}, "
         f"{cfg.ft_epochs} epochs) with n_train={cfg.n_train}, n_test={cfg.n_test}, iterations=1, "
-        f"min_examples={cfg.min_examples}; threads: {torch.get_num_threads()}; "
+        f"min_examples={cfg.min_examples}, chunk_size={cfg.chunk_size}, executor={cfg.executor}"
+        f"{f' ({cfg.ray_workers} actors)' if cfg.executor == 'ray' else ''}; "
+        f"threads: {torch.get_num_threads()}; "
         f"1-min load average {load_before:.1f} before, {load_after:.1f} after"
     )
     per_agent = ", ".join(f"{k} {v['examples']}" for k, v in sizes.items())

@@ -51,7 +51,8 @@ TRAIN_FILE = "train.jsonl"
 JOB_DONE = frozenset({"succeeded", "failed", "cancelled"})
 # The pipeline passes the hf backend's LoRA settings; the fine-tuning API has no use for these.
 LORA_ONLY_SETTINGS = frozenset(
-    {"rank", "alpha", "dropout", "target_modules", "lr", "batch_size", "method", "group_by_length", "precision"}
+    {"rank", "alpha", "dropout", "target_modules", "lr", "batch_size", "method"}
+    | {"group_by_length", "precision"}
 )
 FINETUNE_SETTINGS = frozenset({"epochs", "seed", "poll_interval_s", "poll_max_interval_s", "poll_timeout_s"})
 # Jitter indices of the fine-tuning calls (chat requests use their index in the round, 0 and up).
@@ -364,7 +365,8 @@ class OpenAIBackend(Backend):
 
         Settings: `epochs` (the job's n_epochs), `seed`, and `poll_interval_s` / `poll_max_interval_s` /
         `poll_timeout_s` (default: the backend's). The hf backend's LoRA settings (rank, alpha, dropout,
-        target_modules, lr, batch_size) are accepted and ignored, so the pipeline's call works unchanged.
+        target_modules, lr, batch_size, method, group_by_length, precision) are accepted and ignored, so
+        the pipeline's call works unchanged.
         """
         unknown = sorted(set(settings) - FINETUNE_SETTINGS - LORA_ONLY_SETTINGS)
         if unknown:
