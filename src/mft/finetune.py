@@ -7,9 +7,11 @@ agents stay bit-identical (tested).
 
 Why a hand-written loop and not TRL's SFTTrainer: the loop trains one adapter in place inside the backend's
 shared multi-adapter PeftModel (no second copy of the base, the other agents stay loaded and untouched),
-with the same maths as SFTTrainer (AdamW, linear decay, assistant-only loss, grad clipping). It is not
-faster: `benchmarks/finetune_throughput.py` measured about the same tokens/s as SFTTrainer on the bundled
-model (see docs/performance.md), so moving to SFTTrainer is open if it can train in place.
+with the same maths as SFTTrainer (AdamW, linear decay, assistant-only loss, grad clipping). At the same
+settings it runs at about the same tokens/s as SFTTrainer (`benchmarks/finetune_throughput.py`, 1.08x in
+fp32 on the bundled model, docs/performance.md); its defaults add length-grouped batches and bf16
+autocast where the device has native bf16 (`LoraSettings`; 1.68x on critic-sized data,
+`benchmarks/finetune_settings.py`).
 """
 
 from __future__ import annotations
