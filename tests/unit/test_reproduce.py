@@ -65,3 +65,31 @@ def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_p
 def test_unknown_method_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MftError, match="unknown method.*bogus"):
         reproduce(_base(tmp_path), methods=["ours", "bogus"], progress=False, runner=lambda *a, **k: [])
+
+
+def test_a_later_subset_keeps_the_methods_already_run_in_the_report(scripted, tmp_path: Path) -> None:
+    reproduce(_base(tmp_path), methods=["star", "ours"], progress=False, runner=_runner(scripted))
+    root = reproduce(_base(tmp_path), methods=["majority_ft"], progress=False, runner=_runner(scripted))
+    index = json.loads((root / "reproduce.json").read_text())
+    assert sorted(index["methods"]) == ["majority_ft", "ours", "star"]
+    assert "Majority FT" in (root / "report.md").read_text() and "STaR" in (root / "report.md").read_text()
+    # a method run with other settings under the same name is not listed with the new ones
+    other = _base(tmp_path, n_test=3)
+    with pytest.raises(MftError, match="other settings"):
+        reproduce(other, methods=["ours"], progress=False, runner=_runner(scripted))
+    from mft.pipeline.reproduce import earlier_methods
+
+    assert earlier_methods(other) == []
+    assert sorted(earlier_methods(_base(tmp_path))) == ["majority_ft", "ours", "star"]
+
+
+def test_runs_made_before_a_setting_existed_continue_with_the_value_they_used(tmp_path: Path) -> None:
+    from mft.pipeline.run import settings_diff
+
+    cfg = _base(tmp_path)
+    old = json.loads(cfg.model_dump_json())
+    for key in ("ft_group_by_length", "ft_precision"):
+        del old[key]  # a manifest written before these settings existed
+    assert settings_diff(old, cfg) == ["ft_group_by_length", "ft_precision"]  # the new defaults differ
+    legacy = cfg.model_copy(update={"ft_group_by_length": False, "ft_precision": "fp32"})
+    assert settings_diff(old, legacy) == []

@@ -92,6 +92,23 @@ def share_finished_stages(configs: dict[str, RunConfig], key: str) -> None:
                 _copy_stage(src, cfg.run_dir / "iter_1" / "debate.jsonl")
 
 
+def earlier_methods(base: RunConfig) -> list[str]:
+    """Methods already run in this reproduce directory with the same settings (kept in its report when
+    another subset is run later, e.g. `--methods star` after the others)."""
+    from mft.pipeline.run import settings_diff
+
+    out = []
+    for key, cfg in method_configs(base, list(METHODS)).items():
+        manifest = cfg.run_dir / "manifest.json"
+        try:
+            old = json.loads(manifest.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if not settings_diff(old, cfg):
+            out.append(key)
+    return out
+
+
 def reproduce(
     base: RunConfig,
     methods: list[str] | None = None,
@@ -110,7 +127,8 @@ def reproduce(
     root = base.runs_dir / base.name
     configs = method_configs(base, methods)
     root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / "reproduce.json", {"task": base.task, "methods": {k: k for k in methods}})
+    listed = methods + [m for m in earlier_methods(base) if m not in methods]
+    write_json_atomic(root / "reproduce.json", {"task": base.task, "methods": {k: k for k in listed}})
     backend = None
     if runner is None:
         from mft.backends import get_backend

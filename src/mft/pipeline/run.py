@@ -60,14 +60,26 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# Settings added after runs were made, with the value that does what those runs did: a run directory whose
+# manifest lacks one continues only with that value (and is refused with any other, as for any setting).
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"ft_group_by_length": False, "ft_precision": "fp32"}
+
+
+def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """The settings of `cfg` that differ from a manifest's `old_config` (those that change results)."""
+    config = json.loads(cfg.model_dump_json())
+    ignore = {"runs_dir", "iterations"}  # moving the directory or asking for more iterations is fine
+    before = {**SETTINGS_BEFORE_THEY_EXISTED, **old_config}
+    return sorted(k for k in config if k not in ignore and before.get(k) != config[k])
+
+
 def write_or_check_manifest(cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task) -> None:
     """First run: write the manifest. Later runs: refuse to mix a run directory with another config."""
     path = cfg.run_dir / "manifest.json"
     config = json.loads(cfg.model_dump_json())
     if path.exists():
         old = json.loads(path.read_text())
-        ignore = {"runs_dir", "iterations"}  # moving the directory or asking for more iterations is fine
-        diff = sorted(k for k in config if k not in ignore and old["config"].get(k) != config[k])
+        diff = settings_diff(old["config"], cfg)
         if diff:
             raise MftError(
                 f"{cfg.run_dir} was made with other settings ({', '.join(diff)} differ)",
