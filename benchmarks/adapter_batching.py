@@ -59,7 +59,7 @@ def main() -> None:
     task = get_task("arithmetic")
     problems = task.load("test", args.problems)
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=160, seed=0)
-    backend = HFBackend("bundled", batch_size=256)
+    backend = HFBackend("bundled", batch_size=256, merge_adapters="off")  # LoRA layers, as measured
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.agents):
             make_adapter(Path(tmp) / f"lora_{i}", seed=i)

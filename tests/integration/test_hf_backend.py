@@ -94,6 +94,73 @@ def test_per_adapter_and_mixed_batches_give_the_same_answers(backend, tmp_path: 
     assert backend._mixed([300, 300, 300]) is False and backend._mixed([1, 1, 1]) is True
 
 
+def test_merged_adapters_compute_what_the_lora_layers_do(backend, tmp_path: Path) -> None:
+    """A per-adapter batch runs on the base with the adapter merged in: same function (up to rounding),
+    same answers, and the base's own weights are put back untouched, also when the batch fails."""
+    import torch
+
+    backend.add_agent(Agent("m1", str(random_adapter(tmp_path / "m1", 5))))
+    backend.add_agent(Agent("m2", str(random_adapter(tmp_path / "m2", 6))))
+    backend.add_agent(Agent("plain"))
+    before = {n: (p, p.detach().clone()) for n, p in backend.model.named_parameters()}
+    ids = backend.tokenizer(backend.render(_req("m1")), return_tensors="pt", add_special_tokens=False)
+    assert backend._mergeable("m1")
+    with torch.inference_mode():
+        backend.model.set_adapter("m1")
+        lora_logits = backend.model(**ids).logits
+        with backend._merged("m1"):
+            merged_logits = backend.model(**ids).logits
+            # inside: the adapted base weights are other tensors, the rest are the same objects
+            params = dict(backend.model.named_parameters())
+            assert params["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] is not (
+                before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"][0]
+            )
+        with backend.model.disable_adapter():
+            base_logits = backend.model(**ids).logits
+    assert torch.allclose(merged_logits, lora_logits, atol=1e-4), (merged_logits - lora_logits).abs().max()
+    assert (base_logits - lora_logits).abs().max() > 1e-2  # the adapter really changes the model
+    with pytest.raises(RuntimeError, match="boom"), backend._merged("m2"):
+        raise RuntimeError("boom")
+    for n, p in backend.model.named_parameters():  # every parameter back: same object, same bits
+        assert p is before[n][0] and torch.equal(p, before[n][1]), n
+
+    reqs = [_req(agent, i) for i in range(3) for agent in ("m1", "m2", "plain")]
+    greedy = Sampling(temperature=0.0, max_new_tokens=60)
+    out = {}
+    try:
+        backend.adapter_batching = "per-adapter"
+        for mode in ("on", "off"):
+            backend.merge_adapters = mode
+            out[mode] = backend.generate(reqs, greedy)
+    finally:
+        backend.adapter_batching, backend.merge_adapters = "auto", "auto"
+    assert out["on"] == out["off"]
+    assert len(set(out["on"][:3])) == 3  # the agents really differ
+
+
+def test_adapter_variants_are_not_merged(tmp_path: Path) -> None:
+    """DoRA (a LoRA variant) is not a plain weight delta: its batches keep peft's layers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mft.backends.hf import HFBackend
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR)
+    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(tmp_path / "dora")
+    backend = HFBackend("bundled", batch_size=8, merge_adapters="on")
+    backend.add_agent(Agent("dora", str(tmp_path / "dora")))
+    assert not backend._mergeable("dora")
+    greedy = Sampling(temperature=0.0, max_new_tokens=30)
+    on = backend.generate([_req("dora", 0), _req("dora", 1)], greedy)
+    backend.merge_adapters = "off"
+    assert backend.generate([_req("dora", 0), _req("dora", 1)], greedy) == on
+    with pytest.raises(MftError, match="merge_adapters must be auto, on or off"):
+        HFBackend("bundled", merge_adapters="yes")
+
+
 def test_static_kv_cache_gives_the_dynamic_caches_answers(backend) -> None:
     """The static cache is a speed choice only: same answers as transformers' default dynamic cache, on
     round-2 style prompts (long, different lengths, so left padding differs across rows)."""
