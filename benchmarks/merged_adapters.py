@@ -54,9 +54,7 @@ def main() -> None:
         for i in range(n):
             make_adapter(Path(tmp) / f"lora_{i}", seed=i)
             backend.add_agent(Agent(f"lora_{i}", str(Path(tmp) / f"lora_{i}")))
-        first = [
-            [Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)
-        ]
+        first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
         round1 = [GenerationRequest(f"lora_{k % n}", conv) for k, conv in enumerate(first)]
         backend.merge_adapters = "off"
         answers = backend.generate(round1, sampling)

@@ -112,8 +112,9 @@ def test_merged_adapters_compute_what_the_lora_layers_do(backend, tmp_path: Path
             merged_logits = backend.model(**ids).logits
             # inside: the adapted base weights are other tensors, the rest are the same objects
             params = dict(backend.model.named_parameters())
-            assert params["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] is not (
-                before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"][0]
+            assert (
+                params["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"]
+                is not (before["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"][0])
             )
         with backend.model.disable_adapter():
             base_logits = backend.model(**ids).logits
