@@ -12,8 +12,9 @@ debate and eval it assumes the per-problem cost does not depend on the chunk siz
 chunks of `chunk_size`, 100 by default). The measured iteration total is printed last.
 
 With `--compare`, the same run is done twice in one process, first with the hf backend's previous
-generation settings (dynamic KV cache, every agent in peft's mixed-adapter batches), then with the current
-ones (static KV cache, batches per adapter), and the ratio of the two iteration totals is printed last.
+generation settings (dynamic KV cache, every agent in peft's mixed-adapter batches, LoRA layers), then with
+the current ones (static KV cache, batches per adapter, adapters merged on a CPU), and the ratio of the two
+iteration totals is printed last.
 
 With `--executor ray`, the run uses `executor: ray` on a local Ray (debate chunks over `--ray-workers`
 actors and the finetunes as tasks, one CPU each, so one torch thread each): on a small machine this trades
@@ -62,10 +63,13 @@ def main() -> None:
     from mft.backends.hf import HFBackend
 
     totals = {}
-    variants = [("previous (dynamic cache, mixed batches)", None, "mixed")] if args.compare else []
-    variants.append(("current (static cache, per-adapter batches)", "static", "auto"))
-    for label, cache, batching in variants:
+    variants = [("previous (dynamic cache, mixed batches)", None, "mixed", "off")] if args.compare else []
+    variants.append(
+        ("current (static cache, per-adapter batches, merged adapters)", "static", "auto", "auto")
+    )
+    for label, cache, batching, merge in variants:
         HFBackend.cache_implementation, HFBackend.adapter_batching = cache, batching
+        HFBackend.merge_adapters = merge
         print(f"== {label}")
         totals[label] = measure(args)
     if args.compare:
@@ -130,6 +134,11 @@ def measure(args: argparse.Namespace) -> float:
         total += s
         full += rate * n_full
         print(f"{label:12}{s:>10.2f}{rate:>12.4f}{rate * n_full:>13.1f}s")
+    own = sum(timings[key] for _, key, _, _ in stages[:3])
+    print(
+        f"of which the method's own work (debate, build_data, finetune): {own:.1f}s; "
+        f"the per-iteration eval of the test split: {timings['iter_1/eval']:.1f}s"
+    )
     print(
         f"extrapolated iteration at {args.full_train} train / {args.full_test} test: {full:.1f}s "
         f"({full / 60:.2f} min)"
