@@ -9,7 +9,11 @@ goes first, `--repeats` times each. Round 1 is timed the same way. Same sampling
 script also prints how many of the texts came out identical (the two compute the same function up to float
 rounding). Same machine, one process; the figure is the ratio of round-2 tokens/s, printed last.
 
-    python benchmarks/merged_adapters.py [--problems 86] [--agents 3] [--repeats 2]
+With `--synthetic-base HIDDEN:LAYERS` the base is a randomly initialised Llama of that size (as in
+`society_memory.py`; `512:8` is 25.9M parameters) with rank-8 all-linear adapters: its answers are random
+text up to the token limit, which is fine for timing, not for reading.
+
+    python benchmarks/merged_adapters.py [--problems 86] [--agents 3] [--repeats 2] [--synthetic-base 512:8]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import torch
 from adapter_batching import make_adapter
+from society_memory import make_adapters, make_synthetic_base
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.backends.hf import HFBackend
@@ -43,17 +48,27 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=86)
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--synthetic-base", metavar="HIDDEN:LAYERS", help="a random-init Llama base instead")
     args = ap.parse_args()
 
     task = get_task("arithmetic")
     problems = task.load("test", args.problems)
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=0)
-    backend = HFBackend("bundled", batch_size=256, adapter_batching="per-adapter")
     n = args.agents
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(n):
-            make_adapter(Path(tmp) / f"lora_{i}", seed=i)
-            backend.add_agent(Agent(f"lora_{i}", str(Path(tmp) / f"lora_{i}")))
+        model = "bundled"
+        if args.synthetic_base:
+            model = str(Path(tmp) / "base")
+            make_synthetic_base(Path(model), args.synthetic_base)
+            make_adapters(Path(tmp), n, 8, model)  # tmp/agent_i
+            paths = [Path(tmp) / f"agent_{i}" for i in range(n)]
+        else:
+            paths = [Path(tmp) / f"lora_{i}" for i in range(n)]
+            for i, path in enumerate(paths):
+                make_adapter(path, seed=i)
+        backend = HFBackend(model, batch_size=256, adapter_batching="per-adapter")
+        for i, path in enumerate(paths):
+            backend.add_agent(Agent(f"lora_{i}", str(path)))
         first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
         round1 = [GenerationRequest(f"lora_{k % n}", conv) for k, conv in enumerate(first)]
         backend.merge_adapters = "off"
@@ -65,7 +80,11 @@ def main() -> None:
             conv2 = [*conv, Message(role="assistant", content=answers[k])]
             conv2.append(Message(role="user", content=task.debate_prompt(others)))
             round2.append(GenerationRequest(f"lora_{s}", conv2))
-        print(f"{args.problems} problems x {n} LoRA agents, threads {torch.get_num_threads()}")
+        params = sum(p.numel() for p in backend.base.parameters()) / 1e6
+        print(
+            f"{args.problems} problems x {n} LoRA agents on a {params:.1f}M-parameter base "
+            f"({args.synthetic_base or 'bundled'}), threads {torch.get_num_threads()}"
+        )
         ratios = {}
         for name, requests in (("round 1", round1), ("round 2", round2)):
             totals: dict[str, list[float]] = {"off": [0, 0.0], "on": [0, 0.0]}
