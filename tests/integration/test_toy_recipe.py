@@ -8,7 +8,7 @@ import pytest
 
 from mft.records import Message
 from mft.toy import CHECKPOINT_DIR
-from mft.toy.corpus import CorpusConfig, sample_conversation, solve
+from mft.toy.corpus import SLIP_OFFSETS, CorpusConfig, rev, sample_conversation, solve
 from mft.toy.pretrain import PretrainConfig, encode, pretrain
 
 
@@ -37,6 +37,72 @@ def test_corpus_chains_are_right_without_slips() -> None:
         assert solve(ops, 0.0, rng).answer == a + b * c + d - e * f
     slipped = [solve((3, 12, 7, 15, 5, 20), 1.0, rng).answer for _ in range(20)]
     assert all(x != 2 for x in slipped) or len(set(slipped)) > 1
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("0", "000"),
+        ("7", "700"),
+        ("45", "540"),
+        ("378", "873"),
+        ("900", "009"),
+        ("-501", "-105"),
+        ("-5", "-500"),
+    ],
+)
+def test_results_are_written_least_significant_digit_first(value: str, written: str) -> None:
+    assert rev(int(value)) == written
+
+
+def test_worked_solution_format() -> None:
+    # 3+12*7+15-5*20 = 3+84+15-100 = 2; every result digit-reversed, the answer in the usual order
+    assert solve((3, 12, 7, 15, 5, 20), 0.0, random.Random(0)).render() == (
+        "12*07=12*00+12*7=000+480=480\n"
+        "05*20=05*20+05*0=001+000=001\n"
+        "300+480=780\n"
+        "780+510=201\n"
+        "201-001=200\n"
+        "The answer is 002."
+    )
+    assert solve((11, 7, 9, 0, 23, 25), 0.0, random.Random(0)).lines[-1] == "470-575=-105"  # 74-575=-501
+
+
+class _Draws(random.Random):
+    """A generator whose `random()` returns the given draws in order (which of the three slips fire)."""
+
+    def __init__(self, draws: list[float]) -> None:
+        super().__init__(0)
+        self.draws = iter(draws)
+
+    def random(self) -> float:
+        return next(self.draws)
+
+
+def test_each_slip_is_one_token_and_moves_the_answer_by_its_own_offset() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        ops = tuple(rng.randint(0, 30) for _ in range(6))
+        a, b, c, d, e, f = ops
+        truth = solve(ops, 0.0, rng)
+        assert truth.answer == a + b * c + d - e * f
+        answers = set()
+        for mask in range(1, 8):  # every non-empty set of slips, by seeding which ones fire
+            picks = [bool(mask >> i & 1) for i in range(3)]
+            chain = solve(ops, 0.5, _Draws([0.0 if p else 0.99 for p in picks]))
+            offset = sum(o * s for o, s, p in zip(SLIP_OFFSETS, (1, -1, 1), picks, strict=True) if p)
+            assert chain.answer == truth.answer + offset
+            answers.add(chain.answer)
+            if sum(picks) == 1:  # one slip: the first result it touches first differs in the slip's column
+                line = next(
+                    i for i, (x, y) in enumerate(zip(chain.lines, truth.lines, strict=True)) if x != y
+                )
+                got, want = chain.lines[line].split("=")[-1], truth.lines[line].split("=")[-1]
+                if got.startswith("-") == want.startswith("-"):
+                    got, want = got.lstrip("-"), want.lstrip("-")
+                    first = next(i for i, (x, y) in enumerate(zip(got, want, strict=False)) if x != y)
+                    assert first == len(str(SLIP_OFFSETS[picks.index(True)])) - 1, (chain.lines, truth.lines)
+        assert len(answers) == 7  # agents that slip differently never agree on a wrong answer
 
 
 def test_corpus_never_uses_test_problems() -> None:
@@ -73,3 +139,20 @@ def test_shrunken_recipe_learns(tmp_path: Path) -> None:
     assert tok.apply_chat_template(
         [m.model_dump() for m in msgs], add_generation_prompt=True, tokenize=False
     ).endswith("<|assistant|>")
+
+
+@pytest.mark.slow
+def test_shipped_model_debate_beats_the_vote_which_beats_one_agent(tmp_path: Path) -> None:
+    """The targets the bundled model was made for (measured on all 500 test problems: single 39.9%,
+    majority 48.2%, debate 65.8%), checked on the first 150 with the paper's sampling settings."""
+    import json
+
+    from mft.cli import main
+
+    out = tmp_path / "debate"
+    assert main(["debate", "--limit", "150", "--seed", "0", "--out", str(out), "--no-progress"]) == 0
+    acc = json.loads((out / "summary.json").read_text())["accuracy"]
+    single, majority, debate = (acc[k]["mean"] for k in ("single", "majority", "debate"))
+    assert 0.30 <= single <= 0.70, acc
+    assert single < majority < debate, acc
+    assert debate - majority >= 0.08, acc

@@ -7,18 +7,20 @@ uses (the prompts come from `ArithmeticTask`, the single source):
 (b) given other agents' solutions (or a summary of them) after its own, reconsider and answer again;
 plus (c) summarise several agents' solutions (for the debate's summary option).
 
-Like a real instruction-tuned model, the corpus is imperfect: each step of a first answer is a plausible
-slip (a neighbouring product, a dropped carry) with probability `slip_first`, and the slip is carried
-consistently into later steps. Reconsidered answers slip less (`slip_debate`) because their targets are
-the true solution while the context shows several attempts: what the model can learn there is to check
-each step against the other agents' work. That is what gives the bundled model room to improve by
-finetuning on consensus data (fewer slips) and a real gain from debate.
+Like a real instruction-tuned model, the corpus is imperfect: a first answer makes each of three slips (a
+digit off by one in a step's result, carried consistently into later steps) with probability `slip_first`.
+Reconsidered answers slip less (`slip_debate`) because their targets are the true solution while the
+context shows several attempts. That gives the bundled model room to improve by finetuning on consensus
+data (fewer slips) and a real gain from debate: the arithmetic is written so that the model makes far
+fewer errors of its own than in the usual notation (the notes on the format below), so much of what a
+first answer gets wrong is a sampled slip, independent from agent to agent, which a vote and a second
+look can repair.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mft.records import Message, Problem
@@ -32,6 +34,12 @@ def pad(v: int) -> str:
     return f"{v:03d}" if v >= 0 else f"-{-v:03d}"
 
 
+def rev(v: int) -> str:
+    """`pad(v)` with its digits least significant first (the sign stays in front): 45 -> 540, -501 -> -105."""
+    digits = f"{abs(v):03d}"[::-1]
+    return digits if v >= 0 else f"-{digits}"
+
+
 @dataclass(frozen=True)
 class Chain:
     """One worked solution: step lines and the final answer (possibly with slips)."""
@@ -41,53 +49,55 @@ class Chain:
     answer: int
 
     def render(self) -> str:
-        # the answer exactly as the last step wrote it (019, -045): a copy, parsed as the integer 19, -45
+        # the last result turned back to the usual order (-105 -> -501; 910 -> 019, read as 19)
         return "\n".join(self.lines) + f"\nThe answer is {pad(self.answer)}."
 
 
-# The work is written so that every step is a small lookup for a small transformer (measured: with the same
-# training budget, this format got 68% of whole solutions right, the plain `27*14=378` format 16%):
+# The work is written so that every step is a small lookup for a small transformer:
 #   * every number has a fixed width (two digits for operands, three for results), so the digits that
 #     combine always sit at the same distance from each other;
-#   * a product is split on the second factor's digits: 27*14=27*10+27*4=270+108=378 (a times-table
-#     lookup and an addition, instead of a two-digit product in one go);
-#   * the final answer repeats the last result as written (The answer is 019.), a plain copy.
-def _product(x: int, y: int, slip: bool, rng: random.Random) -> tuple[str, int]:
+#   * a product is split on the second factor's digits: 27*14=27*10+27*4=072+801=873 (two times-table
+#     lookups and an addition, instead of a two-digit product in one go);
+#   * results are written least significant digit first (378 as 873), as in "Teaching Arithmetic to Small
+#     Transformers" (Lee et al., 2023): each digit then depends only on the digits already written and the
+#     carry from the column just before it, instead of on every column to its right. Written the usual way
+#     (378), the shipped model got its additions right 90% of the time and the final subtraction 46%, and
+#     its errors on one problem were the same from answer to answer (docs/toy-model.md), so neither a vote
+#     nor a second look could repair them;
+#   * the final answer turns the last result back to the usual order (The answer is -501.).
+#
+# A slip is one digit off by one in one column of a step's result, carried consistently into later steps:
+# the tens of the first product, the hundreds of the second, the units of the difference. Each slip is a
+# single alternative token at a single place, so at temperature 1 with top-p 0.9 a slip learned at
+# probability 0.2 is sampled at about that rate (one spread over many tokens would fall under top-p's cut),
+# and the three slips move the answer by different amounts (+10, -100, +1), so two agents that slip
+# differently do not agree on a wrong answer.
+SLIP_OFFSETS = (10, 100, 1)
+
+
+def _product(x: int, y: int, offset: int) -> tuple[str, int]:
     tens, units = divmod(y, 10)
     hi, lo = x * tens * 10, x * units
-    if slip:  # a wrong times-table entry or a wrong sum, carried consistently
-        kind = rng.random()
-        if kind < 0.4:
-            lo = max(0, lo + rng.choice([x, -x, 10, -10]))
-        elif kind < 0.6:
-            hi = max(0, hi + rng.choice([10 * x, -10 * x, 100, -100]))
-    total = hi + lo
-    if slip and kind >= 0.6:
-        total = max(0, total + rng.choice([10, -10, 100, -100, 1, -1]))
-    return f"{x:02d}*{y:02d}={x:02d}*{tens}0+{x:02d}*{units}={pad(hi)}+{pad(lo)}={pad(total)}", total
-
-
-def _slip_sum(v: int, rng: random.Random) -> int:
-    return v + rng.choice([1, -1, 10, -10, 100, -100])
-
-
-def _difference(x: int, y: int, slip: bool, rng: random.Random) -> tuple[str, int]:
-    r = x - y
-    if slip:
-        r = r + rng.choice([1, -1, 10, -10, 100, -100]) if rng.random() < 0.8 else -r  # or the sign
-    return f"{pad(x)}-{pad(y)}={pad(r)}", r
+    total = hi + lo + offset
+    return f"{x:02d}*{y:02d}={x:02d}*{tens}0+{x:02d}*{units}={rev(hi)}+{rev(lo)}={rev(total)}", total
 
 
 def solve(ops: tuple[int, ...], slip: float, rng: random.Random) -> Chain:
-    """Worked solution of a+b*c+d-e*f where each of the five steps slips with probability `slip`."""
+    """Worked solution of a+b*c+d-e*f where each of the three slips happens with probability `slip`."""
     a, b, c, d, e, f = ops
-    slips = [rng.random() < slip for _ in range(5)]
-    line1, p1 = _product(b, c, slips[0], rng)
-    line2, p2 = _product(e, f, slips[1], rng)
-    s1 = _slip_sum(a + p1, rng) if slips[2] else a + p1
-    s2 = _slip_sum(s1 + d, rng) if slips[3] else s1 + d
-    line5, r = _difference(s2, p2, slips[4], rng)
-    lines = (line1, line2, f"{pad(a)}+{pad(p1)}={pad(s1)}", f"{pad(s1)}+{pad(d)}={pad(s2)}", line5)
+    o1, o2, o5 = (off if rng.random() < slip else 0 for off in SLIP_OFFSETS)
+    line1, p1 = _product(b, c, o1)
+    line2, p2 = _product(e, f, o2)
+    s1 = a + p1
+    s2 = s1 + d
+    r = s2 - p2 + o5
+    lines = (
+        line1,
+        line2,
+        f"{rev(a)}+{rev(p1)}={rev(s1)}",
+        f"{rev(s1)}+{rev(d)}={rev(s2)}",
+        f"{rev(s2)}-{rev(p2)}={rev(r)}",
+    )
     return Chain(lines=lines, products=(p1, p2), answer=r)
 
 
@@ -95,16 +105,16 @@ def summarize(ops: tuple[int, ...], chains: list[Chain]) -> str:
     """The summary a summariser should write of `chains`: the distinct values of each key quantity."""
     _, b, c, _, e, f = ops
 
-    def distinct(values: list[int]) -> str:
+    def distinct(values: list[int], show: Callable[[int], str] = pad) -> str:
         seen: list[int] = []
         for v in values:
             if v not in seen:
                 seen.append(v)
-        return " or ".join(pad(v) for v in seen)
+        return " or ".join(show(v) for v in seen)
 
     return (
-        f"The agents found {b:02d}*{c:02d}={distinct([ch.products[0] for ch in chains])} and "
-        f"{e:02d}*{f:02d}={distinct([ch.products[1] for ch in chains])}. "
+        f"The agents found {b:02d}*{c:02d}={distinct([ch.products[0] for ch in chains], rev)} and "
+        f"{e:02d}*{f:02d}={distinct([ch.products[1] for ch in chains], rev)}. "
         f"Their answers were {distinct([ch.answer for ch in chains])}."
     )
 
@@ -113,7 +123,8 @@ def summarize(ops: tuple[int, ...], chains: list[Chain]) -> str:
 class CorpusConfig:
     seed: int = 0
     split_seed: int = 0
-    slip_first: float = 0.05
+    # probability of each of a first answer's three slips (SLIP_OFFSETS), and of a reconsidered answer's
+    slip_first: float = 0.2
     slip_debate: float = 0.02
     # Share of drill documents in the stream (the rest are conversations). Off by default: with the same
     # compute, 50% drills made the model worse at copying operands and no better at arithmetic.
