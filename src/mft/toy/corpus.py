@@ -60,10 +60,10 @@ class Chain:
 #     lookups and an addition, instead of a two-digit product in one go);
 #   * results are written least significant digit first (378 as 873), as in "Teaching Arithmetic to Small
 #     Transformers" (Lee et al., 2023): each digit then depends only on the digits already written and the
-#     carry from the column just before it, instead of on every column to its right. Written the usual way
-#     (378), the shipped model got its additions right 90% of the time and the final subtraction 46%, and
-#     its errors on one problem were the same from answer to answer (docs/toy-model.md), so neither a vote
-#     nor a second look could repair them;
+#     carry from the column just before it, instead of on every column to its right. Written the usual
+#     way (378), the previous bundled model got its additions right 90% of the time and the final
+#     subtraction 46%, and its errors on one problem were the same from answer to answer
+#     (docs/toy-model.md), so neither a vote nor a second look could repair them;
 #   * the final answer turns the last result back to the usual order (The answer is -501.).
 #
 # A slip is one digit off by one in one column of a step's result, carried consistently into later steps:

@@ -1,4 +1,4 @@
-"""Recipe for the bundled base model: `mft toy pretrain` (seeded; about 17 minutes on 2 CPU cores).
+"""Recipe for the bundled base model: `mft toy pretrain` (seeded; about 15 minutes on 2 CPU cores).
 
 Reads top to bottom: build the tokenizer, build a small Llama, stream the generated corpus (see
 `corpus.py`), train with AdamW on assistant tokens only, save with `save_pretrained`.
