@@ -53,8 +53,8 @@ def test_bundled_model_answers(backend) -> None:
         assert len(lines) == 6 and lines[-1].startswith("The answer is"), o
         a, b, c, d, e, f = p.meta["ops"]
         assert lines[0].startswith(f"{b:02d}*{c:02d}=") and lines[1].startswith(f"{e:02d}*{f:02d}="), o
-    # and it can do some of the arithmetic (measured: 2 of these 8 greedy answers right; chance is ~0)
-    assert sum(task.is_equivalent(a, p.answer) for a, p in zip(answers, problems, strict=True)) >= 1, out
+    # and it can do some of the arithmetic (measured: 6 of these 8 greedy answers right; chance is ~0)
+    assert sum(task.is_equivalent(a, p.answer) for a, p in zip(answers, problems, strict=True)) >= 3, out
 
 
 def test_two_adapters_differ_and_share_one_base(backend, tmp_path: Path) -> None:
