@@ -13,7 +13,7 @@ chunks of `chunk_size`, 100 by default). The measured iteration total is printed
 
 With `--compare`, the same run is done twice in one process, first with the hf backend's previous
 generation settings (dynamic KV cache, every agent in peft's mixed-adapter batches, LoRA layers), then with
-the current ones (static KV cache, batches per adapter, adapters merged on a CPU), and the ratio of the two
+the current ones ("filled" KV cache, batches per adapter, adapters merged on a CPU), and the ratio of the two
 iteration totals is printed last.
 
 With `--executor ray`, the run uses `executor: ray` on a local Ray (debate chunks over `--ray-workers`
@@ -65,7 +65,7 @@ def main() -> None:
     totals = {}
     variants = [("previous (dynamic cache, mixed batches)", None, "mixed", "off")] if args.compare else []
     variants.append(
-        ("current (static cache, per-adapter batches, merged adapters)", "static", "auto", "auto")
+        ("current (filled cache, per-adapter batches, merged adapters)", "filled", "auto", "auto")
     )
     for label, cache, batching, merge in variants:
         HFBackend.cache_implementation, HFBackend.adapter_batching = cache, batching

@@ -162,9 +162,10 @@ def test_adapter_variants_are_not_merged(tmp_path: Path) -> None:
         HFBackend("bundled", merge_adapters="yes")
 
 
-def test_static_kv_cache_gives_the_dynamic_caches_answers(backend) -> None:
-    """The static cache is a speed choice only: same answers as transformers' default dynamic cache, on
-    round-2 style prompts (long, different lengths, so left padding differs across rows)."""
+def test_kv_caches_give_the_dynamic_caches_answers(backend) -> None:
+    """The static and filled caches are speed choices only: the answers of transformers' default dynamic
+    cache, on round-2 style prompts (long, different lengths, so left padding differs across rows), greedy
+    and sampled."""
     backend.add_agent(Agent("agent_0"))
     first = backend.generate(
         [_req("agent_0", i) for i in range(4)], Sampling(temperature=0.0, max_new_tokens=40)
@@ -180,15 +181,61 @@ def test_static_kv_cache_gives_the_dynamic_caches_answers(backend) -> None:
         )
         for i in range(4)
     ]
-    greedy = Sampling(temperature=0.0, max_new_tokens=60)
-    out = {}
-    try:
-        for cache in (None, "static"):
-            backend.cache_implementation = cache
-            out[cache] = backend.generate(reqs, greedy)
-    finally:
-        del backend.cache_implementation  # back to the class default
-    assert out[None] == out["static"] and all(out[None])
+    caches = (None, "static", "filled")
+    for sampling in (
+        Sampling(temperature=0.0, max_new_tokens=60),
+        Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=3),
+    ):
+        out = {}
+        try:
+            for cache in caches:
+                backend.cache_implementation = cache
+                out[cache] = backend.generate(reqs, sampling)
+        finally:
+            del backend.cache_implementation  # back to the class default
+        assert all(out[None]) and all(out[c] == out[None] for c in caches), out
+
+
+def test_filled_cache_attends_only_to_written_positions() -> None:
+    import torch
+    from transformers import AutoConfig
+
+    from mft.backends.kv_cache import FilledStaticLayer, filled_cache, supports_filled_cache
+
+    layer = FilledStaticLayer(max_cache_len=10)
+    k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)  # batch 2, 4 heads, 3 prompt positions
+    keys, values = layer.update(k, v)
+    assert keys.shape == (2, 4, 3, 8) and torch.equal(keys, k) and torch.equal(values, v)
+    assert layer.get_seq_length() == 3 and layer.get_mask_sizes(1) == (4, 0)
+    k1, v1 = torch.randn(2, 4, 1, 8), torch.randn(2, 4, 1, 8)
+    keys, values = layer.update(k1, v1)  # one decoding step
+    assert keys.shape == (2, 4, 4, 8) and torch.equal(keys[:, :, 3:], k1) and torch.equal(values[:, :, :3], v)
+    assert keys.data_ptr() == layer.keys.data_ptr()  # a view of the preallocated tensor, not a copy
+    assert layer.keys.shape == (2, 4, 10, 8)
+    layer.crop(-2)
+    assert layer.get_seq_length() == 2 and layer.update(k1, v1)[0].shape[2] == 3
+    layer.reset()
+    assert layer.get_seq_length() == 0
+
+    config = AutoConfig.from_pretrained(CHECKPOINT_DIR)
+    assert supports_filled_cache(config)
+    assert len(filled_cache(config, 50).layers) == config.num_hidden_layers
+    sliding = AutoConfig.from_pretrained(CHECKPOINT_DIR)
+    sliding.sliding_window = 16  # as Mistral-style configs have
+    assert not supports_filled_cache(sliding)
+    mixed = AutoConfig.from_pretrained(CHECKPOINT_DIR)
+    mixed.layer_types = ["full_attention", "sliding_attention"] * 2
+    assert not supports_filled_cache(mixed)
+
+
+def test_generate_uses_the_filled_cache_where_it_applies(backend, monkeypatch) -> None:
+    from mft.backends.kv_cache import FilledStaticLayer
+
+    [cache] = backend._cache_kwargs(backend.model, 200).values()
+    assert all(isinstance(layer, FilledStaticLayer) for layer in cache.layers)
+    assert cache.layers[0].max_cache_len == 200
+    monkeypatch.setattr(backend.base.config, "sliding_window", 64, raising=False)
+    assert backend._cache_kwargs(backend.model, 200) == {"cache_implementation": "static"}
 
 
 def test_sampling_is_reproducible(backend) -> None:

@@ -1,8 +1,8 @@
 """transformers + peft backend: one base model in memory, every agent a LoRA adapter on it.
 
 Generation packs all requests of a round -- across problems -- into left-padded batches of at most
-`batch_size` sequences per adapter and generates them with a static KV cache, that adapter active (agents
-with no adapter: adapters disabled, the bare base). On a CPU (`merge_adapters`), "active" means merged: the
+`batch_size` sequences per adapter and generates them with a preallocated KV cache read only as far as it
+is filled (`kv_cache.py`), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU (`merge_adapters`), "active" means merged: the
 batch runs on the base with the adapter added to a copy of the adapted weights (see `_merged`). When each
 agent has only a few requests, they share batches through peft's mixed-adapter inference
 (`adapter_names=`, each row through its own adapter), as scoring (`score_responses`) always does.
@@ -69,9 +69,12 @@ def _is_full_model(path: Path) -> bool:
 
 class HFBackend(Backend):
     name = "hf"
-    # transformers' KV cache for generate: "static" preallocates it (None: the dynamic cache, which grows
-    # by torch.cat every step; 2.3x slower on round-2 prompts of the bundled model, docs/performance.md)
-    cache_implementation: str | None = "static"
+    # KV cache for generate: "filled" (ours, `kv_cache.py`) preallocates it like transformers' "static" and
+    # lets attention read only the positions written so far (1.1-1.3x faster than "static" on the bundled
+    # model's debate rounds on a CPU; models with sliding-window or non-attention layers fall back to
+    # "static"); None: transformers' dynamic cache, which grows by torch.cat every step (2.3x slower than
+    # "static" on round-2 prompts of the bundled model). Measurements: docs/performance.md.
+    cache_implementation: str | None = "filled"
     # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see `_mixed`)
     adapter_batching: str = "auto"
     # whether a per-adapter batch runs on the base with that adapter merged into its weights (see `_merged`)
@@ -85,8 +88,13 @@ class HFBackend(Backend):
         dtype: str = "auto",
         adapter_batching: str | None = None,
         merge_adapters: str | None = None,
+        kv_cache: str | None = None,
     ) -> None:
         super().__init__()
+        if kv_cache is not None:
+            if kv_cache not in ("filled", "static", "dynamic"):
+                raise MftError(f"kv_cache must be filled, static or dynamic, not {kv_cache!r}")
+            self.cache_implementation = None if kv_cache == "dynamic" else kv_cache
         if merge_adapters is not None:
             if merge_adapters not in ("auto", "on", "off"):
                 raise MftError(f"merge_adapters must be auto, on or off, not {merge_adapters!r}")
@@ -201,7 +209,7 @@ class HFBackend(Backend):
                     "max_new_tokens": sampling.max_new_tokens,
                     "pad_token_id": pad,
                     "eos_token_id": self.tokenizer.eos_token_id,
-                    "cache_implementation": self.cache_implementation,
+                    **self._cache_kwargs(model, width + sampling.max_new_tokens),
                 }
                 if sampling.temperature > 0:
                     kwargs.update(
@@ -227,6 +235,18 @@ class HFBackend(Backend):
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
+
+    def _cache_kwargs(self, model: Any, max_len: int) -> dict[str, Any]:
+        """generate()'s KV-cache argument for one batch whose sequences reach at most `max_len` tokens."""
+        cache = self.cache_implementation
+        if cache == "filled":
+            from mft.backends.kv_cache import filled_cache, generate_cache_kwarg, supports_filled_cache
+
+            config = model.config
+            if supports_filled_cache(config):
+                return {generate_cache_kwarg(): filled_cache(config, max_len)}
+            cache = "static"
+        return {"cache_implementation": cache}
 
     def _mixed(self, group_sizes: list[int]) -> bool:
         """Whether to batch requests of several adapters together (peft mixed-adapter batches).

@@ -1,0 +1,98 @@
+"""Tokens/s of a debate's rounds with the "filled" KV cache vs transformers' "static" cache.
+
+Both preallocate `prompt width + max_new_tokens` positions per batch and write in place; "static" attention
+reads all of them every step (the unused ones masked out), "filled" (`mft.backends.kv_cache`) only those
+written so far. P test problems x N agents on the bundled model: round 1 is generated once, then round 1 and
+round 2 (each agent's conversation plus the other agents' round-1 answers, about 400 tokens) again by the
+same `HFBackend` with each cache, alternating which goes first, `--repeats` times each, same seeds. With
+`--lora`, the agents are N fresh LoRA adapters (rank 8, all-linear, small non-zero B; merged per batch on a
+CPU, the default) instead of base agents. Prints how many texts came out identical in the two modes, and
+the ratio of round-2 tokens/s last.
+
+    python benchmarks/kv_cache.py [--problems 86] [--agents 3] [--repeats 2] [--lora]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from adapter_batching import make_adapter
+
+from mft.backends.base import Agent, GenerationRequest, Sampling
+from mft.backends.hf import HFBackend
+from mft.records import Message
+from mft.tasks import get_task
+
+MODES = ("static", "filled")
+
+
+def timed(
+    backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
+) -> tuple[int, float, list[str]]:
+    backend.cache_implementation = mode
+    backend.stats.completion_tokens = 0
+    t = time.perf_counter()
+    out = backend.generate(requests, sampling)
+    return backend.stats.completion_tokens, time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", type=int, default=86)
+    ap.add_argument("--agents", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--lora", action="store_true", help="LoRA agents instead of base agents")
+    args = ap.parse_args()
+
+    task = get_task("arithmetic")
+    problems = task.load("test", args.problems)
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=0)
+    n = args.agents
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = HFBackend("bundled", batch_size=256)
+        for i in range(n):
+            adapter = None
+            if args.lora:
+                adapter = Path(tmp) / f"lora_{i}"
+                make_adapter(adapter, seed=i)
+            backend.add_agent(Agent(f"agent_{i}", None if adapter is None else str(adapter)))
+        first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
+        round1 = [GenerationRequest(f"agent_{k % n}", conv) for k, conv in enumerate(first)]
+        answers = backend.generate(round1, sampling)
+        round2 = []
+        for k, conv in enumerate(first):
+            p, s = divmod(k, n)
+            others = [answers[p * n + j] for j in range(n) if j != s]
+            conv2 = [*conv, Message(role="assistant", content=answers[k])]
+            conv2.append(Message(role="user", content=task.debate_prompt(others)))
+            round2.append(GenerationRequest(f"agent_{s}", conv2))
+        kind = "LoRA" if args.lora else "base"
+        print(
+            f"{args.problems} problems x {n} {kind} agents, max {sampling.max_new_tokens} new tokens, "
+            f"threads {torch.get_num_threads()}"
+        )
+        ratios = {}
+        for name, requests in (("round 1", round1), ("round 2", round2)):
+            totals: dict[str, list[float]] = {mode: [0, 0.0] for mode in MODES}
+            texts: dict[str, list[str]] = {}
+            for r in range(args.repeats):
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    tokens, seconds, texts[mode] = timed(backend, mode, requests, sampling)
+                    totals[mode][0] += tokens
+                    totals[mode][1] += seconds
+            tps = {mode: tok / sec for mode, (tok, sec) in totals.items()}
+            same = sum(a == b for a, b in zip(texts["static"], texts["filled"], strict=True))
+            for mode, (tok, sec) in totals.items():
+                print(f"{name}, {mode:6} cache: {tok:.0f} tokens in {sec:.2f}s = {tps[mode]:.0f} tokens/s")
+            print(f"{name}: {same} of {len(requests)} texts identical with the two caches")
+            ratios[name] = tps["filled"] / tps["static"]
+    print(f"speed-up filled / static cache, round 1: {ratios['round 1']:.2f}x")
+    print(f"speed-up filled / static cache, round 2: {ratios['round 2']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
