@@ -21,7 +21,7 @@ actors and the finetunes as tasks, one CPU each, so one torch thread each): on a
 the threads of one process for processes.
 
     python benchmarks/iteration_time.py [--n-train 60] [--n-test 20] [--compare] [--executor ray]
-        [--ray-workers 2] [--chunk-size 100]
+        [--ray-workers 2] [--chunk-size 100] [--kv-cache filled|static|dynamic]
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def main() -> None:
     )
     ap.add_argument("--ray-workers", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=default("chunk_size"))
+    ap.add_argument(
+        "--kv-cache",
+        choices=["filled", "static", "dynamic"],
+        default="filled",
+        help="the hf backend's KV cache for the current settings (default: filled, the backend's default)",
+    )
     args = ap.parse_args()
 
     from mft.backends.hf import HFBackend
@@ -65,7 +71,12 @@ def main() -> None:
     totals = {}
     variants = [("previous (dynamic cache, mixed batches)", None, "mixed", "off")] if args.compare else []
     variants.append(
-        ("current (filled cache, per-adapter batches, merged adapters)", "filled", "auto", "auto")
+        (
+            f"current ({args.kv_cache} cache, per-adapter batches, merged adapters)",
+            None if args.kv_cache == "dynamic" else args.kv_cache,
+            "auto",
+            "auto",
+        )
     )
     for label, cache, batching, merge in variants:
         HFBackend.cache_implementation, HFBackend.adapter_batching = cache, batching
