@@ -39,7 +39,7 @@ class FilledStaticLayer(StaticLayer):
         n = query_length.shape[0] if isinstance(query_length, torch.Tensor) else int(query_length)
         return self.filled + n, 0
 
-    def get_seq_length(self) -> int:
+    def get_seq_length(self, *args: Any) -> int:  # earlier transformers passed cache positions
         return self.filled
 
     def crop(self, tokens_to_remove: int) -> None:
