@@ -1,13 +1,16 @@
-"""Tokens/s of a debate's rounds with the "filled" KV cache vs transformers' "static" cache.
+"""Tokens/s of a debate's rounds: the "filled" KV cache and chunked prefill vs transformers' "static" cache.
 
-Both preallocate `prompt width + max_new_tokens` positions per batch and write in place; "static" attention
-reads all of them every step (the unused ones masked out), "filled" (`mft.backends.kv_cache`) only those
-written so far. P test problems x N agents on the bundled model: round 1 is generated once, then round 1 and
+Three modes of the hf backend. "static": transformers' static cache, which preallocates `prompt width +
+max_new_tokens` positions per batch, writes in place, and whose attention reads all of them every step
+(the unused ones masked out). "filled" (`mft.backends.kv_cache`): the same preallocation, attention over
+the positions written so far only; prompts prefilled as one batch (`prefill_rows=0`). "filled+chunked":
+the default on a CPU, the filled cache with the prompts prefilled 8 sequences at a time, then decoded as
+one batch. P test problems x N agents on the bundled model: round 1 is generated once, then round 1 and
 round 2 (each agent's conversation plus the other agents' round-1 answers, about 400 tokens) again by the
-same `HFBackend` with each cache, alternating which goes first, `--repeats` times each, same seeds. With
-`--lora`, the agents are N fresh LoRA adapters (rank 8, all-linear, small non-zero B; merged per batch on a
-CPU, the default) instead of base agents. Prints how many texts came out identical in the two modes, and
-the ratio of round-2 tokens/s last.
+same `HFBackend` in each mode, the order rotating, `--repeats` times each, same seeds. With `--lora`, the
+agents are N fresh LoRA adapters (rank 8, all-linear, small non-zero B; merged per batch on a CPU, the
+default) instead of base agents. Prints how many texts came out identical to the static cache's, and the
+ratios of round-2 tokens/s last.
 
     python benchmarks/kv_cache.py [--problems 86] [--agents 3] [--repeats 2] [--lora]
 """
@@ -27,13 +30,13 @@ from mft.backends.hf import HFBackend
 from mft.records import Message
 from mft.tasks import get_task
 
-MODES = ("static", "filled")
+MODES = {"static": ("static", 0), "filled": ("filled", 0), "filled+chunked": ("filled", "auto")}
 
 
 def timed(
     backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
 ) -> tuple[int, float, list[str]]:
-    backend.cache_implementation = mode
+    backend.cache_implementation, backend.prefill_rows = MODES[mode]
     backend.stats.completion_tokens = 0
     t = time.perf_counter()
     out = backend.generate(requests, sampling)
@@ -79,19 +82,25 @@ def main() -> None:
         for name, requests in (("round 1", round1), ("round 2", round2)):
             totals: dict[str, list[float]] = {mode: [0, 0.0] for mode in MODES}
             texts: dict[str, list[str]] = {}
+            names = list(MODES)
             for r in range(args.repeats):
-                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                for mode in names[r % 3 :] + names[: r % 3]:
                     tokens, seconds, texts[mode] = timed(backend, mode, requests, sampling)
                     totals[mode][0] += tokens
                     totals[mode][1] += seconds
             tps = {mode: tok / sec for mode, (tok, sec) in totals.items()}
-            same = sum(a == b for a, b in zip(texts["static"], texts["filled"], strict=True))
             for mode, (tok, sec) in totals.items():
-                print(f"{name}, {mode:6} cache: {tok:.0f} tokens in {sec:.2f}s = {tps[mode]:.0f} tokens/s")
-            print(f"{name}: {same} of {len(requests)} texts identical with the two caches")
-            ratios[name] = tps["filled"] / tps["static"]
-    print(f"speed-up filled / static cache, round 1: {ratios['round 1']:.2f}x")
-    print(f"speed-up filled / static cache, round 2: {ratios['round 2']:.2f}x")
+                same = sum(a == b for a, b in zip(texts["static"], texts[mode], strict=True))
+                print(
+                    f"{name}, {mode:14}: {tok:.0f} tokens in {sec:.2f}s = {tps[mode]:.0f} tokens/s; "
+                    f"{same} of {len(requests)} texts identical to static's"
+                )
+            ratios[name] = {mode: tps[mode] / tps["static"] for mode in ("filled", "filled+chunked")}
+    for name, r in ratios.items():
+        print(
+            f"speed-up over the static cache, {name}: filled {r['filled']:.2f}x, "
+            f"filled+chunked prefill {r['filled+chunked']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -181,19 +181,20 @@ def test_kv_caches_give_the_dynamic_caches_answers(backend) -> None:
         )
         for i in range(4)
     ]
-    caches = (None, "static", "filled")
+    # (cache, prefill_rows): 3 rows at a time splits the 4 prompts into uneven chunks
+    modes = ((None, 0), ("static", 0), ("filled", 0), ("filled", 3), ("filled", 1))
     for sampling in (
         Sampling(temperature=0.0, max_new_tokens=60),
         Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=3),
     ):
         out = {}
         try:
-            for cache in caches:
-                backend.cache_implementation = cache
-                out[cache] = backend.generate(reqs, sampling)
+            for mode in modes:
+                backend.cache_implementation, backend.prefill_rows = mode
+                out[mode] = backend.generate(reqs, sampling)
         finally:
-            del backend.cache_implementation  # back to the class default
-        assert all(out[None]) and all(out[c] == out[None] for c in caches), out
+            del backend.cache_implementation, backend.prefill_rows  # back to the class defaults
+        assert all(out[modes[0]]) and all(out[m] == out[modes[0]] for m in modes), out
 
 
 def test_filled_cache_attends_only_to_written_positions() -> None:
@@ -229,13 +230,81 @@ def test_filled_cache_attends_only_to_written_positions() -> None:
 
 
 def test_generate_uses_the_filled_cache_where_it_applies(backend, monkeypatch) -> None:
+    import torch
+
     from mft.backends.kv_cache import FilledStaticLayer
 
-    [cache] = backend._cache_kwargs(backend.model, 200).values()
+    ids = torch.tensor([[0, 5, 6, 7], [8, 9, 10, 11]])
+    kwargs = {"input_ids": ids, "attention_mask": (ids != 0).long(), "max_new_tokens": 196}
+    [cache] = backend._cache_kwargs(backend.model, kwargs).values()
     assert all(isinstance(layer, FilledStaticLayer) for layer in cache.layers)
-    assert cache.layers[0].max_cache_len == 200
+    assert cache.layers[0].max_cache_len == 200 and cache.get_seq_length() == 0  # 2 rows: one pass
+    monkeypatch.setattr(backend, "prefill_rows", 1)
+    [cache] = backend._cache_kwargs(backend.model, kwargs).values()
+    assert cache.get_seq_length() == 3  # prefilled, a row at a time, all but the last prompt token
     monkeypatch.setattr(backend.base.config, "sliding_window", 64, raising=False)
-    assert backend._cache_kwargs(backend.model, 200) == {"cache_implementation": "static"}
+    assert backend._cache_kwargs(backend.model, kwargs) == {"cache_implementation": "static"}
+    with pytest.raises(MftError, match="prefill_rows must be"):
+        type(backend)("bundled", prefill_rows=-1)
+
+
+def test_chunked_prefill_holds_the_whole_batch_prefill(backend) -> None:
+    """The keys and values `prefill_in_chunks` leaves in the cache are those of one forward of the whole
+    left-padded batch, row by row (padding positions aside, which attention never reads)."""
+    import torch
+
+    from mft.backends.kv_cache import filled_cache, generate_cache_kwarg, prefill_in_chunks
+
+    tok = backend.tokenizer
+    texts = [backend.render(_req("agent_0", i)) for i in range(5)]
+    texts[2] += " and a longer prompt than the others"
+    enc = [tok.encode(t, add_special_tokens=False) for t in texts]
+    width = max(map(len, enc))
+    ids = torch.full((5, width), tok.pad_token_id)
+    mask = torch.zeros((5, width), dtype=torch.long)
+    for row, e in enumerate(enc):
+        ids[row, width - len(e) :], mask[row, width - len(e) :] = torch.tensor(e), 1
+    model = backend.base
+    with torch.inference_mode():
+        chunked = prefill_in_chunks(model, ids, mask, width + 10, rows=2)
+        whole = filled_cache(model.config, width + 10)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            **{generate_cache_kwarg(): whole},
+        )
+    assert chunked.get_seq_length() == whole.get_seq_length() == width - 1
+    real = mask[:, :-1].bool()
+    for a, b in zip(chunked.layers, whole.layers, strict=True):
+        assert a.keys.shape == b.keys.shape == (5, a.keys.shape[1], width + 10, a.keys.shape[3])
+        for got, want in ((a.keys, b.keys), (a.values, b.values)):
+            got, want = (
+                got[:, :, : width - 1].transpose(1, 2)[real],
+                want[:, :, : width - 1].transpose(1, 2)[real],
+            )
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_prefill_in_mixed_adapter_batches(backend, tmp_path: Path) -> None:
+    """peft's per-row adapter routing (`adapter_names=`) is sliced with the rows of each prefill chunk."""
+    for i in range(2):
+        backend.add_agent(Agent(f"mix_{i}", str(random_adapter(tmp_path / f"mix_{i}", seed=20 + i))))
+    reqs = [_req(f"mix_{i % 2}", i) for i in range(5)]
+    greedy = Sampling(temperature=0.0, max_new_tokens=40)
+    out = {}
+    try:
+        backend.adapter_batching = "mixed"
+        for rows in (0, 2):
+            backend.prefill_rows = rows
+            out[rows] = backend.generate(reqs, greedy)
+    finally:
+        del backend.adapter_batching, backend.prefill_rows
+    assert out[0] == out[2] and all(out[0])
+    alone = [backend.generate([r], greedy)[0] for r in reqs]  # each agent through its own adapter
+    assert out[2] == alone
 
 
 def test_sampling_is_reproducible(backend) -> None:

@@ -8,6 +8,11 @@ answers of 102 tokens under the arithmetic task's limit of 160 read 10-30% more 
 keeps the static layer's preallocated tensors and in-place writes and hands attention (and the mask) only
 the filled prefix, a view of them: the positions read are the ones a dynamic cache would hold, with no copy.
 The computation is the same as the static cache's minus masked-out positions (tested: same tokens).
+
+`prefill_in_chunks` fills such a cache for a whole batch by running the prompts through the model a few
+rows at a time: on a CPU a prefill of 256 prompts of 400 tokens in one forward streams activations of
+hundreds of MB through memory (2.5-3x slower than 8 rows at a time, whose activations stay in cache), while
+decoding wants the whole batch in one step.
 """
 
 from __future__ import annotations
@@ -50,6 +55,19 @@ class FilledStaticLayer(StaticLayer):
         super().reset()
         self.filled = 0
 
+    def allocate(self, like: torch.Tensor, like_values: torch.Tensor, batch_size: int) -> None:
+        """Allocate this layer's tensors for `batch_size` rows, heads, head sizes, dtype and device as in
+        `like` / `like_values` (a smaller batch's keys and values)."""
+        shape = (batch_size, like.shape[1], 0)
+        self.lazy_initialization(
+            like.new_empty(shape + like.shape[3:]), like_values.new_empty(shape + like_values.shape[3:])
+        )
+
+    def set_filled(self, n: int) -> None:
+        """Declare the first `n` positions of every row written (by `prefill_in_chunks`)."""
+        self.filled = n
+        self.cumulative_length.fill_(n)
+
 
 def supports_filled_cache(config: Any) -> bool:
     """Whether every layer of a model with this config is plain full attention (no sliding window, no
@@ -74,3 +92,51 @@ def generate_cache_kwarg() -> str:
     import transformers.generation.utils as generation_utils
 
     return "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+def prefill_in_chunks(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_cache_len: int,
+    rows: int,
+    **forward_kwargs: Any,
+) -> Cache:
+    """A `filled_cache` for the batch holding the keys and values of every position but the last of
+    `input_ids` (left-padded, as for `generate`), computed `rows` sequences at a time.
+
+    `generate(input_ids=..., attention_mask=..., cache=<this>)` then runs only the last prompt position
+    and the new tokens. Positions are counted as `generate` counts them (from each row's first real token;
+    padding at 1). `forward_kwargs` go to every forward (e.g. peft's `adapter_names`, per row: sliced).
+    """
+    import inspect
+
+    batch, width = input_ids.shape
+    cache = filled_cache(model.config, max_cache_len)
+    if width < 2:
+        return cache
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" in inspect.signature(core.forward).parameters:
+        forward_kwargs = {"logits_to_keep": 1, **forward_kwargs}
+    ids, mask = input_ids[:, :-1], attention_mask[:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    for lo in range(0, batch, rows):
+        hi = min(batch, lo + rows)
+        part = filled_cache(model.config, max_cache_len)
+        extra = {k: (v[lo:hi] if isinstance(v, list) else v) for k, v in forward_kwargs.items()}
+        model(
+            input_ids=ids[lo:hi],
+            attention_mask=mask[lo:hi],
+            position_ids=positions[lo:hi],
+            use_cache=True,
+            **{generate_cache_kwarg(): part},
+            **extra,
+        )
+        for whole, piece in zip(cache.layers, part.layers, strict=True):
+            if not whole.is_initialized:
+                whole.allocate(piece.keys, piece.values, batch)
+            whole.keys[lo:hi, :, : width - 1] = piece.keys[:, :, : width - 1]
+            whole.values[lo:hi, :, : width - 1] = piece.values[:, :, : width - 1]
+    for layer in cache.layers:
+        layer.set_filled(width - 1)
+    return cache
