@@ -2,11 +2,12 @@
 
 Generation packs all requests of a round -- across problems -- into left-padded batches of at most
 `batch_size` sequences per adapter and generates them with a preallocated KV cache read only as far as it
-is filled (`kv_cache.py`), that adapter active (agents with no adapter: adapters disabled, the bare
-base). On a CPU (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter
-added to a copy of the adapted weights (see `_merged`). When each agent has only a few requests, they
-share batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own
-adapter), as scoring (`score_responses`) always does.
+is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it 8 at a time, then decoded as one
+batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
+(`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
+the adapted weights (see `_merged`). When each agent has only a few requests, they share batches through
+peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as scoring
+(`score_responses`) always does.
 """
 
 from __future__ import annotations
