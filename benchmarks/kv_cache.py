@@ -3,14 +3,14 @@
 Three modes of the hf backend. "static": transformers' static cache, which preallocates `prompt width +
 max_new_tokens` positions per batch, writes in place, and whose attention reads all of them every step
 (the unused ones masked out). "filled" (`mft.backends.kv_cache`): the same preallocation, attention over
-the positions written so far only; prompts prefilled as one batch (`prefill_rows=0`). "filled+chunked":
-the default on a CPU, the filled cache with the prompts prefilled 8 sequences at a time, then decoded as
-one batch. P test problems x N agents on the bundled model: round 1 is generated once, then round 1 and
-round 2 (each agent's conversation plus the other agents' round-1 answers, about 400 tokens) again by the
-same `HFBackend` in each mode, the order rotating, `--repeats` times each, same seeds. With `--lora`, the
-agents are N fresh LoRA adapters (rank 8, all-linear, small non-zero B; merged per batch on a CPU, the
-default) instead of base agents. Prints how many texts came out identical to the static cache's, and the
-ratios of round-2 tokens/s last.
+the positions written so far only; prompts prefilled as one batch (`prefill_tokens=0`).
+"filled+chunked": the default on a CPU, the filled cache with the prompts prefilled in chunks of about
+2048 tokens (5 of the 400-token round-2 prompts), then decoded as one batch. P test problems x N agents
+on the bundled model: round 1 is generated once, then round 1 and round 2 (each agent's conversation
+plus the other agents' round-1 answers, about 400 tokens) again by the same `HFBackend` in each mode, the
+order rotating, `--repeats` times each, same seeds. With `--lora`, the agents are N fresh LoRA adapters
+(rank 8, all-linear, small non-zero B; merged per batch on a CPU, the default) instead of base agents.
+Prints how many texts came out identical to the static cache's, and the ratios of tokens/s last.
 
     python benchmarks/kv_cache.py [--problems 86] [--agents 3] [--repeats 2] [--lora]
 """
@@ -36,7 +36,7 @@ MODES = {"static": ("static", 0), "filled": ("filled", 0), "filled+chunked": ("f
 def timed(
     backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
 ) -> tuple[int, float, list[str]]:
-    backend.cache_implementation, backend.prefill_rows = MODES[mode]
+    backend.cache_implementation, backend.prefill_tokens = MODES[mode]
     backend.stats.completion_tokens = 0
     t = time.perf_counter()
     out = backend.generate(requests, sampling)

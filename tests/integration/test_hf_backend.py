@@ -181,8 +181,8 @@ def test_kv_caches_give_the_dynamic_caches_answers(backend) -> None:
         )
         for i in range(4)
     ]
-    # (cache, prefill_rows): 3 rows at a time splits the 4 prompts into uneven chunks
-    modes = ((None, 0), ("static", 0), ("filled", 0), ("filled", 3), ("filled", 1))
+    # (cache, prefill_tokens): 1000 tokens is 2 rows of these ~450-token prompts, 1 is one row at a time
+    modes = ((None, 0), ("static", 0), ("filled", 0), ("filled", 1000), ("filled", 1))
     for sampling in (
         Sampling(temperature=0.0, max_new_tokens=60),
         Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=3),
@@ -190,10 +190,10 @@ def test_kv_caches_give_the_dynamic_caches_answers(backend) -> None:
         out = {}
         try:
             for mode in modes:
-                backend.cache_implementation, backend.prefill_rows = mode
+                backend.cache_implementation, backend.prefill_tokens = mode
                 out[mode] = backend.generate(reqs, sampling)
         finally:
-            del backend.cache_implementation, backend.prefill_rows  # back to the class defaults
+            del backend.cache_implementation, backend.prefill_tokens  # back to the class defaults
         assert all(out[modes[0]]) and all(out[m] == out[modes[0]] for m in modes), out
 
 
@@ -239,13 +239,13 @@ def test_generate_uses_the_filled_cache_where_it_applies(backend, monkeypatch) -
     [cache] = backend._cache_kwargs(backend.model, kwargs).values()
     assert all(isinstance(layer, FilledStaticLayer) for layer in cache.layers)
     assert cache.layers[0].max_cache_len == 200 and cache.get_seq_length() == 0  # 2 rows: one pass
-    monkeypatch.setattr(backend, "prefill_rows", 1)
+    monkeypatch.setattr(backend, "prefill_tokens", 4)  # 4 tokens: one row of width 4 per chunk
     [cache] = backend._cache_kwargs(backend.model, kwargs).values()
     assert cache.get_seq_length() == 3  # prefilled, a row at a time, all but the last prompt token
     monkeypatch.setattr(backend.base.config, "sliding_window", 64, raising=False)
     assert backend._cache_kwargs(backend.model, kwargs) == {"cache_implementation": "static"}
-    with pytest.raises(MftError, match="prefill_rows must be"):
-        type(backend)("bundled", prefill_rows=-1)
+    with pytest.raises(MftError, match="prefill_tokens must be"):
+        type(backend)("bundled", prefill_tokens=-1)
 
 
 def test_chunked_prefill_holds_the_whole_batch_prefill(backend) -> None:
@@ -297,14 +297,14 @@ def test_chunked_prefill_in_mixed_adapter_batches(backend, tmp_path: Path) -> No
     out = {}
     try:
         backend.adapter_batching = "mixed"
-        for rows in (0, 2):
-            backend.prefill_rows = rows
-            out[rows] = backend.generate(reqs, greedy)
+        for budget in (0, 1):  # the whole batch at once; one row at a time
+            backend.prefill_tokens = budget
+            out[budget] = backend.generate(reqs, greedy)
     finally:
-        del backend.adapter_batching, backend.prefill_rows
-    assert out[0] == out[2] and all(out[0])
+        del backend.adapter_batching, backend.prefill_tokens
+    assert out[0] == out[1] and all(out[0])
     alone = [backend.generate([r], greedy)[0] for r in reqs]  # each agent through its own adapter
-    assert out[2] == alone
+    assert out[1] == alone
 
 
 def test_sampling_is_reproducible(backend) -> None:

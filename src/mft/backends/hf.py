@@ -2,7 +2,7 @@
 
 Generation packs all requests of a round -- across problems -- into left-padded batches of at most
 `batch_size` sequences per adapter and generates them with a preallocated KV cache read only as far as it
-is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it 8 at a time, then decoded as one
+is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it a few at a time, then decoded as one
 batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
 (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
 the adapted weights (see `_merged`). When each agent has only a few requests, they share batches through
@@ -81,10 +81,11 @@ class HFBackend(Backend):
     adapter_batching: str = "auto"
     # whether a per-adapter batch runs on the base with that adapter merged into its weights (see `_merged`)
     merge_adapters: str = "auto"
-    # with the filled cache, prompts are prefilled this many sequences at a time, then decoded as one batch
-    # (`kv_cache.prefill_in_chunks`); "auto": 8 on a CPU (2.5-3x faster prefill of round-2 prompts than
-    # the whole batch at once, docs/performance.md), the whole batch at once elsewhere; 0: whole batch
-    prefill_rows: int | str = "auto"
+    # with the filled cache, prompts are prefilled in chunks of about this many tokens (rows x prompt
+    # width, at least one row), then decoded as one batch (`kv_cache.prefill_in_chunks`); "auto": 2048 on a
+    # CPU (a chunk's activations stay in the CPU's caches: 2.5-3x faster prefill of 256 round-2 prompts
+    # than in one forward, docs/performance.md), the whole batch in one forward elsewhere; 0: the same
+    prefill_tokens: int | str = "auto"
 
     def __init__(
         self,
@@ -95,13 +96,13 @@ class HFBackend(Backend):
         adapter_batching: str | None = None,
         merge_adapters: str | None = None,
         kv_cache: str | None = None,
-        prefill_rows: int | str | None = None,
+        prefill_tokens: int | str | None = None,
     ) -> None:
         super().__init__()
-        if prefill_rows is not None:
-            if prefill_rows != "auto" and not (isinstance(prefill_rows, int) and prefill_rows >= 0):
-                raise MftError(f"prefill_rows must be auto or a whole number >= 0, not {prefill_rows!r}")
-            self.prefill_rows = prefill_rows
+        if prefill_tokens is not None:
+            if prefill_tokens != "auto" and not (isinstance(prefill_tokens, int) and prefill_tokens >= 0):
+                raise MftError(f"prefill_tokens must be auto or a whole number >= 0, not {prefill_tokens!r}")
+            self.prefill_tokens = prefill_tokens
         if kv_cache is not None:
             if kv_cache not in ("filled", "static", "dynamic"):
                 raise MftError(f"kv_cache must be filled, static or dynamic, not {kv_cache!r}")
@@ -249,7 +250,7 @@ class HFBackend(Backend):
 
     def _cache_kwargs(self, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """generate()'s KV-cache argument for the batch of `kwargs` (its input ids, mask and budget); with
-        the filled cache and `prefill_rows`, the cache comes back holding the prompts' keys and values."""
+        the filled cache and `prefill_tokens`, the cache comes back holding the prompts' keys and values."""
         cache = self.cache_implementation
         if cache == "filled":
             from mft.backends.kv_cache import (
@@ -263,8 +264,9 @@ class HFBackend(Backend):
             if supports_filled_cache(config):
                 ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
                 max_len = ids.shape[1] + kwargs["max_new_tokens"]
-                rows = self._prefill_rows()
-                if 0 < rows < ids.shape[0]:
+                budget = self._prefill_tokens()
+                rows = max(1, budget // ids.shape[1])
+                if budget and rows < ids.shape[0]:
                     extra = {"adapter_names": kwargs["adapter_names"]} if "adapter_names" in kwargs else {}
                     filled = prefill_in_chunks(model, ids, mask, max_len, rows, **extra)
                 else:
@@ -273,10 +275,10 @@ class HFBackend(Backend):
             cache = "static"
         return {"cache_implementation": cache}
 
-    def _prefill_rows(self) -> int:
-        if self.prefill_rows == "auto":
-            return 8 if self.device.type == "cpu" else 0
-        return int(self.prefill_rows)
+    def _prefill_tokens(self) -> int:
+        if self.prefill_tokens == "auto":
+            return 2048 if self.device.type == "cpu" else 0
+        return int(self.prefill_tokens)
 
     def _mixed(self, group_sizes: list[int]) -> bool:
         """Whether to batch requests of several adapters together (peft mixed-adapter batches).
