@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from adapter_batching import make_adapter
+from merged_adapters import debate_rounds, debate_setup, timed_generate
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.backends.hf import HFBackend
-from mft.records import Message
-from mft.tasks import get_task
 
 MODES = {"static": ("static", 0), "filled": ("filled", 0), "filled+chunked": ("filled", "auto")}
 
@@ -37,23 +35,13 @@ def timed(
     backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
 ) -> tuple[int, float, list[str]]:
     backend.cache_implementation, backend.prefill_tokens = MODES[mode]
-    backend.stats.completion_tokens = 0
-    t = time.perf_counter()
-    out = backend.generate(requests, sampling)
-    return backend.stats.completion_tokens, time.perf_counter() - t, out
+    return timed_generate(backend, requests, sampling)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=86)
-    ap.add_argument("--agents", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lora", action="store_true", help="LoRA agents instead of base agents")
-    args = ap.parse_args()
-
-    task = get_task("arithmetic")
-    problems = task.load("test", args.problems)
-    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=0)
+    args, task, problems, sampling = debate_setup(ap)
     n = args.agents
     with tempfile.TemporaryDirectory() as tmp:
         backend = HFBackend("bundled", batch_size=256)
@@ -63,16 +51,7 @@ def main() -> None:
                 adapter = Path(tmp) / f"lora_{i}"
                 make_adapter(adapter, seed=i)
             backend.add_agent(Agent(f"agent_{i}", None if adapter is None else str(adapter)))
-        first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
-        round1 = [GenerationRequest(f"agent_{k % n}", conv) for k, conv in enumerate(first)]
-        answers = backend.generate(round1, sampling)
-        round2 = []
-        for k, conv in enumerate(first):
-            p, s = divmod(k, n)
-            others = [answers[p * n + j] for j in range(n) if j != s]
-            conv2 = [*conv, Message(role="assistant", content=answers[k])]
-            conv2.append(Message(role="user", content=task.debate_prompt(others)))
-            round2.append(GenerationRequest(f"agent_{s}", conv2))
+        round1, round2 = debate_rounds(backend, task, problems, n, "agent_", sampling)
         kind = "LoRA" if args.lora else "base"
         print(
             f"{args.problems} problems x {n} {kind} agents, max {sampling.max_new_tokens} new tokens, "

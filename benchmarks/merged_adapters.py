@@ -22,6 +22,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from adapter_batching import make_adapter
@@ -33,27 +34,57 @@ from mft.records import Message
 from mft.tasks import get_task
 
 
-def timed(
-    backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
+def timed_generate(
+    backend: HFBackend, requests: list[GenerationRequest], sampling: Sampling
 ) -> tuple[int, float, list[str]]:
-    backend.merge_adapters = mode
+    """(tokens generated, seconds, texts) of one `generate` call."""
     backend.stats.completion_tokens = 0
     t = time.perf_counter()
     out = backend.generate(requests, sampling)
     return backend.stats.completion_tokens, time.perf_counter() - t, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timed(
+    backend: HFBackend, mode: str, requests: list[GenerationRequest], sampling: Sampling
+) -> tuple[int, float, list[str]]:
+    backend.merge_adapters = mode
+    return timed_generate(backend, requests, sampling)
+
+
+def debate_rounds(
+    backend: HFBackend, task: Any, problems: list[Any], n: int, prefix: str, sampling: Sampling
+) -> tuple[list[GenerationRequest], list[GenerationRequest]]:
+    """Round 1's requests of agents `{prefix}0..n-1` on `problems`, and round 2's: each agent's
+    conversation plus the other agents' round-1 answers, generated once here with `sampling`."""
+    first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
+    round1 = [GenerationRequest(f"{prefix}{k % n}", conv) for k, conv in enumerate(first)]
+    answers = backend.generate(round1, sampling)
+    round2 = []
+    for k, conv in enumerate(first):
+        p, s = divmod(k, n)
+        others = [answers[p * n + j] for j in range(n) if j != s]
+        conv2 = [*conv, Message(role="assistant", content=answers[k])]
+        conv2.append(Message(role="user", content=task.debate_prompt(others)))
+        round2.append(GenerationRequest(f"{prefix}{s}", conv2))
+    return round1, round2
+
+
+def debate_setup(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, Any, list[Any], Sampling]:
+    """Parse `--problems/--agents/--repeats` (and whatever `ap` already has): args, the arithmetic task,
+    its first test problems, and the paper's sampling (T=1.0, top-p 0.9, the task's token budget)."""
     ap.add_argument("--problems", type=int, default=86)
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--synthetic-base", metavar="HIDDEN:LAYERS", help="a random-init Llama base instead")
     args = ap.parse_args()
-
     task = get_task("arithmetic")
-    problems = task.load("test", args.problems)
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=task.max_new_tokens, seed=0)
+    return args, task, task.load("test", args.problems), sampling
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synthetic-base", metavar="HIDDEN:LAYERS", help="a random-init Llama base instead")
+    args, task, problems, sampling = debate_setup(ap)
     n = args.agents
     with tempfile.TemporaryDirectory() as tmp:
         model = "bundled"
@@ -69,17 +100,8 @@ def main() -> None:
         backend = HFBackend(model, batch_size=256, adapter_batching="per-adapter")
         for i, path in enumerate(paths):
             backend.add_agent(Agent(f"lora_{i}", str(path)))
-        first = [[Message(role="user", content=task.question_prompt(p))] for p in problems for _ in range(n)]
-        round1 = [GenerationRequest(f"lora_{k % n}", conv) for k, conv in enumerate(first)]
         backend.merge_adapters = "off"
-        answers = backend.generate(round1, sampling)
-        round2 = []
-        for k, conv in enumerate(first):
-            p, s = divmod(k, n)
-            others = [answers[p * n + j] for j in range(n) if j != s]
-            conv2 = [*conv, Message(role="assistant", content=answers[k])]
-            conv2.append(Message(role="user", content=task.debate_prompt(others)))
-            round2.append(GenerationRequest(f"lora_{s}", conv2))
+        round1, round2 = debate_rounds(backend, task, problems, n, "lora_", sampling)
         params = sum(p.numel() for p in backend.base.parameters()) / 1e6
         print(
             f"{args.problems} problems x {n} LoRA agents on a {params:.1f}M-parameter base "
