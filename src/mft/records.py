@@ -7,9 +7,10 @@ written); a torn last line -- the only damage a kill can do to an append -- is d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,12 +137,29 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Write a whole file through a temp name + rename, so readers never see half a file."""
+    """The one whole-file writer: a temp name beside the target, then a rename, so readers never see half
+    a file. A failed write (full disk) removes its temp file; a kill leaves it, and the next write replaces
+    it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    checkpoint(f"write {path.name}")
-    os.replace(tmp, path)
+    try:
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text, encoding="utf-8", newline="\n")
+        checkpoint(f"write {path.name}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def problems_digest(problems: Sequence[Problem]) -> str:
+    """sha256 over the problems' (id, question, answer), in order: the one problem hash a manifest records.
+
+    Each problem is a JSON array on its own line, so no question text can make two lists hash alike.
+    """
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.id, p.question, p.answer], ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

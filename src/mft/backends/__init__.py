@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
-from mft.errors import MftError
+from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
+from mft.registry import LazyTable
 
-BACKENDS = ("hf", "openai", "vllm")
+# The one list of backend names: config choices, CLI choices and lookups all read it.
+TABLE: LazyTable[Backend] = LazyTable(
+    "backend",
+    {
+        "hf": "mft.backends.hf:HFBackend",
+        "openai": "mft.backends.openai:OpenAIBackend",
+        "vllm": "mft.backends.vllm:VLLMBackend",  # imports no vllm: its constructor does
+    },
+    positional=("model",),
+)
+BACKENDS = TABLE.names
+# The backends `mft run` / `mft reproduce` accept: those that can finetune agents (vllm only generates).
+FINETUNING_BACKENDS = tuple(name for name in BACKENDS if name != "vllm")
 
-__all__ = ["Agent", "Backend", "GenerationRequest", "Sampling", "get_backend", "backend_settings", "BACKENDS"]
-
-
-def _backend_class(name: str) -> type[Backend]:
-    if name == "hf":
-        from mft.backends.hf import HFBackend
-
-        return HFBackend
-    if name == "openai":
-        from mft.backends.openai import OpenAIBackend
-
-        return OpenAIBackend
-    if name == "vllm":
-        from mft.backends.vllm import VLLMBackend  # imports no vllm: its constructor does
-
-        return VLLMBackend
-    raise MftError(f"unknown backend {name!r}", hint=f"choose one of: {', '.join(BACKENDS)}")
+__all__ = [
+    "Agent",
+    "Backend",
+    "FinetuneSettings",
+    "GenerationRequest",
+    "Sampling",
+    "get_backend",
+    "backend_settings",
+    "BACKENDS",
+    "FINETUNING_BACKENDS",
+]
 
 
 def backend_settings(name: str) -> list[str]:
     """The settings (constructor keywords besides the model) backend `name` accepts."""
-    params = inspect.signature(_backend_class(name).__init__).parameters
-    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return [p for p in params if p not in ("self", "model") and params[p].kind not in variadic]
+    return TABLE.settings(name)
 
 
 def get_backend(name: str, model: str, **options: Any) -> Backend:
@@ -41,12 +44,4 @@ def get_backend(name: str, model: str, **options: Any) -> Backend:
 
     An option the backend does not take is an MftError naming it (a typo never silently does nothing).
     """
-    cls = _backend_class(name)
-    accepted = backend_settings(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise MftError(
-            f"backend {name!r} has no setting {', '.join(repr(u) for u in unknown)}",
-            hint=f"its settings are: {', '.join(accepted)}",
-        )
-    return cls(model, **options)
+    return TABLE.build(name, model, **options)

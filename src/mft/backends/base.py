@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mft.records import Message
 
@@ -30,6 +30,31 @@ class Sampling:
     top_p: float = 0.9
     max_new_tokens: int = 256
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How an agent is finetuned: one typed object from the run config into every backend's `finetune`.
+
+    The hf backend uses every field; the openai backend uses `epochs` and `seed` (the fine-tuning API
+    chooses the rest).
+    """
+
+    method: Literal["lora", "full"] = "lora"  # lora: an adapter on the shared base; full: every weight
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | Literal["all-linear"] = "all-linear"
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 16
+    seed: int = 0
+    # batches of examples of similar length (less padding); False: plain shuffled batches
+    group_by_length: bool = True
+    # "auto": bf16 autocast where the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
+    # AVX512-BF16 or AMX), else fp32; "bf16" / "fp32" force it. The weights and optimizer stay in the
+    # model's dtype either way, as with transformers' `bf16=True` training argument.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 @dataclass
@@ -65,8 +90,10 @@ class Backend(ABC):
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
         """One completion per request, in request order. Deterministic for a given seed and request list."""
 
-    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
-        """Train `agent` on chat examples (loss on assistant turns) and return the new agent."""
+    def finetune(
+        self, agent: Agent, examples: list[list[Message]], out_dir: Path, settings: FinetuneSettings
+    ) -> Agent:
+        """Train `agent` on chat examples (loss on assistant turns), save it to `out_dir`, return it."""
         raise NotImplementedError(f"the {self.name} backend does not finetune yet")
 
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
