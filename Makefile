@@ -34,9 +34,11 @@ reproduce: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# ruff (lint + format) on everything; mypy --strict on the package (settings in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/debate_throughput.py

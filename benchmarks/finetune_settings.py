@@ -1,5 +1,5 @@
 """Finetuning speed of `HFBackend.finetune` on the bundled model: before and after the length-grouped
-batches and the bf16 autocast (LoraSettings `group_by_length`, `precision`), one run each, same process.
+batches and the bf16 autocast (FinetuneSettings `group_by_length`, `precision`), one run each, same process.
 
 Data: the kind of examples an iteration trains on, E critic conversations (question, a first answer, the
 other agents' answers, a reconsidered answer; from the bundled model's seeded corpus, 300 to 700 tokens)
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from mft.backends.base import Agent
+from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.hf import HFBackend
-from mft.finetune import LoraSettings, autocast_dtype, tokenize_chat
+from mft.backends.hf_finetune import autocast_dtype, tokenize_chat
 from mft.records import Message
 from mft.toy.corpus import CorpusConfig, sample_conversation
 
@@ -55,22 +55,22 @@ def main() -> None:
     sets = make_sets(args.examples)
     backend = HFBackend("bundled", device="cpu")
     tokens = {k: 2 * sum(len(tokenize_chat(backend.tokenizer, ex)[0]) for ex in v) for k, v in sets.items()}
-    configs = {"before: fp32, plain batches": LoraSettings(precision="fp32", group_by_length=False)}
+    configs = {"before: fp32, plain batches": FinetuneSettings(precision="fp32", group_by_length=False)}
     if args.attribution:
-        configs["length-grouped batches only"] = LoraSettings(precision="fp32", group_by_length=True)
-        configs["bf16 autocast only"] = LoraSettings(precision="bf16", group_by_length=False)
-    configs["after: defaults (auto, grouped)"] = LoraSettings()
+        configs["length-grouped batches only"] = FinetuneSettings(precision="fp32", group_by_length=True)
+        configs["bf16 autocast only"] = FinetuneSettings(precision="bf16", group_by_length=False)
+    configs["after: defaults (auto, grouped)"] = FinetuneSettings()
     auto = autocast_dtype("auto", torch.device("cpu"))
     print(f"threads {torch.get_num_threads()}; precision auto resolves to {auto or 'fp32'} here")
     runs: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        warm = LoraSettings(epochs=1)
-        backend.finetune(Agent("warmup"), sets["generator"][:32], Path(tmp) / "w", **vars(warm))
+        warm = FinetuneSettings(epochs=1)
+        backend.finetune(Agent("warmup"), sets["generator"][:32], Path(tmp) / "w", warm)
         for _rep in range(args.repeats):
             for label, settings in configs.items():
                 for kind, examples in sets.items():
                     t = time.perf_counter()
-                    backend.finetune(Agent(kind), examples, Path(tmp) / kind, **vars(settings))
+                    backend.finetune(Agent(kind), examples, Path(tmp) / kind, settings)
                     runs.setdefault((label, kind), []).append(time.perf_counter() - t)
     seconds: dict[str, float] = {}
     for label in configs:

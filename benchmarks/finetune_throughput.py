@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
-from mft.backends.base import Agent
-from mft.backends.hf import HFBackend, load_base
-from mft.finetune import LoraSettings, tokenize_chat
+from mft.backends.base import Agent, FinetuneSettings
+from mft.backends.hf import HFBackend
+from mft.backends.hf_finetune import tokenize_chat
+from mft.backends.hf_model import load_base
 from mft.records import Message
 from mft.tasks import get_task
 from mft.toy.corpus import solve
@@ -49,7 +50,7 @@ def make_examples(n: int, seed: int = 0) -> list[list[Message]]:
 
 
 def trl_run(
-    model: Any, tok: Any, examples: list[list[Message]], lora: LoraSettings, out: Path
+    model: Any, tok: Any, examples: list[list[Message]], lora: FinetuneSettings, out: Path
 ) -> tuple[float, float, int, int]:
     """Build and train one SFTTrainer; (seconds in all, seconds in train(), tokens per epoch, TRL's count)."""
     from datasets import Dataset
@@ -108,12 +109,12 @@ def main() -> None:
     args = ap.parse_args()
 
     # rank 8, alpha 16, all-linear, lr 1e-3; the same maths as the TRL run below
-    lora = LoraSettings(
+    lora = FinetuneSettings(
         epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, group_by_length=False
     )
     examples = make_examples(args.examples)
     warmup = make_examples(args.batch_size, seed=1)
-    warm_lora = LoraSettings(
+    warm_lora = FinetuneSettings(
         epochs=1, batch_size=args.batch_size, precision=args.precision, group_by_length=False
     )
     load_before = os.getloadavg()[0]
@@ -125,12 +126,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         # warm-up, both paths, untimed
-        backend.finetune(Agent("warmup"), warmup, tmp_dir / "warmup", **vars(warm_lora))
+        backend.finetune(Agent("warmup"), warmup, tmp_dir / "warmup", warm_lora)
         trl_run(warm_model, trl_tok, warmup, warm_lora, tmp_dir / "trl-warmup")
 
-        # ours: the HFBackend.finetune path (mft.finetune.train_adapter)
+        # ours: the HFBackend.finetune path (mft.backends.hf_finetune.train_adapter)
         t = time.perf_counter()
-        backend.finetune(Agent("agent"), examples, tmp_dir / "agent", **vars(lora))
+        backend.finetune(Agent("agent"), examples, tmp_dir / "agent", lora)
         ours_s = time.perf_counter() - t
         ours_epoch_tokens = sum(
             len(ids) for ids, _ in (tokenize_chat(backend.tokenizer, ex) for ex in examples)

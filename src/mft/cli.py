@@ -6,13 +6,14 @@ import argparse
 import errno
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from mft import __version__
-from mft.config import DebateConfig, RunConfig, add_config_arguments, build_task, load_config
+from mft.config import DebateConfig, RunConfig, add_config_arguments, build_backend, build_task, load_config
 from mft.errors import MftError
+from mft.methods import LABELS, METHODS
+from mft.tasks import TASKS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--task",
         default=None,
-        choices=["arithmetic", "gsm8k", "math", "custom"],
+        choices=list(TASKS),
         help="Task for answer extraction and voting (default arithmetic; a run's own).",
     )
     s.add_argument("--society-name", default="society", help="Model name of the society (default: society).")
@@ -123,15 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     rr = sub.add_parser(
         "reproduce",
         help="Every method of the paper's comparison on one task (same problems and seeds), then the report.",
-        description="Runs Ours, Ours (no summary), Ours (no critics), Single-agent FT, Majority FT and STaR "
-        "(Base, Majority and Debate are iteration 0) into RUNS_DIR/NAME/<method>, then writes "
+        description=f"Runs {', '.join(m.label for m in METHODS[:-1])} and {METHODS[-1].label} "
+        f"({LABELS['base']}, {LABELS['majority']} and {LABELS['debate']} are iteration 0) into "
+        "RUNS_DIR/NAME/<method>, then writes "
         "RUNS_DIR/NAME/report.md|html. Resumable like `mft run`. NAME defaults to reproduce-<task>.",
     )
     rr.add_argument(
         "--methods",
         default=None,
-        help="Comma list of methods to run (default: all): ours, ours_no_summary, ours_no_critic, "
-        "single_ft, majority_ft, star.",
+        help=f"Comma list of methods to run (default: all): {', '.join(m.key for m in METHODS)}.",
     )
     _run_args(rr)
 
@@ -185,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from mft.pipeline import run as pipeline
+    from mft.pipeline import stages
+    from mft.rundir import RunDir
 
     cfg = _run_config(args)
     k = args.iteration
@@ -194,25 +196,20 @@ def cmd_stage(args: argparse.Namespace) -> int:
             f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})"
         )
     task = build_task(cfg)
-    if not (cfg.run_dir / "manifest.json").exists():
-        raise MftError(
-            f"{cfg.run_dir} is not a run directory (no manifest.json)", hint="start it with `mft run`"
-        )
+    RunDir(cfg.run_dir).require_run(hint="start it with `mft run`")
     if args.command == "build-data":
-        print(json.dumps(pipeline.stage_build_data(cfg, k, task), indent=2))
+        print(json.dumps(stages.stage_build_data(cfg, k, task), indent=2))
         return 0
-    from mft.backends import get_backend
-
-    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
+    backend = build_backend(cfg)
     progress = not args.no_progress
     if args.command == "debate-train":
-        pipeline.stage_debate(
+        stages.stage_debate(
             cfg, k, backend, task, task.load("train", cfg.n_train, seed=cfg.split_seed), progress
         )
     elif args.command == "finetune":
-        pipeline.stage_finetune(cfg, k, backend, progress)
+        stages.stage_finetune(cfg, k, backend, progress)
     else:
-        res = pipeline.stage_eval(
+        res = stages.stage_eval(
             cfg, k, backend, task, task.load("test", cfg.n_test, seed=cfg.split_seed), progress
         )
         print(json.dumps(res, indent=2))
@@ -223,53 +220,13 @@ def cmd_debate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from mft.pipeline.debate import debate
+
     overrides = {k: getattr(args, k, None) for k in DebateConfig.model_fields}
     cfg = load_config(DebateConfig, args.config, overrides)
-
-    from mft.backends import get_backend
-    from mft.backends.base import Sampling
-    from mft.debate.engine import DebateSettings, Society, run_debate
-    from mft.eval.metrics import as_dict, debate_accuracies
-    from mft.records import write_json_atomic
-
-    task = build_task(cfg)
-    problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
-    backend = get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
-    settings = DebateSettings(
-        rounds=cfg.rounds,
-        summarize=cfg.summarize,
-        sampling=Sampling(
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
-        ),
-        seed=cfg.seed,
-        chunk_size=cfg.chunk_size,
-    )
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    records = run_debate(
-        backend,
-        task,
-        problems,
-        Society.of_base(cfg.agents),
-        settings,
-        cfg.out / "debate.jsonl",
-        progress=not args.no_progress,
-    )
-    acc = debate_accuracies(records, task)
-    summary = {
-        "config": json.loads(cfg.model_dump_json()),
-        "accuracy": as_dict(acc),
-        "seconds_this_invocation": round(time.time() - start, 2),
-        "generated_tokens_this_invocation": backend.stats.completion_tokens,
-        "backend": backend.describe(),
-        "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows, problem hashes
-    }
-    write_json_atomic(cfg.out / "summary.json", summary)
-    table = Table(
-        title=f"{cfg.task} / {cfg.split}: {len(records)} problems, {cfg.agents} agents x {cfg.rounds} rounds"
-    )
+    outcome = debate(cfg, progress=not args.no_progress)
+    size = f"{outcome.problems} problems, {cfg.agents} agents x {cfg.rounds} rounds"
+    table = Table(title=f"{cfg.task} / {cfg.split}: {size}")
     table.add_column("method")
     table.add_column("accuracy (± s.e.)", justify="right")
     labels = {
@@ -277,7 +234,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
         "majority": f"majority vote of {cfg.agents} independent answers",
         "debate": f"debate ({cfg.rounds} rounds, majority of last round)",
     }
-    for key, est in acc.items():
+    for key, est in outcome.accuracy.items():
         table.add_row(labels[key], str(est))
     console = Console()
     console.print(table)

@@ -15,10 +15,25 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mft.backends import BACKENDS, FINETUNING_BACKENDS
 from mft.errors import MftError
+from mft.methods import RUN_METHODS, RUN_METHODS_HELP
+from mft.tasks import TASKS
 
 if typing.TYPE_CHECKING:
+    from mft.backends.base import Backend
     from mft.tasks.base import Task
+
+    # The choices below come from the registries (one list of names each); a type checker sees plain str.
+    TaskName = str
+    BackendName = str
+    RunBackendName = str
+    MethodName = str
+else:
+    TaskName = Literal[TASKS]
+    BackendName = Literal[BACKENDS]
+    RunBackendName = Literal[FINETUNING_BACKENDS]
+    MethodName = Literal[RUN_METHODS]
 
 
 class ConfigError(MftError):
@@ -30,7 +45,7 @@ class SharedConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["arithmetic", "gsm8k", "math", "custom"] = Field("arithmetic", description="Task.")
+    task: TaskName = Field("arithmetic", description="Task.")
     data: Path | None = Field(
         None,
         description="Local dataset for gsm8k/math/custom: a .jsonl/.json/.parquet file or a directory with "
@@ -72,7 +87,7 @@ class SharedConfig(BaseModel):
 class DebateConfig(SharedConfig):
     """Settings of one multiagent debate run (`mft debate`)."""
 
-    backend: Literal["hf", "openai", "vllm"] = Field(
+    backend: BackendName = Field(
         "hf",
         description="Generation backend: hf (transformers + peft in this process), openai (an "
         "OpenAI-compatible server or the OpenAI API) or vllm (GPU). See docs/backends.md.",
@@ -94,6 +109,13 @@ def build_task(cfg: SharedConfig) -> Task:
     from mft.tasks import get_task
 
     return get_task(cfg.task, data=str(cfg.data) if cfg.data else None, **cfg.task_options)
+
+
+def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
+    """The configured backend on the configured model; a bad backend option is an MftError naming it."""
+    from mft.backends import get_backend
+
+    return get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -137,16 +159,43 @@ def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+# The groups of settings in `--help` (and in docs), in this order. Every field of every config class is in
+# exactly one group (a test checks it), so a new setting cannot go unlisted.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "task and data": ("task", "data", "task_options", "split", "limit", "n_train", "n_test"),
+    "model and backend": ("model", "backend", "batch_size", "backend_options"),
+    "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
+    "sampling": ("temperature", "top_p", "max_new_tokens"),
+    "seeds": ("seed", "split_seed"),
+    "method": ("method", "iterations", "critic_positive_fraction", "min_examples"),
+    "finetuning": (
+        "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
+        "ft_group_by_length", "ft_precision", "ft_method",
+    ),
+    "diversity metrics": ("diversity_problems", "embedding_model"),
+    "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
+    "output": ("out", "name", "runs_dir"),
+}  # fmt: skip
+
+
+def section_of(field: str) -> str:
+    return next(title for title, fields in SECTIONS.items() if field in fields)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
-    """One `--flag` per config field, with the field's description as help; unset flags stay None."""
-    for name, info in cls.model_fields.items():
+    """One `--flag` per config field, grouped by section, with the field's description as help; unset
+    flags stay None (so a YAML file's value is kept)."""
+    groups = {title: parser.add_argument_group(f"{title} settings") for title in SECTIONS}
+    fields = sorted(cls.model_fields.items(), key=lambda kv: list(SECTIONS).index(section_of(kv[0])))
+    for name, info in fields:
+        group = groups[section_of(name)]
         flag = "--" + name.replace("_", "-")
         annotation = info.annotation
         if typing.get_origin(annotation) is dict:
             continue  # mappings are set in the YAML file
         help_text = f"{info.description} (default: {info.default})"
         if annotation is bool:
-            parser.add_argument(
+            group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
             continue
@@ -155,7 +204,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         if choices:
             kwargs["choices"] = choices
         kwargs["type"] = _scalar_type(annotation)
-        parser.add_argument(flag, **kwargs)
+        group.add_argument(flag, **kwargs)
 
 
 def _literal_choices(annotation: Any) -> list[Any] | None:
@@ -179,18 +228,16 @@ class RunConfig(SharedConfig):
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
-    backend: Literal["hf", "openai"] = Field(
+    backend: RunBackendName = Field(
         "hf",
         description="Generation and finetuning backend: hf (LoRA adapters on one base) or openai (the "
         "fine-tuning API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
-    method: Literal["ours", "ours_no_critic", "single_ft", "majority_ft", "star"] = Field(
+    method: MethodName = Field(
         "ours",
-        description="What is finetuned on what: ours (N generators + N critics, each on its own debate "
-        "data), ours_no_critic (generators only), single_ft (one model on all the debate data), majority_ft "
-        "(one model on its N samples that agree with their vote), star (one model on its samples that "
-        "match the ground truth). Every method is evaluated by the same N x M debate.",
+        description=f"What is finetuned on what: {RUN_METHODS_HELP}. Every method is evaluated by the same "
+        "N x M debate.",
     )
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")

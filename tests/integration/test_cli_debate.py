@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mft.cli import main
-from mft.records import DebateRecord, read_jsonl
+from mft.records import DebateRecord, problems_digest, read_jsonl
 
 
 def test_debate_command_end_to_end_and_resume(tmp_path: Path, capsys) -> None:
@@ -59,7 +59,8 @@ def test_debate_on_local_gsm8k_and_math_files(tmp_path: Path) -> None:
         assert len(records) == n and all(r.task == task and r.problem.split == "test" for r in records)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["accuracy"]["debate"]["n"] == n and 0.0 <= summary["accuracy"]["debate"]["mean"] <= 1.0
-        assert summary["data"]["test"]["skipped_bad_gold"] == 0 and summary["data"]["test"]["problem_hashes"]
+        assert summary["data"]["test"]["skipped_bad_gold"] == 0
+        assert summary["problems"] == problems_digest([r.problem for r in records])
 
 
 def test_bad_dataset_stops_before_model_work(tmp_path: Path, capsys) -> None:

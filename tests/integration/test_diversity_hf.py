@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from mft.backends.base import Agent
-from mft.eval.diversity import compute_diversity, embedding_dissimilarity, load_encoder, pairwise_kl
-from mft.finetune import tokenize_chat
+from mft.backends.hf_finetune import tokenize_chat
+from mft.eval.diversity import compute_diversity, embedding_dissimilarity
+from mft.eval.encoders import load_encoder
+from mft.eval.likelihood import pairwise_kl
 from mft.records import DebateRecord, Message, Problem
 from mft.tasks import get_task
 from mft.toy import CHECKPOINT_DIR

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mft.backends.base import Agent, GenerationRequest, Sampling
-from mft.finetune import tokenize_chat
+from mft.backends.base import Agent, FinetuneSettings, GenerationRequest, Sampling
+from mft.backends.hf_finetune import tokenize_chat
 from mft.records import Message
 from mft.tasks import get_task
 
@@ -56,12 +56,12 @@ def test_labels_cover_exactly_the_assistant_turns(backend) -> None:
 
 
 def test_finetune_changes_only_its_own_adapter(backend, tmp_path: Path) -> None:
-    settings = {"epochs": 1, "batch_size": 4, "lr": 1e-2, "seed": 0}
+    settings = FinetuneSettings(epochs=1, batch_size=4, lr=1e-2, seed=0)
     base_before = {k: v.clone() for k, v in backend.base.state_dict().items() if "lora_" not in k}
-    a = backend.finetune(Agent("a"), _examples(8), tmp_path / "a", **settings)
-    b = backend.finetune(Agent("b"), _examples(8, 8), tmp_path / "b", **settings)
+    a = backend.finetune(Agent("a"), _examples(8), tmp_path / "a", settings)
+    b = backend.finetune(Agent("b"), _examples(8, 8), tmp_path / "b", settings)
     a_before, b_before = _state(backend, "a"), _state(backend, "b")
-    b2 = backend.finetune(b, _examples(8, 16), tmp_path / "b2", **settings)  # continue b from its weights
+    b2 = backend.finetune(b, _examples(8, 16), tmp_path / "b2", settings)  # continue b from its weights
     a_after, b_after = _state(backend, "a"), _state(backend, "b")
     assert all(torch.equal(a_before[k], a_after[k]) for k in a_before)  # bit-identical
     assert any(not torch.equal(b_before[k], b_after[k]) for k in b_before)
@@ -88,7 +88,9 @@ def test_finetune_changes_only_its_own_adapter(backend, tmp_path: Path) -> None:
 def test_training_lowers_the_loss(backend, tmp_path: Path) -> None:
     import json
 
-    backend.finetune(Agent("c"), _examples(16), tmp_path / "c", epochs=4, batch_size=4, lr=1e-2, seed=0)
+    backend.finetune(
+        Agent("c"), _examples(16), tmp_path / "c", FinetuneSettings(epochs=4, batch_size=4, lr=1e-2, seed=0)
+    )
     stats = json.loads((tmp_path / "c" / "train_stats.json").read_text())
     assert stats["last_loss"] < stats["first_loss"]
 
@@ -99,10 +101,15 @@ def test_full_finetuning_option(tmp_path: Path) -> None:
 
     backend = HFBackend("bundled")
     base_before = {k: v.clone() for k, v in backend.base.state_dict().items()}
-    lora = backend.finetune(Agent("l"), _examples(8), tmp_path / "l", epochs=1, batch_size=4, lr=1e-2)
+    lora = backend.finetune(
+        Agent("l"), _examples(8), tmp_path / "l", FinetuneSettings(epochs=1, batch_size=4, lr=1e-2)
+    )
     lora_before = _state(backend, "l")
     full = backend.finetune(
-        Agent("f"), _examples(16), tmp_path / "f", epochs=3, batch_size=4, lr=3e-3, method="full"
+        Agent("f"),
+        _examples(16),
+        tmp_path / "f",
+        FinetuneSettings(epochs=3, batch_size=4, lr=3e-3, method="full"),
     )
     assert (tmp_path / "f" / "config.json").exists() and (tmp_path / "f" / "model.safetensors").exists()
     assert all(
@@ -124,7 +131,10 @@ def test_full_finetuning_option(tmp_path: Path) -> None:
     assert fresh.generate([reqs[1]], greedy)[0] == mixed[1]
     # continuing from the previous full model (next iteration) starts from its weights, not the base
     again = fresh.finetune(
-        full, _examples(4, 16), tmp_path / "f2", epochs=1, batch_size=4, lr=1e-9, method="full"
+        full,
+        _examples(4, 16),
+        tmp_path / "f2",
+        FinetuneSettings(epochs=1, batch_size=4, lr=1e-9, method="full"),
     )
     cont = fresh.full_models["f"].state_dict()
     assert all(torch.allclose(trained[k], cont[k], atol=1e-6) for k in trained)

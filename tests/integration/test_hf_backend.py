@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
+from mft.backends.hf_adapters import mergeable, merged
 from mft.errors import MftError
 from mft.records import Message
 from mft.tasks import get_task
@@ -104,11 +105,11 @@ def test_merged_adapters_compute_what_the_lora_layers_do(backend, tmp_path: Path
     backend.add_agent(Agent("plain"))
     before = {n: (p, p.detach().clone()) for n, p in backend.model.named_parameters()}
     ids = backend.tokenizer(backend.render(_req("m1")), return_tensors="pt", add_special_tokens=False)
-    assert backend._mergeable("m1")
+    assert mergeable(backend.model, "m1")
     with torch.inference_mode():
         backend.model.set_adapter("m1")
         lora_logits = backend.model(**ids).logits
-        with backend._merged("m1"):
+        with merged(backend.model, "m1"):
             merged_logits = backend.model(**ids).logits
             # inside: the adapted base weights are other tensors, the rest are the same objects
             params = dict(backend.model.named_parameters())
@@ -120,7 +121,7 @@ def test_merged_adapters_compute_what_the_lora_layers_do(backend, tmp_path: Path
             base_logits = backend.model(**ids).logits
     assert torch.allclose(merged_logits, lora_logits, atol=1e-4), (merged_logits - lora_logits).abs().max()
     assert (base_logits - lora_logits).abs().max() > 1e-2  # the adapter really changes the model
-    with pytest.raises(RuntimeError, match="boom"), backend._merged("m2"):
+    with pytest.raises(RuntimeError, match="boom"), merged(backend.model, "m2"):
         raise RuntimeError("boom")
     for n, p in backend.model.named_parameters():  # every parameter back: same object, same bits
         assert p is before[n][0] and torch.equal(p, before[n][1]), n
@@ -153,7 +154,7 @@ def test_adapter_variants_are_not_merged(tmp_path: Path) -> None:
     get_peft_model(base, cfg).save_pretrained(tmp_path / "dora")
     backend = HFBackend("bundled", batch_size=8, merge_adapters="on")
     backend.add_agent(Agent("dora", str(tmp_path / "dora")))
-    assert not backend._mergeable("dora")
+    assert not mergeable(backend.model, "dora")
     greedy = Sampling(temperature=0.0, max_new_tokens=30)
     on = backend.generate([_req("dora", 0), _req("dora", 1)], greedy)
     backend.merge_adapters = "off"

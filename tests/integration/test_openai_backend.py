@@ -24,7 +24,8 @@ import pytest
 
 from mft.backends import BACKENDS, get_backend
 from mft.backends.base import Agent, GenerationRequest, Sampling
-from mft.backends.openai import OpenAIBackend, request_seed
+from mft.backends.openai import OpenAIBackend
+from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.records import Message
 

@@ -22,23 +22,24 @@ from typing import Any
 
 import pytest
 
-from mft.backends.base import Agent, Backend
-from mft.backends.openai import OpenAIBackend, finetune_suffix
+from mft.backends.base import Agent, Backend, FinetuneSettings
+from mft.backends.openai import OpenAIBackend
+from mft.backends.openai_finetune import finetune_suffix
 from mft.errors import MftError
 from mft.records import Message
 
 LOOPBACK = "127.0.0.1"
 # What stage_finetune passes: the LoRA settings the fine-tuning API ignores, plus epochs and seed.
-PIPELINE_SETTINGS: dict[str, Any] = {
-    "rank": 8,
-    "alpha": 16,
-    "dropout": 0.0,
-    "target_modules": "all-linear",
-    "epochs": 3,
-    "lr": 1e-3,
-    "batch_size": 16,
-    "seed": 7,
-}
+PIPELINE_SETTINGS = FinetuneSettings(
+    rank=8,
+    alpha=16,
+    dropout=0.0,
+    target_modules="all-linear",
+    epochs=3,
+    lr=1e-3,
+    batch_size=16,
+    seed=7,
+)
 FAST_POLL = {"poll_interval_s": 0.02, "poll_max_interval_s": 0.08, "poll_timeout_s": 10.0}
 
 
@@ -254,7 +255,7 @@ def test_finetune_uploads_creates_polls_with_backoff_and_returns_the_fine_tuned_
     out_dir = tmp_path / "iter_2" / "agents" / "gen_0"
     start = time.monotonic()
     trained = backend.finetune(
-        Agent("gen_0", "ft:base-model:org:gen-0:ftjob-prev"), EXAMPLES, out_dir, **PIPELINE_SETTINGS
+        Agent("gen_0", "ft:base-model:org:gen-0:ftjob-prev"), EXAMPLES, out_dir, PIPELINE_SETTINGS
     )
     assert time.monotonic() - start < 10
     # the uploaded file is the examples in chat format, for fine-tuning
@@ -314,7 +315,9 @@ def test_a_restart_resumes_polling_the_same_job_without_a_second_upload_or_job(f
     srv.hold = True  # the job keeps running: the first call gives up after poll_timeout_s
     out_dir = tmp_path / "gen_1"
     with pytest.raises(MftError) as info:
-        _backend(srv.url, poll_timeout_s=0.3).finetune(Agent("gen_1"), EXAMPLES, out_dir, epochs=2)
+        _backend(srv.url, poll_timeout_s=0.3).finetune(
+            Agent("gen_1"), EXAMPLES, out_dir, FinetuneSettings(epochs=2)
+        )
     err = info.value
     assert "ftjob-1" in err.message and "still running" in err.message and "poll_timeout_s=0.3" in err.message
     assert err.hint and "resume" in err.hint and "job.json" in err.hint
@@ -324,7 +327,7 @@ def test_a_restart_resumes_polling_the_same_job_without_a_second_upload_or_job(f
     assert polls_before >= 2
     srv.hold = False
     # a fresh process: a new backend, and the examples need not even be there any more
-    trained = _backend(srv.url).finetune(Agent("gen_1"), [], out_dir, epochs=2)
+    trained = _backend(srv.url).finetune(Agent("gen_1"), [], out_dir, FinetuneSettings(epochs=2))
     assert (srv.count("upload"), srv.count("create")) == (1, 1)
     assert list(srv.jobs) == ["ftjob-1"]
     assert srv.count("poll") == polls_before + 1
@@ -357,7 +360,7 @@ def test_a_finished_agent_makes_no_request(fake, tmp_path: Path) -> None:
     assert backend.finished_agent("gen_0", out_dir) is None  # a job, but not finished
     (out_dir / "model.json").write_text(json.dumps({"model": "ft:m:done", "job": "ftjob-9"}))
     assert backend.finished_agent("gen_0", out_dir) == Agent("gen_0", "ft:m:done")
-    assert backend.finetune(Agent("gen_0"), EXAMPLES, out_dir, **PIPELINE_SETTINGS) == Agent(
+    assert backend.finetune(Agent("gen_0"), EXAMPLES, out_dir, PIPELINE_SETTINGS) == Agent(
         "gen_0", "ft:m:done"
     )
     assert srv.log == []
@@ -372,7 +375,7 @@ def test_a_failed_job_is_one_clear_error(fake, tmp_path: Path, outcome: str) -> 
     srv = fake(polls_to_finish=2, outcome=outcome)
     out_dir = tmp_path / "critic_0"
     with pytest.raises(MftError) as info:
-        _backend(srv.url).finetune(Agent("critic_0"), EXAMPLES, out_dir, epochs=1)
+        _backend(srv.url).finetune(Agent("critic_0"), EXAMPLES, out_dir, FinetuneSettings(epochs=1))
     err = info.value
     assert "ftjob-1" in err.message and f"ended {outcome}" in err.message and "'critic_0'" in err.message
     if outcome == "failed":
@@ -386,7 +389,7 @@ def test_a_failed_job_is_one_clear_error(fake, tmp_path: Path, outcome: str) -> 
     # as the hint says: deleting job.json starts over with a new upload and job
     srv.outcome = "succeeded"
     (out_dir / "job.json").unlink()
-    trained = _backend(srv.url).finetune(Agent("critic_0"), EXAMPLES, out_dir, epochs=1)
+    trained = _backend(srv.url).finetune(Agent("critic_0"), EXAMPLES, out_dir, FinetuneSettings(epochs=1))
     assert (srv.count("upload"), srv.count("create")) == (2, 2)
     assert trained.adapter == "ft:base-model:org:critic-0:ftjob-2"
 
@@ -395,7 +398,7 @@ def test_transient_errors_are_retried_on_upload_create_and_poll(fake, tmp_path: 
     srv = fake(polls_to_finish=2)
     srv.faults = {"upload": [429, 500], "create": [503], "poll": [502, 429]}
     backend = _backend(srv.url, max_retries=3)
-    trained = backend.finetune(Agent("gen_0"), EXAMPLES, tmp_path / "gen_0", **PIPELINE_SETTINGS)
+    trained = backend.finetune(Agent("gen_0"), EXAMPLES, tmp_path / "gen_0", PIPELINE_SETTINGS)
     assert trained.adapter == "ft:base-model:org:gen-0:ftjob-1"
     assert srv.attempts == Counter({"upload": 3, "create": 2, "poll": 5})
     assert list(srv.files) == ["file-1"] and list(srv.jobs) == ["ftjob-1"]  # no duplicates
@@ -422,12 +425,10 @@ def test_persistent_errors_give_up_after_max_retries_with_a_clear_error(fake, tm
 def test_settings_are_checked(fake, tmp_path: Path) -> None:
     srv = fake()
     backend = _backend(srv.url)
-    with pytest.raises(MftError, match="no setting 'epoch'"):
-        backend.finetune(Agent("a"), EXAMPLES, tmp_path / "a", epoch=2)
     with pytest.raises(MftError, match="epochs"):
-        backend.finetune(Agent("a"), EXAMPLES, tmp_path / "a", epochs=0)
+        backend.finetune(Agent("a"), EXAMPLES, tmp_path / "a", FinetuneSettings(epochs=0))
     with pytest.raises(MftError, match="poll_interval_s"):
-        backend.finetune(Agent("a"), EXAMPLES, tmp_path / "a", poll_interval_s=0)
+        _backend(srv.url, poll_interval_s=0)
     with pytest.raises(MftError, match="poll_max_interval_s"):
         _backend(srv.url, poll_interval_s=1.0, poll_max_interval_s=0.5)
     with pytest.raises(MftError, match="no examples"):

@@ -40,9 +40,9 @@ def test_ray_executor_matches_local(tmp_path: Path) -> None:
         distributed = RunConfig(runs_dir=tmp_path / "ray", executor="ray", ray_workers=2, **small)
         run(distributed, progress=False)
     finally:
-        from mft.pipeline import run as pipeline
+        from mft.pipeline.executor import release_runners
 
-        pipeline.release_runners()
+        release_runners()
         ray.shutdown()
     expected = _artifacts(local.run_dir)
     assert "iter_1/agents/critic_1/adapter_model.safetensors" in expected

@@ -4,7 +4,8 @@ import pytest
 
 from mft.errors import MftError
 from mft.tasks import get_task
-from mft.tasks.arithmetic import evaluate, pool_of
+from mft.tasks.arithmetic import evaluate
+from mft.tasks.base import pool_of
 
 task = get_task("arithmetic")
 
@@ -64,7 +65,23 @@ def test_splits_are_disjoint_seeded_and_correct() -> None:
         ops = tuple(p.meta["ops"])
         assert all(0 <= x <= 30 for x in ops)
         assert p.answer == str(evaluate(ops))
-        assert pool_of(ops, 0) == "test"
+        assert pool_of(str(ops), 0) == "test"
+
+
+def test_splits_are_unchanged() -> None:
+    # the first problems of each pool at seed 0, as drawn before pool_of moved to tasks.base
+    assert [p.id for p in task.load("test", 4, seed=0)] == [
+        "test-11-7-9-0-23-25",
+        "test-30-23-12-26-23-6",
+        "test-23-17-10-17-2-8",
+        "test-8-16-14-23-30-28",
+    ]
+    assert [p.id for p in task.load("train", 4, seed=0)] == [
+        "train-25-1-25-28-6-13",
+        "train-10-21-6-1-30-13",
+        "train-9-6-12-9-30-1",
+        "train-29-27-21-22-17-28",
+    ]
 
 
 def test_prompt_is_the_papers() -> None:

@@ -55,3 +55,41 @@ def test_bad_flag_value_names_field(capsys) -> None:
 def test_missing_config_file(capsys) -> None:
     assert main(["debate", "--config", "nope.yaml"]) == 2
     assert "nope.yaml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_opens_with_the_command_that_runs_it(path: Path) -> None:
+    from mft.cli import _parser, config_class_for
+    from mft.config import RunConfig
+
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# Run: mft "), first
+    argv = first.removeprefix("# Run: mft ").split()
+    args = _parser().parse_args(argv)  # a real command line of this CLI
+    assert args.config == Path("configs") / path.name
+    expected = ("run", "reproduce") if config_class_for(path) is RunConfig else ("debate",)
+    assert args.command in expected
+
+
+def test_every_setting_is_in_exactly_one_help_section() -> None:
+    from mft.config import SECTIONS, RunConfig
+
+    listed = [name for fields in SECTIONS.values() for name in fields]
+    assert len(listed) == len(set(listed))
+    assert set(DebateConfig.model_fields) | set(RunConfig.model_fields) == set(listed)
+
+
+def test_choices_come_from_the_registries() -> None:
+    from mft.backends import BACKENDS, FINETUNING_BACKENDS
+    from mft.config import RunConfig
+    from mft.methods import METHODS
+    from mft.tasks import TASKS
+
+    def choices(cls: type, name: str) -> tuple[str, ...]:
+        import typing
+
+        return typing.get_args(cls.model_fields[name].annotation)
+
+    assert choices(DebateConfig, "task") == TASKS and choices(DebateConfig, "backend") == BACKENDS
+    assert choices(RunConfig, "backend") == FINETUNING_BACKENDS
+    assert set(choices(RunConfig, "method")) == {m.run_as for m in METHODS}

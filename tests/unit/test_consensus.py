@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mft.debate.consensus import agreement, group_answers, majority_vote
+from mft.debate.consensus import group_answers, majority_share, majority_vote
 from mft.tasks import get_task
 
 eq = get_task("arithmetic").is_equivalent
@@ -18,7 +18,7 @@ def test_equivalent_answers_group() -> None:
 def test_missing_answers_never_vote() -> None:
     assert majority_vote([None, None, "5"], eq) == "5"
     assert majority_vote([None, None, None], eq) is None
-    assert agreement([None, None, "5"], eq) == 1 / 3
+    assert majority_share([None, None, "5"], eq) == 1 / 3
 
 
 def test_tie_rule_is_seeded_and_not_always_first() -> None:

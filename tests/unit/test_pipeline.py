@@ -10,7 +10,8 @@ import pytest
 from mft.backends.base import Agent, GenerationRequest
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.pipeline.run import open_run, run, society_after
+from mft.pipeline.run import open_run, run
+from mft.pipeline.stages import society_after
 from mft.tasks import get_task
 
 
@@ -40,7 +41,7 @@ class FinetuningScripted:
         self.backend = base_cls(_respond)
         self.trained: list[tuple[str, str | None, int]] = []
 
-        def finetune(agent: Agent, examples, out_dir: Path, **settings):  # type: ignore[no-untyped-def]
+        def finetune(agent: Agent, examples, out_dir: Path, settings=None):  # type: ignore[no-untyped-def]
             self.trained.append((agent.name, agent.adapter, len(examples)))
             out_dir.mkdir(parents=True)
             (out_dir / "adapter_model.safetensors").write_text(json.dumps([m.content for m in examples[0]]))

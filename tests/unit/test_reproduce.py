@@ -9,7 +9,8 @@ import pytest
 
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.pipeline.reproduce import METHODS, method_configs, reproduce
+from mft.methods import METHODS
+from mft.pipeline.reproduce import KEYS, method_configs, reproduce
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
 
@@ -28,17 +29,19 @@ def _runner(scripted):  # type: ignore[no-untyped-def]
 
 
 def test_each_method_gets_its_own_run_with_the_same_settings(tmp_path: Path) -> None:
-    configs = method_configs(_base(tmp_path, lora_rank=4), list(METHODS))
-    assert {k: (c.method, c.summarize) for k, c in configs.items()} == METHODS
-    assert {c.run_dir for c in configs.values()} == {tmp_path / "cmp" / k for k in METHODS}
+    configs = method_configs(_base(tmp_path, lora_rank=4), list(KEYS))
+    assert {k: (c.method, c.summarize) for k, c in configs.items()} == {
+        m.key: (m.run_as, m.summarize) for m in METHODS
+    }
+    assert {c.run_dir for c in configs.values()} == {tmp_path / "cmp" / k for k in KEYS}
     assert all(c.lora_rank == 4 and c.iterations == 2 and c.seed == 0 for c in configs.values())
 
 
 def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_path: Path) -> None:
     root = reproduce(_base(tmp_path), progress=False, runner=_runner(scripted))
     index = json.loads((root / "reproduce.json").read_text())
-    assert index["task"] == "arithmetic" and index["methods"] == {k: k for k in METHODS}
-    for key in METHODS:
+    assert index["task"] == "arithmetic" and index["methods"] == {k: k for k in KEYS}
+    for key in KEYS:
         assert json.loads((root / key / "iter_2/eval/results.json").read_text())["iteration"] == 2
     # a shared stage equals what the method computes on its own
     alone = _base(tmp_path, name="alone", method="star", summarize=True)
@@ -48,9 +51,7 @@ def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_p
     # base readings are one measurement: the same records in every method with the summary setting of Ours
     base = (root / "ours/iter_0/eval/debate.jsonl").read_bytes()
     assert all(
-        (root / k / "iter_0/eval/debate.jsonl").read_bytes() == base
-        for k in METHODS
-        if k != "ours_no_summary"
+        (root / k / "iter_0/eval/debate.jsonl").read_bytes() == base for k in KEYS if k != "ours_no_summary"
     )
     assert (root / "ours_no_summary/iter_0/eval/debate.jsonl").read_bytes() != base  # no summaries in it
     # ours and single_ft debate alike in iteration 1; majority_ft and star sample one round
@@ -84,7 +85,7 @@ def test_a_later_subset_keeps_the_methods_already_run_in_the_report(scripted, tm
 
 
 def test_runs_made_before_a_setting_existed_continue_with_the_value_they_used(tmp_path: Path) -> None:
-    from mft.pipeline.run import settings_diff
+    from mft.rundir import settings_diff
 
     cfg = _base(tmp_path)
     old = json.loads(cfg.model_dump_json())

@@ -112,7 +112,7 @@ def test_one_round_is_one_generate_call(fake_vllm, tmp_path: Path) -> None:
         assert (p.kwargs["temperature"], p.kwargs["top_p"], p.kwargs["max_tokens"]) == (0.7, 0.8, 33)
     seeds = [p.kwargs["seed"] for p in params]
     assert len(set(seeds)) == len(seeds)  # agents given the same prompt still sample differently
-    from mft.backends.openai import request_seed
+    from mft.backends.seeds import request_seed
 
     assert seeds == [request_seed(5, i) for i in range(len(reqs))]  # seeded as the openai backend seeds
     # texts come back in request order, stripped

@@ -13,7 +13,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mft.errors import MftError
 from mft.records import Message
+
+# The bundled tiny base model ships inside the package (its recipe is `mft.toy`, which builds on the
+# backends, not the other way round); these names select it.
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "toy" / "checkpoint"
+BUNDLED_NAMES = ("bundled", "toy")
+
+
+def resolve_model_path(model: str) -> str:
+    """The bundled model's directory for its names; anything else is a path or hub id as given. A local
+    path must hold a saved model (config.json): an MftError says so before any library tries to load it."""
+    if model in BUNDLED_NAMES:
+        return str(BUNDLED_CHECKPOINT)
+    local = Path(model)
+    if (local.exists() or model.startswith(("/", "./", "../"))) and not (local / "config.json").exists():
+        raise MftError(
+            f"model path {model!r} has no config.json",
+            hint="point `model` at a directory written by save_pretrained, a hub id, or 'bundled'",
+        )
+    return model
+
+
+def chat_prompt(tokenizer: Any, messages: list[Message]) -> str:
+    """The prompt text of a chat as the model's chat template renders it, opening the assistant's turn."""
+    text: str = tokenizer.apply_chat_template(
+        [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
+    )
+    return text
 
 
 @dataclass(frozen=True)

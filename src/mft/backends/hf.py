@@ -16,57 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
+from mft.backends.base import (
+    Agent,
+    Backend,
+    FinetuneSettings,
+    GenerationRequest,
+    Sampling,
+    chat_prompt,
+)
+from mft.backends.hf_adapters import mergeable, merged
+from mft.backends.hf_model import BASE_ADAPTER, is_full_model, left_pad, load_base
 from mft.errors import MftError
 from mft.records import Message
-from mft.toy import resolve_model_path
-
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
-
-
-def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-shard loading bars; our own progress bars say what matters
-
-    path = resolve_model_path(model)
-    local = Path(path)
-    if (local.exists() or path.startswith(("/", "./", "../"))) and not (local / "config.json").exists():
-        raise MftError(
-            f"model path {path!r} has no config.json",
-            hint="point `model` at a directory written by save_pretrained, a hub id, or 'bundled'",
-        )
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    except OSError as exc:
-        raise MftError(
-            f"could not load model {path!r}: {str(exc).splitlines()[0]}",
-            hint="check the path or hub id; offline machines need a local directory",
-        ) from exc
-    if tok.chat_template is None:
-        raise MftError(
-            f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one"
-        )
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    lm.to(device)
-    lm.eval()
-    return lm, tok
-
-
-def _is_full_model(path: Path) -> bool:
-    """A saved full model (config.json + weights), as opposed to a LoRA adapter directory."""
-    return (path / "config.json").exists() and not (path / "adapter_config.json").exists()
 
 
 class HFBackend(Backend):
@@ -135,7 +96,7 @@ class HFBackend(Backend):
         if self.agents.get(agent.name) == agent:
             return
         self.full_models.pop(agent.name, None)
-        if agent.adapter is not None and _is_full_model(Path(agent.adapter)):
+        if agent.adapter is not None and is_full_model(Path(agent.adapter)):
             # a fully finetuned agent (`method: full`): its own model, generated separately
             from transformers import AutoModelForCausalLM
 
@@ -169,16 +130,14 @@ class HFBackend(Backend):
             self.model.eval()
         self.agents[agent.name] = agent
 
-    def _adapter_of(self, name: str) -> str:
+    def adapter_of(self, name: str) -> str:
         if name not in self.agents:
             raise MftError(f"unknown agent {name!r}", hint="add it to the society first")
         return BASE_ADAPTER if self.agents[name].adapter is None else name
 
     # -- generation ----------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return self.tokenizer.apply_chat_template(
-            [m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=False
-        )
+        return chat_prompt(self.tokenizer, request.messages)
 
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
         import torch
@@ -188,7 +147,7 @@ class HFBackend(Backend):
         start = time.time()
         prompts = [self.render(r) for r in requests]
         encoded = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-        adapters = [self._adapter_of(r.agent) for r in requests]
+        adapters = [self.adapter_of(r.agent) for r in requests]
         outputs: list[str] = [""] * len(requests)
         pad = self.tokenizer.pad_token_id
         # A fully finetuned agent has its own model. LoRA and base agents share one model; their requests
@@ -209,12 +168,8 @@ class HFBackend(Backend):
             order = sorted(groups[key], key=lambda i: (len(encoded[i]), i))
             for lo in range(0, len(order), self.batch_size):
                 idx = order[lo : lo + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                    mask[row, width - len(encoded[i]) :] = 1
+                ids, mask = left_pad([encoded[i] for i in idx], pad)
+                width = ids.shape[1]
                 kwargs: dict[str, Any] = {
                     "input_ids": ids.to(self.device),
                     "attention_mask": mask.to(self.device),
@@ -303,8 +258,8 @@ class HFBackend(Backend):
             return contextlib.nullcontext()
         if adapter == BASE_ADAPTER:
             return self.model.disable_adapter()
-        if self._merge_enabled() and self._mergeable(adapter):
-            return self._merged(adapter)
+        if self._merge_enabled() and mergeable(self.model, adapter):
+            return merged(self.model, adapter)
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
 
@@ -312,60 +267,8 @@ class HFBackend(Backend):
         # auto: on a CPU, where it was measured (1.3x on round 2 of 3 LoRA agents, docs/performance.md) and
         # where the transient merged copy of the adapted weights is cheap next to the activations
         if self.merge_adapters == "auto":
-            return self.device.type == "cpu"
+            return bool(self.device.type == "cpu")
         return self.merge_adapters == "on"
-
-    def _lora_layers(self, adapter: str) -> list[Any]:
-        from peft.tuners.lora import LoraLayer
-
-        return [m for m in self.model.modules() if isinstance(m, LoraLayer) and adapter in m.lora_A]
-
-    def _mergeable(self, adapter: str) -> bool:
-        """Plain LoRA on linear layers (no variant such as DoRA): the adapter is exactly a weight delta."""
-        import torch
-        from peft.tuners.lora import Linear as LoraLinear
-
-        layers = self._lora_layers(adapter)
-        return bool(layers) and all(
-            isinstance(m, LoraLinear)
-            and isinstance(m.get_base_layer(), torch.nn.Linear)
-            and adapter not in getattr(m, "lora_variant", {})
-            and not m.use_dora.get(adapter, False)
-            for m in layers
-        )
-
-    def _merged(self, adapter: str) -> Any:
-        """Context in which the shared base computes with `adapter` merged into its weights, adapters off.
-
-        A LoRA layer costs two extra small matrix products (and their dispatch) per linear layer and step;
-        merged, a batch of one adapter runs at the bare base's speed. Each adapted weight is replaced by a
-        new tensor W + delta (peft's `get_delta_weight`) for the duration of the batch and the original
-        tensor is put back afterwards, untouched: unlike peft's `merge_adapter`/`unmerge_adapter`, which
-        add and subtract in place, nothing drifts however many batches run (a resumed run samples exactly
-        what an uninterrupted one does). Cost: one merged copy of the adapted weights while the batch runs.
-        """
-        import contextlib
-
-        import torch
-
-        @contextlib.contextmanager
-        def merged() -> Any:
-            swapped: list[tuple[Any, Any]] = []
-            try:
-                with torch.no_grad():
-                    for layer in self._lora_layers(adapter):
-                        base = layer.get_base_layer()
-                        weight = base.weight
-                        delta = layer.get_delta_weight(adapter).to(weight.dtype)
-                        swapped.append((base, weight))
-                        base.weight = torch.nn.Parameter(weight + delta, requires_grad=False)
-                with self.model.disable_adapter():
-                    yield
-            finally:
-                for base, weight in swapped:
-                    base.weight = weight
-
-        return merged()
 
     def count_tokens(self, texts: list[str]) -> int | None:
         return (
@@ -382,91 +285,25 @@ class HFBackend(Backend):
         responses: list[str],
         batch_size: int | None = None,
     ) -> list[tuple[Any, Any]]:
-        """Agent `agent`'s next-token distributions on given replies (teacher forcing), in request order.
+        """Agent `agent`'s next-token distributions on given replies (see `hf_scoring.score_responses`)."""
+        from mft.backends.hf_scoring import score_responses
 
-        For each example: `(token_ids [T], logprobs [T, V])`, both on the model's device, logprobs float32:
-        the T tokens of `responses[i]` as the chat template renders it as the assistant reply to
-        `prompts[i]` -- the tokens generation would produce, end-of-turn token included (anything the
-        template appends after it is not) -- and the log-softmax over the whole vocabulary at each of them.
-        Batched like `generate` (left padding, length-sorted); only the reply positions' logits are computed.
-        """
-        import inspect
+        return score_responses(self, agent, prompts, responses, batch_size)
 
-        import torch
-
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        adapter = self._adapter_of(agent)
-        model = self.full_models.get(agent, self.model)
-        core = self.full_models.get(agent, self.base)
-        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-
-        def encode(messages: list[dict[str, str]], gen_prompt: bool) -> list[int]:
-            text = tok.apply_chat_template(messages, add_generation_prompt=gen_prompt, tokenize=False)
-            return tok.encode(text, add_special_tokens=False)
-
-        seqs: list[tuple[list[int], int]] = []  # (input ids, number of reply tokens ending them)
-        for prompt, response in zip(prompts, responses, strict=True):
-            dumped = [m.model_dump() for m in prompt]
-            start = len(encode(dumped, True))
-            ids = encode([*dumped, {"role": "assistant", "content": response}], False)
-            reply = ids[start:]
-            if eos in reply:  # generation stops at end of turn: drop what the template adds after it
-                reply = reply[: reply.index(eos) + 1]
-            if not reply:
-                raise MftError(f"agent {agent!r}: the chat template renders an empty reply for {response!r}")
-            seqs.append((ids[: start + len(reply)], len(reply)))
-
-        keep_arg = "logits_to_keep" in inspect.signature(core.forward).parameters
-        pad = tok.pad_token_id
-        bs = batch_size or self.batch_size
-        out: list[tuple[Any, Any]] = [None] * len(seqs)  # type: ignore[list-item]
-        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))
-        was_training = model.training
-        model.eval()  # peft's per-row adapter routing is inference-only
-        try:
-            for lo in range(0, len(order), bs):
-                idx = order[lo : lo + bs]
-                width = max(len(seqs[i][0]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    ids[row, width - len(seqs[i][0]) :] = torch.tensor(seqs[i][0])
-                    mask[row, width - len(seqs[i][0]) :] = 1
-                # left padding: positions count from each row's first real token, as generate() does
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                t_max = max(seqs[i][1] for i in idx)
-                kwargs: dict[str, Any] = {
-                    "input_ids": ids.to(self.device),
-                    "attention_mask": mask.to(self.device),
-                    "position_ids": positions.to(self.device),
-                    "use_cache": False,
-                }
-                if keep_arg:  # replies end every row: the last t_max + 1 positions hold all their logits
-                    kwargs["logits_to_keep"] = t_max + 1
-                if agent not in self.full_models and self.model is not self.base:
-                    kwargs["adapter_names"] = [adapter] * len(idx)
-                with torch.no_grad():
-                    logits = model(**kwargs).logits
-                    logits = logits[:, -(t_max + 1) :]
-                    for row, i in enumerate(idx):
-                        t = seqs[i][1]
-                        # logits at position k predict token k + 1: reply tokens width-t .. width-1
-                        lp = torch.log_softmax(logits[row, t_max - t : t_max].float(), dim=-1)
-                        out[i] = (ids[row, width - t :].to(lp.device), lp)
-                del logits
-        finally:
-            model.train(was_training)
-        return out
-
-    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
+    def finetune(
+        self,
+        agent: Agent,
+        examples: list[list[Message]],
+        out_dir: Path,
+        settings: FinetuneSettings | None = None,
+    ) -> Agent:
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`."""
-        from mft.finetune import LoraSettings, train_adapter, train_full
+        from mft.backends.hf_finetune import train_adapter, train_full
 
-        cfg = LoraSettings(**settings)
+        cfg = settings or FinetuneSettings()
         if cfg.method == "full":
             start = (
-                agent.adapter if agent.adapter is not None and _is_full_model(Path(agent.adapter)) else None
+                agent.adapter if agent.adapter is not None and is_full_model(Path(agent.adapter)) else None
             )
             model, _ = train_full(self, agent.name, start, examples, out_dir, cfg)
             if self.model is not self.base and agent.name in self.model.peft_config:
@@ -484,7 +321,7 @@ class HFBackend(Backend):
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
         """Agent `name` on the adapter `finetune` saved in `out_dir`, or None if it saved none there."""
         out_dir = Path(out_dir)
-        done = (out_dir / "adapter_model.safetensors").exists() or _is_full_model(out_dir)
+        done = (out_dir / "adapter_model.safetensors").exists() or is_full_model(out_dir)
         return Agent(name, str(out_dir)) if done else None
 
     def describe(self) -> dict[str, Any]:

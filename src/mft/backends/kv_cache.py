@@ -23,7 +23,7 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 
-class FilledStaticLayer(StaticLayer):
+class FilledStaticLayer(StaticLayer):  # type: ignore[misc]  # transformers is unchecked (Any) here
     """`StaticLayer` whose `update` returns, and whose mask covers, only the positions written so far."""
 
     is_compileable = False  # the attended length changes every step (no fixed shapes for torch.compile)

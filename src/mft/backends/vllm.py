@@ -7,9 +7,9 @@ already holds the BOS), then the whole round goes to vLLM in ONE `llm.generate` 
 `SamplingParams` and one `LoRARequest` (None for base agents) per request. vLLM batches requests of
 different adapters together (at most `max_loras` distinct adapters per step).
 
-Seeds: each request gets its own `seed`, derived from the round's seed and the request's index (the same
-derivation as the openai backend), so agents given the same prompt sample different answers while a rerun
-samples exactly the same ones.
+Seeds: each request gets its own `seed`, derived from the round's seed and the request's index
+(`mft.backends.seeds.request_seed`, shared with the openai backend), so agents given the same prompt
+sample different answers while a rerun samples exactly the same ones.
 
 vLLM only generates: adapters are trained by the hf backend, and the directories it writes load here
 unchanged. `import mft.backends.vllm` does not import vllm (or torch); the constructor does.
@@ -17,25 +17,25 @@ unchanged. `import mft.backends.vllm` does not import vllm (or torch); the const
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
+from mft.backends.base import (
+    Agent,
+    Backend,
+    FinetuneSettings,
+    GenerationRequest,
+    Sampling,
+    chat_prompt,
+    resolve_model_path,
+)
+from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.records import Message
-from mft.toy import resolve_model_path
 
 INSTALL_HINT = "pip install 'mft[vllm]' on a machine with a CUDA GPU, or use the hf backend"
-
-
-def request_seed(round_seed: int, index: int) -> int:
-    """The `seed` of request `index` of a round sampled with `round_seed` (fits in 31 bits); the same
-    derivation as the openai backend's, so both backends seed a round's requests alike."""
-    digest = hashlib.blake2b(f"{round_seed}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 def _cuda_available() -> bool:
@@ -88,12 +88,6 @@ class VLLMBackend(Backend):
         self.dtype = "bfloat16" if dtype == "auto" else dtype
         self.batch_size = batch_size
         path = resolve_model_path(model)
-        local = Path(path)
-        if (local.exists() or path.startswith(("/", "./", "../"))) and not (local / "config.json").exists():
-            raise MftError(
-                f"model path {path!r} has no config.json",
-                hint="point `model` at a directory written by save_pretrained, a hub id, or 'bundled'",
-            )
         kwargs: dict[str, Any] = {
             "model": path,
             "dtype": self.dtype,
@@ -172,9 +166,7 @@ class VLLMBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return self.tokenizer.apply_chat_template(
-            [m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=False
-        )
+        return chat_prompt(self.tokenizer, request.messages)
 
     def sampling_params(self, sampling: Sampling, index: int) -> Any:
         """The SamplingParams of request `index` of a round sampled with `sampling`."""
@@ -219,7 +211,13 @@ class VLLMBackend(Backend):
         self.stats.seconds += time.time() - start
         return outputs
 
-    def finetune(self, agent: Agent, examples: list[list[Message]], out_dir: Path, **settings: Any) -> Agent:
+    def finetune(
+        self,
+        agent: Agent,
+        examples: list[list[Message]],
+        out_dir: Path,
+        settings: FinetuneSettings | None = None,
+    ) -> Agent:
         raise MftError(
             "the vllm backend serves adapters, it does not finetune them",
             hint="finetune on the hf backend; the adapter directories it writes load here unchanged",

@@ -47,8 +47,14 @@ def majority_vote(
     return random.Random(f"tie:{tie_key}").choice(tied)
 
 
-def agreement(answers: Sequence[str | None], equivalent: Callable[[str | None, str | None], bool]) -> float:
-    """Fraction of agents whose answer is in the largest group (1.0 = unanimous; missing answers disagree)."""
+def majority_share(
+    answers: Sequence[str | None], equivalent: Callable[[str | None, str | None], bool]
+) -> float:
+    """Fraction of agents whose answer is in the largest group (1.0 = unanimous; missing answers disagree).
+
+    One problem's answers, grouped as `majority_vote` groups them. Not the diversity metric `agreement`
+    (`mft.eval.diversity.pairwise_agreement`: the fraction of agreeing agent *pairs*).
+    """
     if not answers:
         return 0.0
     groups = group_answers(answers, equivalent)

@@ -165,8 +165,8 @@ def run_debate(
     """Debate every problem, appending records to `out_path` as chunks finish; resumes from that file.
 
     `chunk_runner` decides where chunks run (default: here, on `backend`, one after another; see
-    `mft.executor` for Ray workers). It must yield each chunk's records in chunk order, so the file is the
-    same whoever ran the chunks. Returns the records of `problems` in problem order.
+    `mft.pipeline.executor` for Ray workers). It must yield each chunk's records in chunk order, so the
+    file is the same whoever ran the chunks. Returns the records of `problems` in problem order.
     """
     if settings.rounds < 1 or society.size < 1:
         raise MftError("a debate needs at least 1 agent and 1 round")

@@ -1,10 +1,11 @@
-"""Accuracy of the debate's three readings, each with its standard error over problems."""
+"""The one mean-with-standard-error (`Estimate`), and the accuracy of the debate's three readings."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from mft.records import DebateRecord
 from mft.tasks.base import Task
@@ -12,12 +13,30 @@ from mft.tasks.base import Task
 
 @dataclass(frozen=True)
 class Estimate:
+    """A mean with its standard error, and the sample size (None where a file read back does not give one).
+
+    An undefined standard error is NaN: `pct`, `plain` and `err` show or draw it as n/a / no bar.
+    """
+
     mean: float
     se: float
-    n: int
+    n: int | None = None
 
     def __str__(self) -> str:
         return f"{100 * self.mean:.1f}% ± {100 * self.se:.1f}"
+
+    def pct(self) -> str:
+        """As a percentage with one decimal, e.g. '31.2 ± 2.1' ('31.2 ± n/a' without a standard error)."""
+        return f"{100 * self.mean:.1f} ± " + ("n/a" if math.isnan(self.se) else f"{100 * self.se:.1f}")
+
+    def plain(self) -> str:
+        """Unscaled with three decimals, e.g. '0.812 ± 0.013' (diversity metrics)."""
+        return f"{self.mean:.3f} ± " + ("n/a" if math.isnan(self.se) else f"{self.se:.3f}")
+
+    @property
+    def err(self) -> float:
+        """The standard error for error bars (0 where there is none)."""
+        return 0.0 if math.isnan(self.se) else self.se
 
 
 def mean_se(values: Sequence[float]) -> Estimate:
@@ -32,6 +51,11 @@ def mean_se(values: Sequence[float]) -> Estimate:
     return Estimate(mean, math.sqrt(var / n), n)
 
 
+def strict_json(e: Estimate) -> dict[str, Any]:
+    """`{"mean", "se", "n"}` with NaN (no data) as None, so the file is strict JSON (diversity.json)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(e).items()}
+
+
 def debate_accuracies(records: Sequence[DebateRecord], task: Task) -> dict[str, Estimate]:
     """single: mean over agents of round-1 correctness; majority: vote of the N independent round-1
     answers; debate: vote of the last round. All on the same problems and samples."""
@@ -44,5 +68,6 @@ def debate_accuracies(records: Sequence[DebateRecord], task: Task) -> dict[str, 
     return {"single": mean_se(single), "majority": mean_se(majority), "debate": mean_se(debate)}
 
 
-def as_dict(estimates: dict[str, Estimate]) -> dict[str, dict[str, float]]:
+def as_dict(estimates: dict[str, Estimate]) -> dict[str, dict[str, Any]]:
+    """results.json's `accuracy`: each reading as `{"mean", "se", "n"}` (NaN kept, as it always was)."""
     return {k: asdict(v) for k, v in estimates.items()}

@@ -1,7 +1,7 @@
 """Every method of the paper's comparison, on the same problems, budget and seeds: `mft reproduce`.
 
     runs/<name>/reproduce.json        task, methods and the run directory of each
-    runs/<name>/<method>/             an ordinary run directory (see `pipeline/run.py`)
+    runs/<name>/<method>/             an ordinary run directory (see `rundir.py`)
     runs/<name>/report.md|html, plots/
 
 Base, Majority and Debate are iteration 0 of the Ours run (the base model's single / majority / debate
@@ -23,18 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mft.config import RunConfig
+from mft.config import RunConfig, build_backend, build_task
+from mft.errors import MftError
+from mft.methods import BY_KEY, METHODS
+from mft.pipeline.run import open_run, run
+from mft.pipeline.stages import method_of
 from mft.records import write_json_atomic
+from mft.rundir import REPRODUCE, RunDir, settings_diff
 
-# key -> (method, summarize)
-METHODS: dict[str, tuple[str, bool]] = {
-    "ours": ("ours", True),
-    "ours_no_summary": ("ours", False),
-    "ours_no_critic": ("ours_no_critic", True),
-    "single_ft": ("single_ft", True),
-    "majority_ft": ("majority_ft", True),
-    "star": ("star", True),
-}
+KEYS = tuple(m.key for m in METHODS)
 
 
 def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
@@ -42,17 +39,15 @@ def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
     root = base.runs_dir / base.name
     out = {}
     for key in methods:
-        method, summarize = METHODS[key]
+        method = BY_KEY[key]
         out[key] = base.model_copy(
-            update={"method": method, "summarize": summarize, "runs_dir": root, "name": key}
+            update={"method": method.run_as, "summarize": method.summarize, "runs_dir": root, "name": key}
         )
     return out
 
 
 def _debate_signature(cfg: RunConfig, training: bool) -> tuple[Any, ...]:
-    from mft.pipeline.run import training_rounds
-
-    rounds = training_rounds(cfg) if training else cfg.rounds
+    rounds = 1 if training and method_of(cfg).one_round else cfg.rounds
     fields = cfg.model_dump(exclude={"name", "runs_dir", "method", "executor", "ray_workers", "ray_address"})
     return (rounds, json.dumps(fields, sort_keys=True, default=str))
 
@@ -75,36 +70,26 @@ def _copy_stage(src: Path, dst: Path) -> None:
 def share_finished_stages(configs: dict[str, RunConfig], key: str) -> None:
     """Give run `key` the finished iteration-0 eval / iteration-1 debate of a run with identical inputs."""
     cfg = configs[key]
+    mine = RunDir(cfg.run_dir)
     for other_key, other in configs.items():
         if other_key == key:
             continue
-        if _debate_signature(other, False) == _debate_signature(cfg, False):
-            src = other.run_dir / "iter_0" / "eval"
-            if (src / "results.json").exists():
-                _copy_stage(src, cfg.run_dir / "iter_0" / "eval")
-                _copy_stage(
-                    other.run_dir / "iter_0" / "diversity.json", cfg.run_dir / "iter_0" / "diversity.json"
-                )
-        if _debate_signature(other, True) == _debate_signature(cfg, True):
-            src = other.run_dir / "iter_1" / "debate.jsonl"
-            # a finished training debate: its build-data stage has started from it
-            if (other.run_dir / "iter_1" / "data" / "sizes.json").exists():
-                _copy_stage(src, cfg.run_dir / "iter_1" / "debate.jsonl")
+        theirs = RunDir(other.run_dir)
+        if _debate_signature(other, False) == _debate_signature(cfg, False) and theirs.results(0).exists():
+            _copy_stage(theirs.eval_dir(0), mine.eval_dir(0))
+            _copy_stage(theirs.diversity(0), mine.diversity(0))
+        # a finished training debate: its build-data stage has started from it
+        if _debate_signature(other, True) == _debate_signature(cfg, True) and theirs.sizes(1).exists():
+            _copy_stage(theirs.train_debate(1), mine.train_debate(1))
 
 
 def earlier_methods(base: RunConfig) -> list[str]:
     """Methods already run in this reproduce directory with the same settings (kept in its report when
     another subset is run later, e.g. `--methods star` after the others)."""
-    from mft.pipeline.run import settings_diff
-
     out = []
-    for key, cfg in method_configs(base, list(METHODS)).items():
-        manifest = cfg.run_dir / "manifest.json"
-        try:
-            old = json.loads(manifest.read_text())["config"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if not settings_diff(old, cfg):
+    for key, cfg in method_configs(base, list(KEYS)).items():
+        old = RunDir(cfg.run_dir).manifest_config()
+        if old is not None and not settings_diff(old, cfg):
             out.append(key)
     return out
 
@@ -116,27 +101,19 @@ def reproduce(
     runner: Callable[..., list[dict[str, Any]]] | None = None,
 ) -> Path:
     """Run every method (resumable: finished stages are kept) and write the report; returns the directory."""
-    from mft.pipeline.run import open_run, run
-
-    methods = list(METHODS) if methods is None else methods
-    unknown = [m for m in methods if m not in METHODS]
+    methods = list(KEYS) if methods is None else methods
+    unknown = [m for m in methods if m not in BY_KEY]
     if unknown:
-        from mft.errors import MftError
-
-        raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(METHODS)}")
+        raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(KEYS)}")
     root = base.runs_dir / base.name
     configs = method_configs(base, methods)
     root.mkdir(parents=True, exist_ok=True)
     listed = methods + [m for m in earlier_methods(base) if m not in methods]
-    write_json_atomic(root / "reproduce.json", {"task": base.task, "methods": {k: k for k in listed}})
+    write_json_atomic(root / REPRODUCE, {"task": base.task, "methods": {k: k for k in listed}})
     backend = None
     if runner is None:
-        from mft.backends import get_backend
-
-        backend = get_backend(base.backend, base.model, batch_size=base.batch_size, **base.backend_options)
+        backend = build_backend(base)
         runner = run
-    from mft.config import build_task
-
     task = build_task(base)
     for key, cfg in configs.items():
         if progress:
@@ -144,9 +121,7 @@ def reproduce(
         open_run(cfg, task)  # manifest first: refuse a directory made with other settings before copying
         share_finished_stages(configs, key)
         runner(cfg, progress=progress, backend=backend)
-    try:
-        from mft.report import write_report
-    except ImportError:  # pragma: no cover - the report module ships with the package
-        return root
+    from mft.report import write_report
+
     write_report(root)
     return root

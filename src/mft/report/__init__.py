@@ -2,12 +2,18 @@
 
 A pure function of the JSON files a run leaves behind (manifest, timings, eval/results.json, data/sizes.json,
 diversity.json): nothing here loads or runs a model, and torch is never imported. See docs/report.md.
+
+`LABELS` and `METHOD_ORDER` are the methods table's (`mft.methods`), re-exported for old imports.
 """
 
 from __future__ import annotations
 
-from mft.report.build import build_compare, build_report, methods_table, write_compare, write_report
-from mft.report.load import LABELS, METHOD_ORDER, Study, load
+from mft.methods import LABELS
+from mft.methods import REPORT_ORDER as METHOD_ORDER
+from mft.report.build import build_report, write_report
+from mft.report.compare import build_compare, write_compare
+from mft.report.load import Study, load
+from mft.report.tables import methods_table
 
 __all__ = [
     "LABELS",

@@ -1,5 +1,5 @@
 """A tiny document model (headings, paragraphs, tables, images) rendered to Markdown and to one
-self-contained HTML file (inline CSS, images as base64 data URIs, no external links).
+self-contained HTML file (inline CSS, images as base64 data URIs, no external links), and written out.
 
 Both renderers are deterministic: the same blocks give the same bytes.
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mft.faults import checkpoint
+from mft.errors import MftError
+from mft.records import write_text_atomic
 
 
 @dataclass
@@ -49,6 +49,20 @@ class Image:
 
 
 Block = Heading | Para | Bullets | Table | Image
+
+
+@dataclass
+class Document:
+    """A report or comparison: its blocks, and the PNG bytes of the images they link."""
+
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    plots: dict[str, bytes] = field(default_factory=dict)  # "plots/x.png" -> PNG bytes
+
+    def add_plot(self, name: str, png: bytes, alt: str) -> None:
+        path = f"plots/{name}.png"
+        self.plots[path] = png
+        self.blocks.append(Image(path, alt))
 
 
 def _cell(text: str) -> str:
@@ -142,16 +156,21 @@ def to_html(blocks: list[Block], title: str, images: dict[str, bytes]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temp name beside the target, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # a kill leaves it; the next write replaces it
+def write_document(doc: Document, out: Path, stem: str) -> Path:
+    """Write OUT/plots/*.png, OUT/STEM.html and OUT/STEM.md, each through a temp name; returns STEM.md.
+
+    Plots first, then the HTML, the Markdown last (it links the plots): a Markdown file that exists always
+    has its plots beside it.
+    """
+    md = out / f"{stem}.md"
     try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8", newline="\n")
-        else:
-            tmp.write_bytes(data)
-        checkpoint(f"write {path.name}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        for path, png in doc.plots.items():
+            write_text_atomic(out / path, png)
+        write_text_atomic(out / f"{stem}.html", to_html(doc.blocks, doc.title, doc.plots))
+        write_text_atomic(md, to_markdown(doc.blocks))
+    except (PermissionError, NotADirectoryError, FileExistsError) as exc:
+        raise MftError(
+            f"cannot write the {stem} into {out} ({exc.strerror or exc})",
+            hint="choose a writable directory with --out DIR",
+        ) from None
+    return md

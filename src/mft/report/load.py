@@ -1,75 +1,30 @@
 """Read a run directory or a reproduce directory into plain data, checking every field the report uses.
 
-Nothing here imports torch or a backend: the report is a pure function of the saved JSON files. A file that
-is missing, not valid JSON or lacks a field raises one MftError naming the file and the field.
+Nothing here imports torch or loads a model: the report is a pure function of the saved JSON files. Where
+the files are is `RunDir`'s knowledge; what must be in them, and the error when it is not, is this module's.
+A file that is missing, not valid JSON or lacks a field raises one MftError naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from mft import methods
 from mft.errors import MftError
+from mft.eval.metrics import Estimate
+from mft.rundir import MANIFEST, REPRODUCE, RunDir
 
-# Rows of the methods table, in the paper's order (Table 1), then the ablations.
-BASELINE_KEYS = ("base", "majority", "debate")
-METHOD_ORDER = (
-    "base",
-    "majority",
-    "debate",
-    "star",
-    "majority_ft",
-    "ours",
-    "ours_no_summary",
-    "ours_no_critic",
-    "single_ft",
-)
-LABELS = {
-    "base": "Base",
-    "majority": "Majority",
-    "debate": "Debate",
-    "star": "STaR",
-    "majority_ft": "Majority FT",
-    "ours": "Ours",
-    "ours_no_summary": "Ours (no summary)",
-    "ours_no_critic": "Ours (no critics)",
-    "single_ft": "Single-agent FT",
-}
-# Iteration 0 (the base society) is shared by all methods; it is read from the first of these present.
-BASE_PREFERENCE = ("ours", "ours_no_summary", "ours_no_critic", "single_ft", "majority_ft", "star")
 READINGS = ("single", "majority", "debate")
 DIVERSITY_METRICS = ("agreement", "consensus_rate", "embedding_dissimilarity", "cross_nll", "kl")
 
 _RESULTS_HINT = "it is written by `mft eval --iteration {k}`; delete it and re-run that command"
 _RUN_HINT = (
-    "pass a run directory (runs/<name>, made by `mft run`) or a reproduce directory (with reproduce.json)"
+    f"pass a run directory (runs/<name>, made by `mft run`) or a reproduce directory (with {REPRODUCE})"
 )
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean with its standard error (and sample size, when the file gives one)."""
-
-    mean: float
-    se: float
-    n: int | None = None
-
-    def pct(self) -> str:
-        """As a percentage with one decimal, e.g. '31.2 ± 2.1' ('31.2 ± n/a' without a standard error)."""
-        return f"{100 * self.mean:.1f} ± " + ("n/a" if math.isnan(self.se) else f"{100 * self.se:.1f}")
-
-    def plain(self) -> str:
-        """Unscaled with three decimals, e.g. '0.812 ± 0.013' (diversity metrics)."""
-        return f"{self.mean:.3f} ± " + ("n/a" if math.isnan(self.se) else f"{self.se:.3f}")
-
-    @property
-    def err(self) -> float:
-        """The standard error for error bars (0 where there is none)."""
-        return 0.0 if math.isnan(self.se) else self.se
 
 
 @dataclass
@@ -142,7 +97,7 @@ def read_json(path: Path, hint: str) -> Any:
         ) from None
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -233,15 +188,20 @@ def read_timings(path: Path) -> dict[str, float]:
 
 
 def method_key(config: dict[str, Any]) -> str:
-    """The table row of a run from its config: 'ours' with summaries is Ours, without is the ablation."""
+    """The table row of a run from its config (`methods.of_run`; a missing method is an `ours` run).
+
+    A method the table does not know keeps its own name as its key, so a run from a newer or older mft
+    still gets a row (after the known ones) instead of an error.
+    """
     method = config.get("method") or "ours"
-    if method == "ours":
-        return "ours" if config.get("summarize") else "ours_no_summary"
+    if method in methods.RUN_METHODS:
+        return methods.of_run(method, bool(config.get("summarize"))).key
     return str(method)
 
 
 def read_run(path: Path, key: str | None = None, label: str | None = None) -> Run:
-    manifest_path = path / "manifest.json"
+    rd = RunDir(path)
+    manifest_path = rd.manifest
     hint = "it is written by `mft run`; this directory is not a complete run"
     manifest = _object(read_json(manifest_path, hint), manifest_path, "the file", hint)
     config = _object(manifest.get("config"), manifest_path, "field 'config'", hint)
@@ -253,17 +213,14 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
     iterations: dict[int, Iteration] = {}
     # Iteration directories on disk and up to the configured count: a run still in progress is reported
     # with the iterations it has finished.
-    found = {int(m.group(1)) for p in path.glob("iter_*") if (m := re.fullmatch(r"iter_(\d+)", p.name))}
-    for k in sorted(found | set(range(int(planned) + 1))):
-        it_dir = path / f"iter_{k}"
-        results = it_dir / "eval" / "results.json"
-        if not results.exists():
+    for k in sorted(rd.iterations_on_disk() | set(range(int(planned) + 1))):
+        if not rd.results(k).exists():
             continue
-        it = read_results(results, k)
-        if k >= 1 and (it_dir / "data" / "sizes.json").exists():
-            it.sizes = read_sizes(it_dir / "data" / "sizes.json")
-        if (it_dir / "diversity.json").exists():
-            it.diversity = read_diversity(it_dir / "diversity.json")
+        it = read_results(rd.results(k), k)
+        if k >= 1 and rd.sizes(k).exists():
+            it.sizes = read_sizes(rd.sizes(k))
+        if rd.diversity(k).exists():
+            it.diversity = read_diversity(rd.diversity(k))
         iterations[k] = it
     if not iterations:
         raise MftError(
@@ -273,17 +230,19 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
     key = key or method_key(config)
     return Run(
         key=key,
-        label=label or LABELS.get(key, key),
+        label=label or methods.LABELS.get(key, key),
         path=path,
         task=config["task"],
         config=config,
         iterations=iterations,
-        timings=read_timings(path / "timings.json"),
+        timings=read_timings(rd.timings),
     )
 
 
 def _order(key: str, position: int) -> tuple[int, int]:
-    return (METHOD_ORDER.index(key), 0) if key in METHOD_ORDER else (len(METHOD_ORDER), position)
+    """Known rows in the report's order, then unknown method keys as they were listed."""
+    order = methods.REPORT_ORDER
+    return (order.index(key), 0) if key in order else (len(order), position)
 
 
 def load(path: Path) -> Study:
@@ -293,41 +252,44 @@ def load(path: Path) -> Study:
         what = "does not exist" if not path.exists() else "is not a directory"
         raise MftError(f"{path} {what}", hint=_RUN_HINT)
     notes: list[str] = []
-    repro_path = path / "reproduce.json"
+    repro_path = path / REPRODUCE
     if repro_path.exists():
         hint = 'it maps method keys to run sub-directories: {"task": ..., "methods": {"ours": "ours"}}'
         repro = _object(read_json(repro_path, hint), repro_path, "the file", hint)
-        methods = _object(repro.get("methods"), repro_path, "field 'methods'", hint)
+        run_dirs = _object(repro.get("methods"), repro_path, "field 'methods'", hint)
         labels = _object(repro.get("labels", {}), repro_path, "field 'labels'", hint)
         runs: list[Run] = []
-        for key, sub in methods.items():
+        for key, sub in run_dirs.items():
             if not isinstance(sub, str):
                 raise MftError(f"{repro_path}: field 'methods.{key}' must be a directory name", hint=hint)
             label = labels.get(key) if isinstance(labels.get(key), str) else None
             run_dir = path / sub
-            if not (run_dir / "manifest.json").exists():
-                notes.append(f"{label or LABELS.get(key, key)}: {sub}/ has no run yet (skipped)")
+            if not RunDir(run_dir).is_run():
+                notes.append(f"{label or methods.LABELS.get(key, key)}: {sub}/ has no run yet (skipped)")
                 continue
             runs.append(read_run(run_dir, key, label))
         if not runs:
             raise MftError(f"{repro_path}: none of its method directories holds a run yet", hint=_RUN_HINT)
         kind = "reproduce"
-        task = repro.get("task") if isinstance(repro.get("task"), str) else runs[0].task
-    elif (path / "manifest.json").exists():
+        repro_task = repro.get("task")
+        task = repro_task if isinstance(repro_task, str) else runs[0].task
+    elif RunDir(path).is_run():
         runs = [read_run(path)]
         kind = "run"
         task = runs[0].task
     else:
         raise MftError(
-            f"{path} is not a run directory or a reproduce directory (no manifest.json or reproduce.json)",
+            f"{path} is not a run directory or a reproduce directory (no {MANIFEST} or {REPRODUCE})",
             hint=_RUN_HINT,
         )
     for r in runs:
         if r.task != task:
             notes.append(f"{r.label}: its manifest says task {r.task!r}, not {task!r}")
     runs = [r for _, r in sorted(enumerate(runs), key=lambda ir: _order(ir[1].key, ir[0]))]
+    # Iteration 0 (the base society) is shared by all methods: it is read from the first method of the
+    # table's order (the order `mft reproduce` runs them in) that has it, else from any run that has it.
     base_from = next(
-        (r for key in BASE_PREFERENCE for r in runs if r.key == key and 0 in r.iterations),
+        (r for m in methods.METHODS for r in runs if r.key == m.key and 0 in r.iterations),
         next((r for r in runs if 0 in r.iterations), None),
     )
     if base_from is None:

@@ -11,19 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Fixed colour per method key (tab10), so a method has the same colour in every plot and report.
+from mft import methods
+
+# tab10: for lines that are not a method of the table (comparison inputs, unknown methods) and for bars.
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
-_METHOD_COLOURS = {
-    "ours": "#d62728",
-    "ours_no_summary": "#ff7f0e",
-    "ours_no_critic": "#9467bd",
-    "single_ft": "#1f77b4",
-    "majority_ft": "#2ca02c",
-    "star": "#8c564b",
-}
+# Each method's own colour comes from the methods table, so it is the same in every plot and report.
+_METHOD_COLOURS = {m.key: m.colour for m in methods.METHODS}
 _DPI = 100
 
 

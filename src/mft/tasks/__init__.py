@@ -1,55 +1,43 @@
-"""Tasks, looked up by name. Task modules are imported lazily, so `import mft.tasks` stays light."""
+"""Tasks, looked up by name in one lazy table, so `import mft.tasks` never imports a task's module.
+
+Importing a task module can be costly (the dataset tasks pull in file readers, MATH needs math-verify at
+construction), and the CLI and config validation only need the names; so each entry names "module:Class"
+and the module is imported when the task is built or its settings are asked for.
+"""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from mft.errors import MftError
+from mft.registry import LazyTable
 from mft.tasks.base import Task
 
-TASKS = ("arithmetic", "gsm8k", "math", "custom")
+# The one list of task names: config choices, CLI choices and lookups all read it.
+TABLE: LazyTable[Task] = LazyTable(
+    "task",
+    {
+        "arithmetic": "mft.tasks.arithmetic:ArithmeticTask",
+        "gsm8k": "mft.tasks.gsm8k:GSM8KTask",
+        "math": "mft.tasks.math_task:MathTask",
+        "custom": "mft.tasks.custom:CustomTask",
+    },
+)
+TASKS = TABLE.names
 
-
-def _task_class(name: str) -> type[Task]:
-    if name == "arithmetic":
-        from mft.tasks.arithmetic import ArithmeticTask
-
-        return ArithmeticTask
-    if name == "gsm8k":
-        from mft.tasks.gsm8k import GSM8KTask
-
-        return GSM8KTask
-    if name == "math":
-        from mft.tasks.math_task import MathTask
-
-        return MathTask
-    if name == "custom":
-        from mft.tasks.custom import CustomTask
-
-        return CustomTask
-    raise MftError(f"unknown task {name!r}", hint=f"choose one of: {', '.join(TASKS)}")
+__all__ = ["Task", "TABLE", "TASKS", "get_task", "task_settings"]
 
 
 def task_settings(name: str) -> list[str]:
     """The settings (constructor keywords) task `name` accepts, e.g. ['data', 'strict', 'skip_bad_gold']."""
-    params = inspect.signature(_task_class(name).__init__).parameters
-    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return [p for p in params if p != "self" and params[p].kind not in variadic]
+    return TABLE.settings(name)
 
 
 def get_task(name: str, **settings: Any) -> Task:
     """The task `name`, built with `settings` (e.g. data=PATH, strict=True); None values mean 'default'.
 
-    A setting the task does not take is an MftError naming it, so a config cannot silently ignore one.
+    None is dropped rather than passed so that a config or CLI flag left unset never overrides a task's own
+    default. A setting the task does not take is an MftError naming it, so a config cannot silently ignore
+    one (a None-valued unknown setting is dropped first, as before: it asks for nothing).
     """
-    cls = _task_class(name)
     given = {k: v for k, v in settings.items() if v is not None}
-    accepted = task_settings(name)
-    unknown = sorted(set(given) - set(accepted))
-    if unknown:
-        raise MftError(
-            f"task {name!r} has no setting {', '.join(repr(u) for u in unknown)}",
-            hint=f"its settings are: {', '.join(accepted)}" if accepted else "it takes no settings",
-        )
-    return cls(**given)
+    return TABLE.build(name, **given)

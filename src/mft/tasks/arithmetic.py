@@ -1,19 +1,19 @@
 """The paper's arithmetic task: evaluate a+b*c+d-e*f with integers 0..30.
 
-Splits come from disjoint pools: every operand tuple belongs to exactly one pool, decided by a keyed hash
-of the tuple and the split seed, so train and test can never share a problem whatever their sizes. Within a
+Splits come from disjoint pools: every operand tuple belongs to exactly one pool, decided by `base.pool_of`
+keyed by the tuple's text (`str(ops)`) and the split seed, so train and test can never share a problem
+whatever their sizes. Within a
 pool, problems are drawn by a seeded generator, without repeats.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.base import Task
+from mft.tasks.base import SPLITS, Task, pool_of
 
 MAX_VALUE = 30
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?\\?(?:boxed\{)?\s*(-?\d[\d,]*)", re.IGNORECASE)
@@ -22,26 +22,21 @@ _INT = re.compile(r"-?\d[\d,]*")
 
 
 def evaluate(ops: tuple[int, int, int, int, int, int]) -> int:
+    """The true value of a+b*c+d-e*f (operator precedence: the products first)."""
     a, b, c, d, e, f = ops
     return a + b * c + d - e * f
 
 
-def pool_of(ops: tuple[int, ...], seed: int) -> str:
-    """Which pool ('train' or 'test') an operand tuple belongs to, for this split seed."""
-    digest = hashlib.blake2b(f"{seed}:{ops}".encode(), digest_size=8).digest()
-    return "test" if digest[0] % 2 == 0 else "train"
-
-
 def sample_problems(split: str, n: int, seed: int = 0) -> list[tuple[int, int, int, int, int, int]]:
     """`n` distinct operand tuples from `split`'s pool, reproducible from `seed`."""
-    if split not in ("train", "test"):
+    if split not in SPLITS:
         raise MftError(f"unknown split {split!r}", hint="use 'train' or 'test'")
     rng = random.Random(f"arithmetic:{seed}:{split}")
     seen: set[tuple[int, ...]] = set()
     out: list[tuple[int, int, int, int, int, int]] = []
     while len(out) < n:
         ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
-        if ops in seen or pool_of(ops, seed) != split:
+        if ops in seen or pool_of(str(ops), seed) != split:
             continue
         seen.add(ops)
         out.append(ops)  # type: ignore[arg-type]
@@ -56,6 +51,8 @@ def _normalise_int(text: str) -> str | None:
 
 
 class ArithmeticTask(Task):
+    """The paper's arithmetic task: problems are generated, so it needs no data and takes no settings."""
+
     name = "arithmetic"
     version = "1"
     max_new_tokens = 160  # the bundled model writes about 100-120 tokens of work

@@ -6,13 +6,42 @@ is never a second copy of answer parsing. A response with no parseable answer is
 
 Prompts belong to the task and are versioned: changing a prompt or the scoring must bump `version`, which
 is recorded in every artifact.
+
+Also here, because every task shares them: the split names, the one keyed pool split (`pool_of`) that keeps
+train and test disjoint, and `BadGold`, what parsing an unusable gold answer raises.
 """
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from typing import Literal
 
 from mft.records import Problem
+
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+
+
+def pool_of(key: str, seed: int) -> Split:
+    """Which pool ('train' or 'test') the problem keyed `key` belongs to, for this split seed.
+
+    A keyed hash rather than a shuffle-and-cut, so a problem's pool never depends on which other problems
+    exist or how many are drawn: train and test stay disjoint whatever their sizes. Arithmetic keys a
+    problem by `str(ops)`, the dataset tasks by the stripped question text. Changing this formula moves
+    problems between pools (and so changes every recorded split): don't.
+    """
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return "test" if digest[0] % 2 == 0 else "train"
+
+
+class BadGold(Exception):
+    """A row's gold answer cannot be parsed (reason in the message). Turned into an MftError or a skip.
+
+    Here rather than with the dataset machinery because the answer parsers (`numbers.NumberAnswers`) raise
+    it too, and they must not depend on how rows are read.
+    """
+
 
 # The paper's debate prompts (Du et al. 2023 / Subramaniam et al. 2025), lightly shortened. Round r > 1
 # shows an agent the other agents' round r-1 responses, or a summary of them.
@@ -58,15 +87,19 @@ class Task(ABC):
 
     # -- debate prompts (shared default; a task may override) ---------------------------------------------
     def debate_prompt(self, other_responses: list[str]) -> str:
+        """The round r > 1 user message: the other agents' previous responses, asking for an update."""
         items = "\n\n".join(SOLUTION_ITEM.format(response=r) for r in other_responses)
         return DEBATE_PROMPT.format(solutions=items)
 
     def summarize_prompt(self, other_responses: list[str]) -> str:
+        """The summariser's request, in summary mode (the paper's cheaper variant of the debate round)."""
         items = "\n\n".join(SOLUTION_ITEM.format(response=r) for r in other_responses)
         return SUMMARIZE_PROMPT.format(solutions=items)
 
     def summary_debate_prompt(self, summary: str) -> str:
+        """The round r > 1 user message in summary mode: a summary instead of the responses themselves."""
         return SUMMARY_DEBATE_PROMPT.format(summary=summary)
 
     def score(self, response: str, gold: str) -> bool:
+        """Whether `response` is right: extract, then compare with the gold answer as the reference."""
         return self.is_equivalent(self.extract_answer(response), gold)

@@ -14,7 +14,7 @@ braces matched, so `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`; when a solution
 Extraction from a response: the last \\boxed{}; else the last 'answer is ...' phrase (its first $...$ span,
 or the text up to the end of the sentence). Equivalence: identical after string normalisation, else
 math-verify (`parse` + `verify`, the gold as reference), all bounded by `timeout_s` seconds (a timeout
-counts as not equivalent), see `answers.latex_equal`.
+counts as not equivalent), see `latex.latex_equal`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,11 @@ from typing import Any
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.answers import (
-    answer_is_spans,
-    first_math_span,
-    last_boxed,
-    latex_equal,
-    require_math_verify,
-    strip_math_delimiters,
-)
-from mft.tasks.custom import BadGold, DatasetTask, DataSource, Row
+from mft.tasks.base import BadGold
+from mft.tasks.dataset import DatasetTask
+from mft.tasks.latex import extract_latex_answer, latex_equal, require_math_verify
+from mft.tasks.sources import DataSource, Row
+from mft.tasks.spans import last_boxed, strip_math_delimiters
 
 SUBJECTS = (
     "algebra",
@@ -70,19 +66,6 @@ def gold_from_solution(solution: str) -> str | None:
     if boxed is None:
         return None
     return strip_math_delimiters(boxed) or None
-
-
-def extract_latex_answer(response: str) -> str | None:
-    """The final answer of a response: the last \\boxed{}, else the last 'answer is ...'; None if neither."""
-    boxed = last_boxed(response)
-    if boxed is not None:
-        return strip_math_delimiters(boxed) or None
-    spans = answer_is_spans(response)
-    for span in reversed(spans):
-        answer = first_math_span(span)
-        if answer:
-            return answer
-    return None
 
 
 class MathTask(DatasetTask):

@@ -1,16 +1,12 @@
 """The bundled tiny base model: a real transformers Llama causal LM with a character-level tokenizer.
 
-`checkpoint/` holds the shipped weights; `mft toy pretrain` (recipe in `pretrain.py`) rebuilds them.
+`checkpoint/` holds the shipped weights; `mft toy pretrain` (recipe in `pretrain.py`) rebuilds them. The
+backends load it by the names in `BUNDLED_NAMES` (`mft.backends.base.resolve_model_path`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from mft.backends.base import BUNDLED_CHECKPOINT as CHECKPOINT_DIR
+from mft.backends.base import BUNDLED_NAMES
 
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
-BUNDLED_NAMES = ("bundled", "toy")
-
-
-def resolve_model_path(model: str) -> str:
-    """Map the names of the bundled model to its directory; anything else is a path or hub id as given."""
-    return str(CHECKPOINT_DIR) if model in BUNDLED_NAMES else model
+__all__ = ["BUNDLED_NAMES", "CHECKPOINT_DIR"]

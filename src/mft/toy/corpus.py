@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mft.records import Message, Problem
-from mft.tasks.arithmetic import MAX_VALUE, ArithmeticTask, pool_of
+from mft.tasks.arithmetic import MAX_VALUE, ArithmeticTask
+from mft.tasks.base import pool_of
 
 _TASK = ArithmeticTask()
 
@@ -173,7 +174,7 @@ def _train_ops(cfg: CorpusConfig, rng: random.Random) -> tuple[int, ...]:
     # Only the train pool of the default split seed: held-out test problems are never seen.
     while True:
         ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
-        if pool_of(ops, cfg.split_seed) == "train":
+        if pool_of(str(ops), cfg.split_seed) == "train":
             return ops
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from mft.backends.hf_finetune import collate
 from mft.records import Message
 from mft.toy.corpus import CorpusConfig, stream
 from mft.toy.tokenizer import build_tokenizer
@@ -102,18 +103,6 @@ def encode_drill(tok: PreTrainedTokenizerFast, lines: list[str]) -> tuple[list[i
 
 def encode_item(tok: PreTrainedTokenizerFast, item: list[Message] | list[str]) -> tuple[list[int], list[int]]:
     return encode_drill(tok, item) if item and isinstance(item[0], str) else encode(tok, item)  # type: ignore[arg-type]
-
-
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, (ids, lab) in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
 def build_model(cfg: PretrainConfig, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:

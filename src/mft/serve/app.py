@@ -1,4 +1,4 @@
-"""`mft serve`: a society of agents behind an OpenAI-compatible HTTP API (FastAPI + uvicorn, hf backend).
+"""The HTTP side of `mft serve`: OpenAI-shaped request / response schemas, errors, and the FastAPI app.
 
     POST /v1/chat/completions   model = an agent name      -> that agent answers the messages
                                 model = the base model id  -> the bare base model answers
@@ -20,170 +20,21 @@ Sampling defaults: temperature 1.0, top_p 0.9 (the paper's), max_tokens the task
 from __future__ import annotations
 
 import hashlib
-import json
-import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
-from mft.debate.engine import DebateSettings, Society, debate_chunk
+from mft.debate.engine import DebateSettings, debate_chunk
 from mft.errors import MftError
 from mft.records import DebateRecord, Message, Problem
-from mft.tasks.base import Task
+from mft.serve.society import AsAsked, ServedSociety
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-DEFAULT_SOCIETY_NAME = "society"
-
-
-# -- what is served --------------------------------------------------------------------------------------
-@dataclass
-class ServedSociety:
-    society: Society
-    task: Task
-    rounds: int
-    base_model: str
-    name: str = DEFAULT_SOCIETY_NAME
-    source: str = "base model"  # for people: where the agents came from
-    summarize: bool = False  # show agents a summary of the others' answers (a run's own setting)
-
-    def agents(self) -> list[Agent]:
-        """Generators then critics, each name once."""
-        seen: dict[str, Agent] = {}
-        for a in [*self.society.generators, *(self.society.critics or [])]:
-            seen.setdefault(a.name, a)
-        return list(seen.values())
-
-    def model_ids(self) -> list[str]:
-        return [*(a.name for a in self.agents()), self.base_model, self.name]
-
-
-class AsAsked(Task):
-    """The served task with the round-1 prompt taken verbatim from the user's message.
-
-    Everything else (debate prompts, answer extraction, equivalence) is the task's own, so a question sent
-    as `task.question_prompt(problem)` is debated exactly as the engine debates `problem`.
-    """
-
-    def __init__(self, task: Task) -> None:
-        self.inner = task
-        self.name = task.name
-        self.version = task.version
-        self.max_new_tokens = task.max_new_tokens
-
-    def load(self, split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
-        return self.inner.load(split, n, seed)
-
-    def question_prompt(self, problem: Problem) -> str:
-        return problem.question
-
-    def extract_answer(self, response: str) -> str | None:
-        return self.inner.extract_answer(response)
-
-    def is_equivalent(self, a: str | None, b: str | None) -> bool:
-        return self.inner.is_equivalent(a, b)
-
-    def debate_prompt(self, other_responses: list[str]) -> str:
-        return self.inner.debate_prompt(other_responses)
-
-    def summarize_prompt(self, other_responses: list[str]) -> str:
-        return self.inner.summarize_prompt(other_responses)
-
-    def summary_debate_prompt(self, summary: str) -> str:
-        return self.inner.summary_debate_prompt(summary)
-
-
-def latest_iteration(run_dir: Path) -> int:
-    """The highest iteration whose society is saved (0 when none is: the base society)."""
-    done = [0]
-    for path in run_dir.glob("iter_*/agents/society.json"):
-        suffix = path.parent.parent.name.removeprefix("iter_")
-        if suffix.isdigit():
-            done.append(int(suffix))
-    return max(done)
-
-
-def load_run_society(run_dir: Path, iteration: int | None = None) -> tuple[Society, Any, int]:
-    """The society of `iteration` of the run in `run_dir` (None: its latest), with the run's config.
-
-    Adapters in `iter_<k>/agents/society.json` are stored relative to the run directory; the returned
-    agents hold absolute paths under `run_dir`, wherever it has been moved.
-    """
-    from mft.config import RunConfig, format_validation_error
-    from mft.pipeline.run import society_after
-
-    manifest = run_dir / "manifest.json"
-    if not manifest.exists():
-        raise MftError(
-            f"{run_dir} is not a run directory (no manifest.json)",
-            hint="pass the directory `mft run` wrote, e.g. runs/<name>",
-        )
-    try:
-        config = json.loads(manifest.read_text(encoding="utf-8"))["config"]
-        cfg = RunConfig.model_validate({**config, "runs_dir": str(run_dir.parent), "name": run_dir.name})
-    except ValidationError as exc:
-        raise MftError(format_validation_error(exc, str(manifest))) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MftError(f"{manifest}: not a valid run manifest ({exc})") from None
-    k = latest_iteration(run_dir) if iteration is None else iteration
-    if k < 0:
-        raise MftError(f"--iteration {k} is out of range", hint="use 0 (the base) or a finished iteration")
-    return society_after(cfg, k), cfg, k
-
-
-def build_served(
-    *,
-    model: str | None = None,
-    run_dir: Path | None = None,
-    iteration: int | None = None,
-    agents: int | None = None,
-    rounds: int | None = None,
-    task: str | None = None,
-    society_name: str = DEFAULT_SOCIETY_NAME,
-) -> ServedSociety:
-    """What `mft serve` serves. With a run directory, unset options default to that run's settings."""
-    from mft.config import build_task
-    from mft.tasks import get_task
-
-    if iteration is not None and run_dir is None:
-        raise MftError("--iteration needs --run-dir", hint="pass the run directory, e.g. runs/<name>")
-    if run_dir is not None:
-        society, cfg, k = load_run_society(run_dir, iteration)
-        if agents is not None and agents != society.size:
-            raise MftError(
-                f"--agents {agents} does not match iteration {k} of {run_dir} ({society.size} agents)",
-                hint="leave --agents out when serving a run",
-            )
-        the_task = build_task(cfg) if task in (None, cfg.task) else get_task(task)
-        base = model or cfg.model
-        n_rounds = rounds or cfg.rounds
-        source = f"{run_dir} iteration {k}"
-        summarize = cfg.summarize
-    else:
-        society = Society.of_base(agents or 3)
-        the_task = get_task(task or "arithmetic")
-        base = model or "bundled"
-        n_rounds = rounds or 2
-        source = "base model"
-        summarize = False
-    if n_rounds < 1 or society.size < 1:
-        raise MftError("a served society needs at least 1 agent and 1 round")
-    served = ServedSociety(society, the_task, n_rounds, base, society_name, source, summarize)
-    ids = served.model_ids()
-    clash = sorted({i for i in ids if ids.count(i) > 1})
-    if clash:
-        raise MftError(
-            f"model name {', '.join(map(repr, clash))} is used twice (agents, base model, society)",
-            hint="pick another --society-name",
-        )
-    return served
 
 
 # -- request / response shapes ---------------------------------------------------------------------------
@@ -383,68 +234,3 @@ def _debate(
         "seed": record.seed,
     }
     return record.responses[-1][slot], transcript
-
-
-# -- running ---------------------------------------------------------------------------------------------
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port (port 0: any free port), or an MftError saying why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise MftError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc})",
-            hint="pick another --port (0: any free port), or stop what is using it",
-        ) from None
-    return sock
-
-
-def serve(
-    *,
-    model: str | None = None,
-    run_dir: Path | None = None,
-    iteration: int | None = None,
-    agents: int | None = None,
-    rounds: int | None = None,
-    task: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    society_name: str = DEFAULT_SOCIETY_NAME,
-    batch_size: int = 256,
-    log_level: str = "info",
-) -> None:
-    """Load the society on the hf backend and serve it until interrupted."""
-    served = build_served(
-        model=model,
-        run_dir=run_dir,
-        iteration=iteration,
-        agents=agents,
-        rounds=rounds,
-        task=task,
-        society_name=society_name,
-    )
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise MftError("`mft serve` needs fastapi and uvicorn", hint="pip install 'mft[serve]'") from exc
-    from mft.backends import get_backend
-
-    sock = bind(host, port)  # before loading the model: a busy port fails fast
-    try:
-        backend = get_backend("hf", served.base_model, batch_size=batch_size)
-        app = create_app(backend, served)
-        actual = sock.getsockname()[1]
-        where = f"[{host}]" if ":" in host else host
-        print(
-            f"mft serve: {served.society.size} agents x {served.rounds} rounds ({served.source}, task "
-            f"{served.task.name}); models: {', '.join(served.model_ids())}",
-            flush=True,
-        )
-        print(f"mft serve: listening on http://{where}:{actual}/v1", flush=True)
-        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()

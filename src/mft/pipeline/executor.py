@@ -7,21 +7,28 @@ With `executor: ray` in a run config:
 - debate chunks are sharded over `ray_workers` Ray actors, each holding its own backend; the driver appends
   the records in chunk order, so the files are the same as with the local executor.
 Every unit is seeded exactly as locally (per agent, per chunk), so both executors give the same artifacts.
-Ray is imported only here and only for `executor: ray` (`pip install 'mft[ray]'`).
+Ray is imported only here and only for `executor: ray` (`pip install 'mft[ray]'`). The debate actors are
+started once per process and reused by every stage of a run (`chunk_runner_for`), and stopped before the
+finetune tasks need their CPUs/GPUs (`release_runners`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mft.backends.base import Agent
+from mft.backends.base import Agent, FinetuneSettings
+from mft.data.examples import read_examples
 from mft.debate.engine import DebateSettings, Society, debate_chunk
 from mft.errors import MftError
 from mft.records import DebateRecord, Problem
 from mft.tasks.base import Task
+
+if TYPE_CHECKING:
+    from mft.config import RunConfig
 
 
 @dataclass
@@ -55,14 +62,13 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def _finetune_one(model: str, job: FinetuneJob, lora: dict[str, Any]) -> str:
+def _finetune_one(model: str, job: FinetuneJob, settings: FinetuneSettings) -> str:
     """Body of one Ray finetune task: a fresh backend on this worker, one agent trained and saved."""
     from mft.backends.hf import HFBackend
-    from mft.pipeline.run import read_examples
 
     backend = HFBackend(model)
     agent = backend.finetune(
-        Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, **lora
+        Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, settings
     )
     assert agent.adapter is not None
     return agent.adapter
@@ -71,7 +77,7 @@ def _finetune_one(model: str, job: FinetuneJob, lora: dict[str, Any]) -> str:
 def ray_finetune(
     model: str,
     jobs: list[FinetuneJob],
-    lora: dict[str, Any],
+    settings: FinetuneSettings,
     *,
     address: str | None,
     num_cpus: float,
@@ -80,7 +86,7 @@ def ray_finetune(
     """Run the finetune jobs as Ray tasks; returns the trained agents in job order."""
     ray = init_ray(address)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_finetune_one)
-    refs = [remote.remote(model, job, lora) for job in jobs]
+    refs = [remote.remote(model, job, settings) for job in jobs]
     return [Agent(job.name, path) for job, path in zip(jobs, ray.get(refs), strict=True)]
 
 
@@ -133,3 +139,33 @@ class RayChunkRunner:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+_RUNNERS: dict[tuple[Any, ...], RayChunkRunner] = {}
+
+
+def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
+    """Ray actors for debate chunks, started once per process and reused by every stage of the run."""
+    if cfg.executor != "ray":
+        return None
+    options = {"batch_size": cfg.batch_size, **cfg.backend_options}
+    key = (cfg.backend, cfg.model, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
+    if key not in _RUNNERS:
+        _RUNNERS[key] = RayChunkRunner(
+            cfg.backend,
+            cfg.model,
+            options,
+            workers=cfg.ray_workers,
+            address=cfg.ray_address,
+            num_cpus=cfg.ray_num_cpus,
+            num_gpus=cfg.ray_num_gpus,
+        )
+    return _RUNNERS[key]
+
+
+def release_runners() -> None:
+    """Stop the debate actors so their CPUs/GPUs are free for the finetune tasks (no deadlock on a full
+    cluster); the next debate stage starts new ones."""
+    for runner in _RUNNERS.values():
+        runner.close()
+    _RUNNERS.clear()

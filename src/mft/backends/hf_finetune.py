@@ -1,4 +1,4 @@
-"""Per-agent LoRA finetuning on the shared base (transformers + peft).
+"""The hf backend's trainer: per-agent LoRA (or full) finetuning on the shared base (transformers + peft).
 
 Each agent is trained on its own chat examples only, with the loss on assistant tokens only, starting from
 its own previous adapter (or a fresh LoRA on the base). The adapter lives in the backend's one PeftModel
@@ -10,7 +10,7 @@ shared multi-adapter PeftModel (no second copy of the base, the other agents sta
 with the same maths as SFTTrainer (AdamW, linear decay, assistant-only loss, grad clipping). At the same
 settings it runs at about the same tokens/s as SFTTrainer (`benchmarks/finetune_throughput.py`, 1.08x in
 fp32 on the bundled model, docs/performance.md); its defaults add length-grouped batches and bf16
-autocast where the device has native bf16 (`LoraSettings`; 1.68x on critic-sized data,
+autocast where the device has native bf16 (`FinetuneSettings`; 1.68x on critic-sized data,
 `benchmarks/finetune_settings.py`).
 """
 
@@ -18,32 +18,20 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mft.backends.base import FinetuneSettings, resolve_model_path
 from mft.errors import MftError
 from mft.faults import checkpoint
 from mft.records import Message, write_json_atomic
 
+if TYPE_CHECKING:
+    import torch
 
-@dataclass
-class LoraSettings:
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
-    epochs: int = 2
-    lr: float = 1e-3
-    batch_size: int = 16
-    seed: int = 0
-    method: str = "lora"  # "lora": an adapter on the shared base; "full": every weight, one model per agent
-    # batches of examples of similar length (less padding; see `batch_order`); False: plain shuffled batches
-    group_by_length: bool = True
-    # "auto": bf16 autocast where the device computes bf16 natively (a CUDA GPU with bf16, a CPU with
-    # AVX512-BF16 or AMX), else fp32; "bf16" / "fp32" force it. The weights and optimizer stay in the
-    # model's dtype either way, as with transformers' `bf16=True` training argument.
-    precision: str = "auto"
+    from mft.backends.hf import HFBackend
+
+Encoded = tuple[list[int], list[int]]  # token ids, labels (-100 off the assistant turns)
 
 
 def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[int]]:
@@ -95,6 +83,21 @@ def batch_order(
     return batches
 
 
+def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors of a batch: input ids, labels (-100 on padding) and the attention mask."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
 def autocast_dtype(precision: str, device: Any) -> Any:
     """The dtype to autocast finetuning to (None: no autocast) for `precision` on `device`."""
     import torch
@@ -117,15 +120,13 @@ def autocast_dtype(precision: str, device: Any) -> Any:
 def _train(
     model: Any,
     params: list[Any],
-    encoded: list[tuple[list[int], list[int]]],
+    encoded: list[Encoded],
     pad_id: int,
-    settings: LoraSettings,
+    settings: FinetuneSettings,
     rng: random.Random,
 ) -> list[float]:
     """The training loop shared by LoRA and full finetuning: AdamW, linear decay, clipping, seeded order."""
     import torch
-
-    from mft.toy.pretrain import collate
 
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     steps = settings.epochs * ((len(encoded) + settings.batch_size - 1) // settings.batch_size)
@@ -153,12 +154,12 @@ def _train(
 
 
 def train_full(
-    backend: Any,
+    backend: HFBackend,
     name: str,
     init_model: str | None,
     examples: list[list[Message]],
     out_dir: Path,
-    settings: LoraSettings,
+    settings: FinetuneSettings,
 ) -> tuple[Any, dict[str, Any]]:
     """Full finetuning (`method: full`): a copy of the base (or of this agent's previous full model) with
     every weight trained, saved with save_pretrained to `out_dir` (temp dir, then rename). Costs one model's
@@ -167,8 +168,6 @@ def train_full(
 
     import torch
     from transformers import AutoModelForCausalLM
-
-    from mft.toy import resolve_model_path
 
     if not examples:
         raise MftError(f"agent {name!r}: no training examples")
@@ -205,12 +204,12 @@ def train_full(
 
 
 def train_adapter(
-    backend: Any,
+    backend: HFBackend,
     name: str,
     init_adapter: str | None,
     examples: list[list[Message]],
     out_dir: Path,
-    settings: LoraSettings,
+    settings: FinetuneSettings,
 ) -> dict[str, Any]:
     """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (temp dir, then rename)."""
     import torch
@@ -226,7 +225,9 @@ def train_adapter(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
+        target_modules=settings.target_modules
+        if isinstance(settings.target_modules, str)
+        else list(settings.target_modules),
         task_type="CAUSAL_LM",
     )
     if backend.model is backend.base:

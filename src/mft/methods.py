@@ -1,0 +1,178 @@
+"""The methods the paper compares, in one table: what each finetunes, on which data, and how it is reported.
+
+A method is a row key (as in `reproduce.json` and the report), the run config it runs as (`method` and
+whether the debate shows summaries), the models it finetunes each iteration (its *slots*: N generators and
+N critics, N generators only, or one model that plays every agent), whether its training debate is one round
+of independent samples, the builder of each slot's dataset from the debate records, and its report label,
+row position and plot colour. Adding a method to the comparison is one `Method(...)` here plus its builder.
+
+Base, Majority and Debate are not methods: they are readings of the base society (iteration 0) that every
+run evaluates; they have a label and a row position only (`BASELINES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mft.data.builders import (
+    Equivalent,
+    Example,
+    critic_split,
+    generator_examples,
+    majority_examples,
+    mix_critic,
+    pooled_examples,
+    star_examples,
+)
+from mft.records import DebateRecord
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One slot's training examples and the counts its `sizes.json` entry reports."""
+
+    examples: list[Example]
+    sizes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a data builder may use besides the records: no labels, no model."""
+
+    agents: int
+    critic_positive_fraction: float
+    seed: int
+    iteration: int
+
+
+DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
+Slots = Literal["society", "generators", "one_model"]
+
+
+def society_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """Ours: generator n on D_G^n; critic n on D_C- mixed with D_C+ (w = critic_positive_fraction)."""
+    out: dict[str, Dataset] = {}
+    for n in range(ctx.agents):
+        gen = generator_examples(records, n, eq)
+        out[f"gen_{n}"] = Dataset(gen, {"examples": len(gen)})
+        split = critic_split(records, n, eq)
+        critic = mix_critic(split, ctx.critic_positive_fraction, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+        out[f"critic_{n}"] = Dataset(
+            critic,
+            {
+                "examples": len(critic),
+                "corrected (D_C-)": len(split.corrected),
+                "kept available (D_C+)": len(split.kept),
+            },
+        )
+    return out
+
+
+def generator_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """Ours without critics: generator n on D_G^n only."""
+    out: dict[str, Dataset] = {}
+    for n in range(ctx.agents):
+        gen = generator_examples(records, n, eq)
+        out[f"gen_{n}"] = Dataset(gen, {"examples": len(gen)})
+    return out
+
+
+def _one_model(examples: list[Example]) -> dict[str, Dataset]:
+    return {"model": Dataset(examples, {"examples": len(examples)})}
+
+
+def pooled_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """Single-agent FT: every agent's generator and critic data, pooled for one model."""
+    seed = f"{ctx.seed}:{ctx.iteration}"
+    return _one_model(pooled_examples(records, eq, ctx.critic_positive_fraction, seed=seed))
+
+
+def majority_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """Majority FT: the N independent samples that agree with their vote."""
+    return _one_model(majority_examples(records, eq))
+
+
+def star_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """STaR: the samples whose answer matches the ground truth (the one builder that reads labels)."""
+    return _one_model(star_examples(records, eq))
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str  # row key: reproduce.json, the report, the run sub-directory of `mft reproduce`
+    label: str  # the report's row label
+    run_as: str  # RunConfig.method: what a run with this method does
+    summarize: bool  # the debate shows summaries of the others' answers (as `mft reproduce` runs it)
+    slots: Slots  # the models finetuned each iteration
+    one_round: bool  # the training debate is one round of N independent samples
+    build: DataBuilder
+    rank: int  # position of its row in the report (the paper's Table 1 order, then the ablations)
+    colour: str  # its colour in every plot
+    about: str = ""  # what it finetunes on what, for `--method`'s help (where it is a run's `method`)
+
+    def slot_names(self, agents: int) -> list[str]:
+        """The models finetuned each iteration (their dataset and adapter directories are named so)."""
+        if self.slots == "one_model":
+            return ["model"]
+        gens = [f"gen_{n}" for n in range(agents)]
+        return gens if self.slots == "generators" else gens + [f"critic_{n}" for n in range(agents)]
+
+
+# In the order `mft reproduce` runs them: Ours first, so the others can reuse its shared stages, and
+# iteration 0 is read from the first of these that has it.
+METHODS: tuple[Method, ...] = (
+    Method(
+        "ours", "Ours", run_as="ours", summarize=True, slots="society", one_round=False,
+        build=society_data, rank=5, colour="#d62728",
+        about="N generators + N critics, each on its own debate data",
+    ),
+    Method(
+        "ours_no_summary", "Ours (no summary)", run_as="ours", summarize=False, slots="society",
+        one_round=False, build=society_data, rank=6, colour="#ff7f0e",
+    ),
+    Method(
+        "ours_no_critic", "Ours (no critics)", run_as="ours_no_critic", summarize=True, slots="generators",
+        one_round=False, build=generator_data, rank=7, colour="#9467bd",
+        about="generators only",
+    ),
+    Method(
+        "single_ft", "Single-agent FT", run_as="single_ft", summarize=True, slots="one_model",
+        one_round=False, build=pooled_data, rank=8, colour="#1f77b4",
+        about="one model on all the debate data",
+    ),
+    Method(
+        "majority_ft", "Majority FT", run_as="majority_ft", summarize=True, slots="one_model",
+        one_round=True, build=majority_data, rank=4, colour="#2ca02c",
+        about="one model on its N samples that agree with their vote",
+    ),
+    Method(
+        "star", "STaR", run_as="star", summarize=True, slots="one_model", one_round=True,
+        build=star_data, rank=3, colour="#8c564b",
+        about="one model on its samples that match the ground truth",
+    ),
+)  # fmt: skip
+BY_KEY = {m.key: m for m in METHODS}
+# RunConfig.method's choices: what a single run can be asked to do (and its help text).
+RUN_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m.run_as for m in METHODS))
+RUN_METHODS_HELP = ", ".join(f"{m.run_as} ({m.about})" for m in METHODS if m.about)
+
+# The base society's readings (iteration 0 of every run), each a report row: key -> (label, rank).
+BASELINES: dict[str, tuple[str, int]] = {
+    "base": ("Base", 0),
+    "majority": ("Majority", 1),
+    "debate": ("Debate", 2),
+}
+
+# Every row's label, and the rows in the report's order (methods and baselines alike).
+LABELS: dict[str, str] = {**{k: v[0] for k, v in BASELINES.items()}, **{m.key: m.label for m in METHODS}}
+_RANKS = {**{k: v[1] for k, v in BASELINES.items()}, **{m.key: m.rank for m in METHODS}}
+REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
+
+
+def of_run(method: str, summarize: bool) -> Method:
+    """The table row of a run from its config: `ours` with summaries is Ours, without it the ablation."""
+    if method == "ours":
+        return BY_KEY["ours" if summarize else "ours_no_summary"]
+    return next(m for m in METHODS if m.run_as == method)

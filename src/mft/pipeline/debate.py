@@ -1,0 +1,54 @@
+"""`mft debate`: one multiagent debate of the base model's N copies on a task split, with its accuracies.
+
+<out>/debate.jsonl    one record per problem (appended as chunks finish; resumable)
+<out>/summary.json    config, accuracies, tokens and time of this invocation, backend, data source
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mft.config import DebateConfig, build_backend, build_task
+from mft.debate.engine import Society, run_debate
+from mft.eval.metrics import Estimate, as_dict, debate_accuracies
+from mft.pipeline.stages import debate_settings
+from mft.records import problems_digest, write_json_atomic
+
+
+@dataclass
+class DebateOutcome:
+    problems: int
+    accuracy: dict[str, Estimate]  # single / majority / debate
+
+
+def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
+    """Debate `cfg.limit` problems of `cfg.split`; writes the records and the summary into `cfg.out`."""
+    task = build_task(cfg)
+    problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
+    backend = build_backend(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    records = run_debate(
+        backend,
+        task,
+        problems,
+        Society.of_base(cfg.agents),
+        debate_settings(cfg, task, cfg.seed),
+        cfg.out / "debate.jsonl",
+        progress=progress,
+    )
+    acc = debate_accuracies(records, task)
+    summary: dict[str, Any] = {
+        "config": json.loads(cfg.model_dump_json()),
+        "accuracy": as_dict(acc),
+        "seconds_this_invocation": round(time.time() - start, 2),
+        "generated_tokens_this_invocation": backend.stats.completion_tokens,
+        "backend": backend.describe(),
+        "problems": problems_digest(problems),
+        "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows
+    }
+    write_json_atomic(cfg.out / "summary.json", summary)
+    return DebateOutcome(len(records), acc)

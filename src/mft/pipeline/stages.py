@@ -1,0 +1,243 @@
+"""The stages of one iteration, each a function that reads its inputs from the run directory and writes its
+outputs there, so every stage can be re-run alone (`mft debate-train | build-data | finetune | eval`).
+
+Resume: debate and eval files are appended per finished chunk; datasets, adapters and result files are
+written to a temp name and renamed, and each stage skips what already exists. Killing the process at any
+moment and re-running the same command continues from the last finished unit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from mft.backends.base import Agent, Backend, FinetuneSettings, Sampling
+from mft.config import DebateConfig, RunConfig
+from mft.data.examples import read_examples, write_examples
+from mft.debate.engine import DebateSettings, Society, run_debate
+from mft.errors import MftError
+from mft.eval.metrics import as_dict, debate_accuracies
+from mft.methods import BuildContext, Method, of_run
+from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
+from mft.records import DebateRecord, Problem, read_jsonl, write_json_atomic
+from mft.rundir import RunDir
+from mft.tasks.base import Task
+
+
+def method_of(cfg: RunConfig) -> Method:
+    return of_run(cfg.method, cfg.summarize)
+
+
+def debate_settings(
+    cfg: DebateConfig | RunConfig, task: Task, seed: int, rounds: int | None = None
+) -> DebateSettings:
+    """The debate a config asks for (sampling, rounds, summaries, chunking), seeded with `seed`."""
+    max_new = cfg.max_new_tokens or task.max_new_tokens
+    return DebateSettings(
+        rounds=rounds or cfg.rounds,
+        summarize=cfg.summarize,
+        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new),
+        seed=seed,
+        chunk_size=cfg.chunk_size,
+    )
+
+
+def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
+    """How iteration k's agents are finetuned (seeded per iteration)."""
+    targets = cfg.lora_targets
+    modules: tuple[str, ...] | Literal["all-linear"] = (
+        "all-linear" if targets == "all-linear" else tuple(t.strip() for t in targets.split(","))
+    )
+    return FinetuneSettings(
+        method=cfg.ft_method,
+        rank=cfg.lora_rank,
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        target_modules=modules,
+        epochs=cfg.ft_epochs,
+        lr=cfg.ft_lr,
+        batch_size=cfg.ft_batch_size,
+        seed=cfg.seed + k,
+        group_by_length=cfg.ft_group_by_length,
+        precision=cfg.ft_precision,
+    )
+
+
+def society_after(cfg: RunConfig, k: int) -> Society:
+    """The society that iteration k produced (k = 0: N copies of the base, generators and critics alike)."""
+    return RunDir(cfg.run_dir).society(k, cfg.agents)
+
+
+def generated_tokens(backend: Backend, records: list[DebateRecord]) -> int | None:
+    """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer."""
+    texts = [x for r in records for rnd in r.responses for x in rnd]
+    texts += [x for r in records for rnd in r.summaries for x in rnd]
+    return backend.count_tokens(texts)
+
+
+# -- 1. debate --------------------------------------------------------------------------------------------
+def stage_debate(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem], progress: bool = True
+) -> list[DebateRecord]:
+    """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
+    rounds = 1 if method_of(cfg).one_round else cfg.rounds  # majority FT and STaR: N independent samples
+    return run_debate(
+        backend,
+        task,
+        train,
+        society_after(cfg, k - 1),
+        debate_settings(cfg, task, cfg.seed + k, rounds=rounds),
+        RunDir(cfg.run_dir).train_debate(k),
+        progress=progress,
+        chunk_runner=chunk_runner_for(cfg),
+    )
+
+
+# -- 2. per-agent data ------------------------------------------------------------------------------------
+def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
+    """Per-agent datasets from iteration k's debate records; written once, then reused."""
+    rd = RunDir(cfg.run_dir)
+    if rd.sizes(k).exists():
+        loaded: dict[str, Any] = json.loads(rd.sizes(k).read_text())
+        return loaded
+    records = read_jsonl(rd.train_debate(k), DebateRecord)
+    if len(records) < cfg.n_train:
+        raise MftError(
+            f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
+            hint="finish the debate stage first",
+        )
+    ctx = BuildContext(cfg.agents, cfg.critic_positive_fraction, cfg.seed, k)
+    datasets = method_of(cfg).build(records, task.is_equivalent, ctx)
+    for slot, dataset in datasets.items():
+        write_examples(rd.examples(k, slot), dataset.examples)
+    sizes: dict[str, Any] = {slot: dataset.sizes for slot, dataset in datasets.items()}
+    write_json_atomic(rd.sizes(k), sizes)  # last: its presence means every dataset is written
+    return sizes
+
+
+# -- 3. finetune ------------------------------------------------------------------------------------------
+def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = True) -> Society:
+    """Finetune each agent on its own data, from its own previous weights; skip finished ones."""
+    from tqdm.auto import tqdm
+
+    rd = RunDir(cfg.run_dir)
+    if rd.society_file(k).exists():
+        return society_after(cfg, k)
+    prev = society_after(cfg, k - 1)
+    sizes = json.loads(rd.sizes(k).read_text())
+    method = method_of(cfg)
+    settings = finetune_settings(cfg, k)
+    # each model continues from its own previous weights (one model: from generator 0, which it played)
+    previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.agents)}
+    previous.update({f"critic_{n}": (prev.critics or prev.generators)[n] for n in range(cfg.agents)})
+    previous["model"] = prev.generators[0]
+    slots = method.slot_names(cfg.agents)
+    skipped: dict[str, str] = {}
+    agents: dict[str, Agent] = {}
+    todo: list[FinetuneJob] = []
+    for name in slots:
+        out_dir = rd.agent_dir(k, name)
+        start_from = previous[name].adapter  # None in iteration 1: a fresh LoRA on the base
+        finished = backend.finished_agent(name, out_dir)
+        if finished is not None:  # finished before a restart
+            agents[name] = finished
+        elif sizes[name]["examples"] < cfg.min_examples:
+            skipped[name] = f"{sizes[name]['examples']} examples < min_examples={cfg.min_examples}"
+            agents[name] = Agent(name, start_from)
+        else:
+            todo.append(FinetuneJob(name, start_from, rd.examples(k, name), out_dir))
+    if cfg.executor == "ray" and todo:
+        release_runners()
+        trained = ray_finetune(
+            cfg.model,
+            todo,
+            settings,
+            address=cfg.ray_address,
+            num_cpus=cfg.ray_num_cpus,
+            num_gpus=cfg.ray_num_gpus,
+        )
+        agents.update({a.name: a for a in trained})
+    else:
+        for job in tqdm(todo, desc=f"finetune iter {k}", unit="agent", disable=not progress):
+            examples = read_examples(job.examples_path)
+            agents[job.name] = backend.finetune(
+                Agent(job.name, job.start_from), examples, job.out_dir, settings
+            )
+    for name, why in skipped.items():
+        print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
+    if method.slots == "one_model":  # one model plays every agent, in every round
+        rd.write_society(k, [agents["model"]] * cfg.agents, None, skipped)
+    else:
+        critics = [agents[name] for name in slots if name.startswith("critic_")]
+        rd.write_society(k, [agents[name] for name in slots if name.startswith("gen_")], critics, skipped)
+    return society_after(cfg, k)
+
+
+# -- 4. evaluation ----------------------------------------------------------------------------------------
+def stage_eval(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, test: list[Problem], progress: bool = True
+) -> dict[str, Any]:
+    """Debate of iteration k's society on the test split: generators answer round 1, critics later."""
+    rd = RunDir(cfg.run_dir)
+    if rd.results(k).exists():
+        loaded: dict[str, Any] = json.loads(rd.results(k).read_text())
+        return loaded
+    records = run_debate(
+        backend,
+        task,
+        test,
+        society_after(cfg, k),
+        debate_settings(cfg, task, cfg.seed + 1000 + k),
+        rd.eval_debate(k),
+        progress=progress,
+        chunk_runner=chunk_runner_for(cfg),
+    )
+    results: dict[str, Any] = {
+        "iteration": k,
+        "accuracy": as_dict(debate_accuracies(records, task)),
+        "problems": len(records),
+        "usage": {"generated_tokens": generated_tokens(backend, records)},
+    }
+    if k >= 1:
+        train_records = read_jsonl(rd.train_debate(k), DebateRecord)
+        results["usage"]["train_debate_generated_tokens"] = generated_tokens(backend, train_records)
+    write_json_atomic(rd.results(k), results)
+    return results
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def stage_diversity(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, progress: bool = True
+) -> dict[str, Any]:
+    """Diversity of iteration k's society on its first `diversity_problems` test debates (round-1 answers)."""
+    from mft.eval.diversity import compute_diversity
+    from mft.eval.encoders import load_encoder
+
+    rd = RunDir(cfg.run_dir)
+    if rd.diversity(k).exists():
+        loaded: dict[str, Any] = json.loads(rd.diversity(k).read_text())
+        return loaded
+    records = read_jsonl(rd.eval_debate(k), DebateRecord)
+    encoder = None
+    if cfg.embedding_model:
+        if cfg.embedding_model not in _ENCODERS:
+            _ENCODERS[cfg.embedding_model] = load_encoder(cfg.embedding_model)
+        encoder = _ENCODERS[cfg.embedding_model]
+    society = society_after(cfg, k)
+    scorer = backend if hasattr(backend, "score_responses") else None
+    if scorer is not None:
+        for agent in society.generators:
+            backend.add_agent(agent)
+    result = compute_diversity(
+        records,
+        task,
+        scorer=scorer,
+        agents=society.generators if scorer is not None else None,
+        encoder=encoder,
+        max_problems=cfg.diversity_problems,
+        progress=progress,
+    )
+    write_json_atomic(rd.diversity(k), result)
+    return result

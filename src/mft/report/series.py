@@ -1,0 +1,54 @@
+"""What the report and the comparison plot, from loaded studies: the lines, and the run chosen for a chart.
+
+The plots module draws; this one decides which numbers a line has and which run a chart is about.
+"""
+
+from __future__ import annotations
+
+from mft import methods
+from mft.report import plots
+from mft.report.load import Iteration, Run, Study
+
+# The paper's method and its ablations: the methods that finetune one model per agent, in the table's order
+# (Ours first). The dataset-size chart and the comparison's accuracy plot are about the first one present.
+OURS_FAMILY: tuple[str, ...] = tuple(m.key for m in methods.METHODS if m.slots != "one_model")
+
+
+def ours_run(study: Study) -> Run | None:
+    """The study's run of the paper's method (or, without one, of its first ablation present)."""
+    return next((r for key in OURS_FAMILY for r in study.runs if r.key == key), None)
+
+
+def with_base(run: Run, study: Study) -> dict[int, Iteration]:
+    """The run's iterations, with the shared iteration 0 filled in where the run has none."""
+    its = dict(run.iterations)
+    if 0 not in its and study.base is not None:
+        its[0] = study.base
+    return dict(sorted(its.items()))
+
+
+def accuracy_series(study: Study, run: Run, label: str, colour: str) -> plots.Series:
+    """The run's debate accuracy in % per iteration (from the shared base on), ± 1 standard error."""
+    its = with_base(run, study)
+    acc = [it.accuracy["debate"] for it in its.values()]
+    return plots.Series(label, list(its), [100 * a.mean for a in acc], [100 * a.err for a in acc], colour)
+
+
+def diversity_series(study: Study, metric: str) -> list[plots.Series]:
+    """One line per run that measured `metric`, unscaled, ± 1 standard error."""
+    series = []
+    for i, r in enumerate(study.runs):
+        if not any(metric in it.diversity for it in r.iterations.values()):
+            continue  # a run without its own measurements gets no line (not even the shared base)
+        its = {k: it.diversity[metric] for k, it in with_base(r, study).items() if metric in it.diversity}
+        if its:
+            series.append(
+                plots.Series(
+                    r.label,
+                    list(its),
+                    [e.mean for e in its.values()],
+                    [e.err for e in its.values()],
+                    plots.colour(r.key, i),
+                )
+            )
+    return series

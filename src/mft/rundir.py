@@ -1,0 +1,242 @@
+"""The run directory: the only module that knows its paths, its manifest and its `society.json` files.
+
+    runs/<name>/manifest.json             config, seed, versions, problem digests, data source
+    runs/<name>/timings.json              seconds per stage
+    runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
+    runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
+    runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl (or model.jsonl), sizes.json
+    runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (adapters), society.json
+    runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
+    runs/<name>/iter_<k>/diversity.json   diversity of the new society's round-1 answers
+
+A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method.
+The pipeline writes these files, and the server and the report read them, through `RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from mft.backends.base import Agent
+from mft.debate.engine import Society
+from mft.errors import MftError
+from mft.records import Problem, problems_digest, write_json_atomic
+
+if TYPE_CHECKING:
+    from mft.config import RunConfig
+    from mft.tasks.base import Task
+
+MANIFEST = "manifest.json"
+REPRODUCE = "reproduce.json"
+# Settings added after runs were made, with the value that does what those runs did: a run directory whose
+# manifest lacks one continues only with that value (and is refused with any other, as for any setting).
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"ft_group_by_length": False, "ft_precision": "fp32"}
+# Settings a run may change between invocations: moving the directory or asking for more iterations.
+RESUMABLE_CHANGES = frozenset({"runs_dir", "iterations"})
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mft", "torch", "transformers", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """The settings of `cfg` that differ from a manifest's `old_config` (those that change results)."""
+    config = json.loads(cfg.model_dump_json())
+    before = {**SETTINGS_BEFORE_THEY_EXISTED, **old_config}
+    return sorted(k for k in config if k not in RESUMABLE_CHANGES and before.get(k) != config[k])
+
+
+def timing_key(k: int, stage: str) -> str:
+    """The key of a stage's seconds in `timings.json`, e.g. 'iter_1/finetune'."""
+    return f"iter_{k}/{stage}"
+
+
+def parse_timing_key(key: str) -> tuple[int, str] | None:
+    """(iteration, stage) of a `timings.json` key; None for a key of another shape."""
+    m = re.fullmatch(r"iter_(\d+)/(.+)", key)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+class RunDir:
+    """Paths and files of one run directory (`runs/<name>`)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # -- paths -------------------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def timings(self) -> Path:
+        return self.path / "timings.json"
+
+    def iteration(self, k: int) -> Path:
+        return self.path / f"iter_{k}"
+
+    def train_debate(self, k: int) -> Path:
+        return self.iteration(k) / "debate.jsonl"
+
+    def data_dir(self, k: int) -> Path:
+        return self.iteration(k) / "data"
+
+    def examples(self, k: int, slot: str) -> Path:
+        return self.data_dir(k) / f"{slot}.jsonl"
+
+    def sizes(self, k: int) -> Path:
+        return self.data_dir(k) / "sizes.json"
+
+    def agent_dir(self, k: int, slot: str) -> Path:
+        return self.iteration(k) / "agents" / slot
+
+    def society_file(self, k: int) -> Path:
+        return self.iteration(k) / "agents" / "society.json"
+
+    def eval_dir(self, k: int) -> Path:
+        return self.iteration(k) / "eval"
+
+    def eval_debate(self, k: int) -> Path:
+        return self.eval_dir(k) / "debate.jsonl"
+
+    def results(self, k: int) -> Path:
+        return self.eval_dir(k) / "results.json"
+
+    def diversity(self, k: int) -> Path:
+        return self.iteration(k) / "diversity.json"
+
+    # -- what is there -----------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return self.manifest.exists()
+
+    def require_run(self, hint: str) -> None:
+        if not self.is_run():
+            raise MftError(f"{self.path} is not a run directory (no {MANIFEST})", hint=hint)
+
+    def iterations_on_disk(self) -> set[int]:
+        """The k of every `iter_<k>` directory present (a run in progress has fewer than planned)."""
+        return {
+            int(m.group(1)) for p in self.path.glob("iter_*") if (m := re.fullmatch(r"iter_(\d+)", p.name))
+        }
+
+    def latest_society(self) -> int:
+        """The highest iteration whose society is saved (0 when none is: the base society)."""
+        return max([0, *(k for k in self.iterations_on_disk() if self.society_file(k).exists())])
+
+    # -- the manifest ------------------------------------------------------------------------------------
+    def write_or_check_manifest(
+        self, cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task
+    ) -> None:
+        """First run: write the manifest. Later runs: refuse to mix a run directory with another config."""
+        if self.manifest.exists():
+            old = json.loads(self.manifest.read_text(encoding="utf-8"))
+            diff = settings_diff(old["config"], cfg)
+            if diff:
+                raise MftError(
+                    f"{self.path} was made with other settings ({', '.join(diff)} differ)",
+                    hint="use another --name, or delete that directory to start fresh",
+                )
+            return
+        write_json_atomic(
+            self.manifest,
+            {
+                "config": json.loads(cfg.model_dump_json()),
+                "seed": cfg.seed,
+                "task": {"name": task.name, "version": task.version},
+                "versions": versions(),
+                "problems": {"train": problems_digest(train), "test": problems_digest(test)},
+                "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+
+    def manifest_config(self) -> dict[str, Any] | None:
+        """The config a manifest records, or None where there is no readable manifest."""
+        try:
+            config = json.loads(self.manifest.read_text(encoding="utf-8"))["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def run_config(self, hint: str) -> RunConfig:
+        """The run's config from its manifest, placed at this directory (wherever it has been moved)."""
+        from mft.config import RunConfig, format_validation_error
+
+        self.require_run(hint)
+        try:
+            config = json.loads(self.manifest.read_text(encoding="utf-8"))["config"]
+            return RunConfig.model_validate(
+                {**config, "runs_dir": str(self.path.parent), "name": self.path.name}
+            )
+        except ValidationError as exc:
+            raise MftError(format_validation_error(exc, str(self.manifest))) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MftError(f"{self.manifest}: not a valid run manifest ({exc})") from None
+
+    # -- societies ---------------------------------------------------------------------------------------
+    def society(self, k: int, agents: int) -> Society:
+        """The society iteration k produced (k = 0: `agents` copies of the base, as generators and critics).
+
+        Adapters are stored relative to the run directory; the agents hold paths under this directory.
+        """
+        if k == 0:
+            return Society.of_base(agents)
+        path = self.society_file(k)
+        if not path.exists():
+            raise MftError(
+                f"{path} is missing: iteration {k} has not finished finetuning",
+                hint="run `mft run` (or `mft finetune`) for that iteration first",
+            )
+        data = json.loads(path.read_text(encoding="utf-8"))
+
+        def agent(entry: dict[str, Any]) -> Agent:
+            if entry.get("model_id"):  # a model id a server knows (openai backend), stored verbatim
+                return Agent(entry["name"], entry["model_id"])
+            adapter = entry["adapter"]
+            return Agent(entry["name"], None if adapter is None else str(self.path / adapter))
+
+        critics = data.get("critics") or None  # none: the generators answer every round
+        return Society(
+            generators=[agent(a) for a in data["generators"]],
+            critics=None if critics is None else [agent(a) for a in critics],
+        )
+
+    def _stored(self, agent: Agent) -> dict[str, Any]:
+        """society.json's entry: an adapter directory inside the run relative to it, anything else as is."""
+        if agent.adapter is None:
+            return {"name": agent.name, "adapter": None}
+        path = Path(agent.adapter)
+        root = self.path.resolve()
+        if path.is_dir() and path.resolve().is_relative_to(root):
+            return {"name": agent.name, "adapter": str(path.resolve().relative_to(root))}
+        return {"name": agent.name, "adapter": None, "model_id": agent.adapter}
+
+    def write_society(
+        self, k: int, generators: list[Agent], critics: list[Agent] | None, skipped: dict[str, str]
+    ) -> None:
+        """Iteration k's society (written last: its presence means the iteration's finetuning finished)."""
+        write_json_atomic(
+            self.society_file(k),
+            {
+                "generators": [self._stored(a) for a in generators],
+                "critics": None if not critics else [self._stored(a) for a in critics],
+                "skipped": skipped,
+            },
+        )

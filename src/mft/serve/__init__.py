@@ -1,0 +1,92 @@
+"""`mft serve`: a society of agents behind an OpenAI-compatible HTTP API (FastAPI + uvicorn, hf backend).
+
+`society` decides what is served (a run's society or base agents), `app` answers the HTTP requests (see
+its docstring for the routes); this module binds the socket, loads the backend and runs uvicorn.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from mft.errors import MftError
+from mft.serve.app import ApiError, ChatMessageIn, ChatRequest, create_app
+from mft.serve.society import DEFAULT_SOCIETY_NAME, AsAsked, ServedSociety, build_served, load_run_society
+
+__all__ = [
+    "DEFAULT_SOCIETY_NAME",
+    "ApiError",
+    "AsAsked",
+    "ChatMessageIn",
+    "ChatRequest",
+    "ServedSociety",
+    "bind",
+    "build_served",
+    "create_app",
+    "load_run_society",
+    "serve",
+]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port (port 0: any free port), or an MftError saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise MftError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+            hint="pick another --port (0: any free port), or stop what is using it",
+        ) from None
+    return sock
+
+
+def serve(
+    *,
+    model: str | None = None,
+    run_dir: Path | None = None,
+    iteration: int | None = None,
+    agents: int | None = None,
+    rounds: int | None = None,
+    task: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    society_name: str = DEFAULT_SOCIETY_NAME,
+    batch_size: int = 256,
+    log_level: str = "info",
+) -> None:
+    """Load the society on the hf backend and serve it until interrupted."""
+    served = build_served(
+        model=model,
+        run_dir=run_dir,
+        iteration=iteration,
+        agents=agents,
+        rounds=rounds,
+        task=task,
+        society_name=society_name,
+    )
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise MftError("`mft serve` needs fastapi and uvicorn", hint="pip install 'mft[serve]'") from exc
+    from mft.backends import get_backend
+
+    sock = bind(host, port)  # before loading the model: a busy port fails fast
+    try:
+        backend = get_backend("hf", served.base_model, batch_size=batch_size)
+        app = create_app(backend, served)
+        actual = sock.getsockname()[1]
+        where = f"[{host}]" if ":" in host else host
+        print(
+            f"mft serve: {served.society.size} agents x {served.rounds} rounds ({served.source}, task "
+            f"{served.task.name}); models: {', '.join(served.model_ids())}",
+            flush=True,
+        )
+        print(f"mft serve: listening on http://{where}:{actual}/v1", flush=True)
+        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
