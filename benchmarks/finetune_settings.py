@@ -26,7 +26,7 @@ import torch
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.hf import HFBackend
-from mft.backends.hf_finetune import autocast_dtype, tokenize_chat
+from mft.backends.hf_train import autocast_dtype
 from mft.records import Message
 from mft.toy.corpus import CorpusConfig, sample_conversation
 
@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     sets = make_sets(args.examples)
     backend = HFBackend("bundled", device="cpu")
-    tokens = {k: 2 * sum(len(tokenize_chat(backend.tokenizer, ex)[0]) for ex in v) for k, v in sets.items()}
+    tokens = {k: 2 * sum(len(backend.chat.training_ids(ex)[0]) for ex in v) for k, v in sets.items()}
     configs = {"before: fp32, plain batches": FinetuneSettings(precision="fp32", group_by_length=False)}
     if args.attribution:
         configs["length-grouped batches only"] = FinetuneSettings(precision="fp32", group_by_length=True)

@@ -30,7 +30,6 @@ import torch
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.hf import HFBackend
-from mft.backends.hf_finetune import tokenize_chat
 from mft.backends.hf_model import load_base
 from mft.records import Message
 from mft.tasks import get_task
@@ -133,9 +132,7 @@ def main() -> None:
         t = time.perf_counter()
         backend.finetune(Agent("agent"), examples, tmp_dir / "agent", lora)
         ours_s = time.perf_counter() - t
-        ours_epoch_tokens = sum(
-            len(ids) for ids, _ in (tokenize_chat(backend.tokenizer, ex) for ex in examples)
-        )
+        ours_epoch_tokens = sum(len(ids) for ids, _ in (backend.chat.training_ids(ex) for ex in examples))
 
         # TRL SFTTrainer on a fresh copy of the base
         trl_s, trl_train_s, trl_epoch_tokens, trl_counted = trl_run(

@@ -59,6 +59,12 @@ class SharedConfig(BaseModel):
     model: str = Field(
         "bundled", description="Base model: 'bundled' (the shipped toy), a local path or a hub id."
     )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the model's chat template (YAML only), passed to every rendering, e.g. "
+        "{enable_thinking: false} for Qwen3. A template that prints today's date gets a fixed one. See "
+        "docs/backends.md.",
+    )
     agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
     summarize: bool = Field(
         False,
@@ -115,7 +121,16 @@ def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
     """The configured backend on the configured model; a bad backend option is an MftError naming it."""
     from mft.backends import get_backend
 
-    return get_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, **cfg.backend_options)
+    return get_backend(cfg.backend, cfg.model, **backend_options(cfg))
+
+
+def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
+    """What the configured backend is built with besides the model: the batch size, the chat template's
+    options and the backend's own settings."""
+    options: dict[str, Any] = {"batch_size": cfg.batch_size}
+    if cfg.chat_template_kwargs:
+        options["chat_template_kwargs"] = cfg.chat_template_kwargs
+    return {**options, **cfg.backend_options}
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -163,14 +178,15 @@ def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any
 # exactly one group (a test checks it), so a new setting cannot go unlisted.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "task and data": ("task", "data", "task_options", "split", "limit", "n_train", "n_test"),
-    "model and backend": ("model", "backend", "batch_size", "backend_options"),
+    "model and backend": ("model", "backend", "batch_size", "backend_options", "chat_template_kwargs"),
     "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
     "sampling": ("temperature", "top_p", "max_new_tokens"),
     "seeds": ("seed", "split_seed"),
     "method": ("method", "iterations", "critic_positive_fraction", "min_examples"),
     "finetuning": (
         "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
-        "ft_group_by_length", "ft_precision", "ft_method",
+        "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
+        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule",
     ),
     "diversity metrics": ("diversity_problems", "embedding_model"),
     "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
@@ -261,6 +277,24 @@ class RunConfig(SharedConfig):
         "auto",
         description="Finetuning compute precision (hf backend): auto = bf16 autocast where the device does "
         "bf16 natively (CUDA with bf16, CPU with AVX512-BF16/AMX), else fp32; weights stay in their dtype.",
+    )
+    ft_micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows per forward/backward pass; the rest of ft_batch_size (the effective batch) is "
+        "gradient accumulation, with the same update (null: the whole batch at once).",
+    )
+    ft_gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (less memory, about 30% slower)."
+    )
+    ft_max_length: int | None = Field(
+        None, ge=8, description="Finetuning examples longer than this many tokens are cut (null: no limit)."
+    )
+    ft_warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the finetuning steps with a linear learning-rate warmup."
+    )
+    ft_lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after the warmup: linear or cosine to 0, or constant."
     )
     ft_method: Literal["lora", "full"] = Field(
         "lora",

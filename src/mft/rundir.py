@@ -36,7 +36,14 @@ MANIFEST = "manifest.json"
 REPRODUCE = "reproduce.json"
 # Settings added after runs were made, with the value that does what those runs did: a run directory whose
 # manifest lacks one continues only with that value (and is refused with any other, as for any setting).
-SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"ft_group_by_length": False, "ft_precision": "fp32"}
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
+    "ft_group_by_length": False,
+    "ft_precision": "fp32",
+    "chat_template_kwargs": {},
+    "ft_gradient_checkpointing": False,
+    "ft_warmup_ratio": 0.0,
+    "ft_lr_schedule": "linear",
+}
 # Settings a run may change between invocations: moving the directory or asking for more iterations.
 RESUMABLE_CHANGES = frozenset({"runs_dir", "iterations"})
 

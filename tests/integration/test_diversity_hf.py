@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mft.backends.base import Agent
-from mft.backends.hf_finetune import tokenize_chat
 from mft.eval.diversity import compute_diversity, embedding_dissimilarity
 from mft.eval.encoders import load_encoder
 from mft.eval.likelihood import pairwise_kl
@@ -45,11 +44,11 @@ def _examples(n: int) -> tuple[list[list[Message]], list[str]]:
     return prompts, replies
 
 
-def _reference_losses(model, tok, prompts, replies) -> list[float]:
+def _reference_losses(model, chat, prompts, replies) -> list[float]:
     """transformers' own loss, one unpadded conversation at a time, labels on the assistant tokens."""
     out = []
     for prompt, reply in zip(prompts, replies, strict=True):
-        ids, labels = tokenize_chat(tok, [*prompt, Message(role="assistant", content=reply)])
+        ids, labels = chat.training_ids([*prompt, Message(role="assistant", content=reply)])
         with torch.no_grad():
             out.append(float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss))
     return out
@@ -75,13 +74,11 @@ def test_score_responses_nll_matches_transformers_loss(backend, adapters) -> Non
         assert backend.tokenizer.decode(ids) == reply + backend.tokenizer.eos_token  # end of turn included
         assert torch.allclose(lp.exp().sum(-1), torch.ones(len(ids)), atol=1e-5)
     fresh = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR).eval()
-    assert _nlls(scored) == pytest.approx(
-        _reference_losses(fresh, backend.tokenizer, prompts, replies), abs=1e-4
-    )
+    assert _nlls(scored) == pytest.approx(_reference_losses(fresh, backend.chat, prompts, replies), abs=1e-4)
 
     # a LoRA agent is scored through its own adapter: same as a standalone PeftModel of that adapter
     lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR), str(adapters["a"]))
-    expected = _reference_losses(lora.eval(), backend.tokenizer, prompts, replies)
+    expected = _reference_losses(lora.eval(), backend.chat, prompts, replies)
     assert _nlls(backend.score_responses("a", prompts, replies)) == pytest.approx(expected, abs=1e-4)
     # and the base agent is unaffected by the adapters loaded meanwhile
     assert _nlls(backend.score_responses("plain", prompts, replies, batch_size=1)) == pytest.approx(

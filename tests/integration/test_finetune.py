@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from mft.backends.base import Agent, FinetuneSettings, GenerationRequest, Sampling
-from mft.backends.hf_finetune import tokenize_chat
 from mft.records import Message
 from mft.tasks import get_task
 
@@ -49,7 +49,7 @@ def test_labels_cover_exactly_the_assistant_turns(backend) -> None:
         Message(role="user", content="Sure?"),
         Message(role="assistant", content="Yes, the answer is 2."),
     ]
-    ids, labels = tokenize_chat(backend.tokenizer, conv)
+    ids, labels = backend.chat.training_ids(conv)
     assert len(ids) == len(labels)
     trained = backend.tokenizer.decode([t for t in labels if t != -100])
     assert trained == "The answer is 2.<|end|>Yes, the answer is 2.<|end|>"
@@ -139,3 +139,88 @@ def test_full_finetuning_option(tmp_path: Path) -> None:
     cont = fresh.full_models["f"].state_dict()
     assert all(torch.allclose(trained[k], cont[k], atol=1e-6) for k in trained)
     assert again.adapter == str(tmp_path / "f2")
+
+
+def test_accumulation_and_checkpointing_give_the_gradients_of_one_batch(tmp_path: Path) -> None:
+    """An effective batch of 8 run 2 rows at a time with activation checkpointing: the same gradients as
+    the 8 at once (float rounding), so the same update."""
+    from peft import LoraConfig, get_peft_model
+
+    from mft.backends.hf import HFBackend
+    from mft.backends.hf_train import _set_checkpointing, accumulate
+
+    backend = HFBackend("bundled")
+    torch.manual_seed(0)  # B != 0, so every LoRA weight gets a gradient
+    config = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(backend.base, config)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    batch = [backend.chat.training_ids(ex) for ex in _examples(8, 40)]
+    pad = backend.tokenizer.pad_token_id
+
+    def grads(micro: int, checkpointing: bool) -> tuple[float, list[torch.Tensor]]:
+        for p in params:
+            p.grad = None
+        _set_checkpointing(model, checkpointing)
+        loss = accumulate(model, batch, pad, micro, keep_logits=True, dtype=None)
+        _set_checkpointing(model, False)
+        return loss, [p.grad.clone() for p in params]
+
+    loss_a, a = grads(8, False)
+    loss_b, b = grads(2, True)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    scale = max(float(g.abs().max()) for g in a)
+    assert scale > 0 and max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) < 1e-5 * scale
+
+
+def test_micro_batches_in_a_finetune(backend, tmp_path: Path) -> None:
+    """The settings reach the loop: same first loss (before any update), checkpointing off afterwards."""
+    import json
+
+    data = _examples(16, 40)
+    whole = FinetuneSettings(epochs=1, batch_size=8, lr=1e-2, seed=3, precision="fp32")
+    backend.finetune(Agent("acc"), data, tmp_path / "whole", whole)
+    parts = replace(whole, micro_batch_size=2, gradient_checkpointing=True)
+    backend.finetune(Agent("acc"), data, tmp_path / "parts", parts)  # same name: same init and order
+    la = json.loads((tmp_path / "whole" / "train_stats.json").read_text())
+    lb = json.loads((tmp_path / "parts" / "train_stats.json").read_text())
+    assert la["steps"] == lb["steps"] == 2 and la["first_loss"] == pytest.approx(lb["first_loss"], rel=1e-6)
+    assert not backend.model.base_model.model.is_activation_checkpointing  # off again after training
+
+
+def test_the_loss_is_the_models_own_on_the_labelled_tokens(backend) -> None:
+    """Logits kept only where the next token is labelled, fp32 cross-entropy in chunks: the same number as
+    transformers' loss over the whole sequence."""
+    from mft.backends.hf_train import collate, token_loss_sum
+
+    encoded = [backend.chat.training_ids(ex) for ex in _examples(6, 60)]
+    batch = collate(encoded, backend.tokenizer.pad_token_id)
+    n_labels = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():
+        ours = token_loss_sum(backend.base, batch, keep_logits=True) / n_labels
+        full = token_loss_sum(backend.base, batch, keep_logits=False) / n_labels
+        reference = backend.base(**batch).loss
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    assert float(full) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_long_examples_are_cut_to_max_length_and_counted(backend, tmp_path: Path) -> None:
+    import json
+
+    data = _examples(4, 70)
+    longest = max(len(backend.chat.training_ids(ex)[0]) for ex in data)
+    settings = FinetuneSettings(epochs=1, batch_size=4, max_length=longest - 5)
+    backend.finetune(Agent("short"), data, tmp_path / "short", settings)
+    stats = json.loads((tmp_path / "short" / "train_stats.json").read_text())
+    assert 1 <= stats["truncated_examples"] <= 4
+
+
+def test_learning_rate_schedules() -> None:
+    from mft.backends.hf_train import lr_factor
+
+    assert [lr_factor("linear", s, 4, 0) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [round(lr_factor("linear", s, 6, 2), 3) for s in range(6)] == [0.333, 0.667, 1.0, 0.75, 0.5, 0.25]
+    assert lr_factor("cosine", 2, 6, 2) == 1.0 and lr_factor("cosine", 4, 6, 2) == pytest.approx(0.5)
+    assert lr_factor("constant", 5, 6, 2) == 1.0

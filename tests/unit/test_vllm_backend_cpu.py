@@ -17,11 +17,13 @@ from mft.records import Message
 
 class FakeTokenizer:
     chat_template = "fake"
+    eos_token_id = 3
+    name_or_path = "fake"
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], add_generation_prompt: bool, tokenize: bool
+        self, messages: list[dict[str, str]], add_generation_prompt: bool, tokenize: bool, **kwargs: Any
     ):
-        assert add_generation_prompt is True and tokenize is False
+        assert add_generation_prompt is True and tokenize is False and kwargs["chat_template"] == "fake"
         return "<bos>" + "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -110,6 +112,8 @@ def test_one_round_is_one_generate_call(fake_vllm, tmp_path: Path) -> None:
     assert [lr.lora_path for lr in kwargs["lora_request"] if lr] == [str(tmp_path / p) for p in "aba"]
     for p in params:
         assert (p.kwargs["temperature"], p.kwargs["top_p"], p.kwargs["max_tokens"]) == (0.7, 0.8, 33)
+        # every end-of-turn id: the model's generation config (the bundled one: 2) and the tokenizer's eos
+        assert p.kwargs["stop_token_ids"] == [2, FakeTokenizer.eos_token_id]
     seeds = [p.kwargs["seed"] for p in params]
     assert len(set(seeds)) == len(seeds)  # agents given the same prompt still sample differently
     from mft.backends.seeds import request_seed

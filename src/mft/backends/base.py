@@ -83,6 +83,14 @@ class FinetuneSettings:
     # AVX512-BF16 or AMX), else fp32; "bf16" / "fp32" force it. The weights and optimizer stay in the
     # model's dtype either way, as with transformers' `bf16=True` training argument.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # memory for big models (hf backend): rows per forward/backward, the rest accumulated (None: the whole
+    # batch at once); activation checkpointing; examples cut to this many tokens (None: no limit)
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool = False
+    max_length: int | None = None
+    # learning rate: a linear warmup over this share of the steps, then linear / cosine decay, or constant
+    warmup_ratio: float = 0.0
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
 
 
 @dataclass

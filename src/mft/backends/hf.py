@@ -22,8 +22,8 @@ from mft.backends.base import (
     FinetuneSettings,
     GenerationRequest,
     Sampling,
-    chat_prompt,
 )
+from mft.backends.chat import ChatFormat
 from mft.backends.hf_adapters import mergeable, merged
 from mft.backends.hf_model import BASE_ADAPTER, is_full_model, left_pad, load_base
 from mft.errors import MftError
@@ -58,6 +58,7 @@ class HFBackend(Backend):
         merge_adapters: str | None = None,
         kv_cache: str | None = None,
         prefill_tokens: int | str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if prefill_tokens is not None:
@@ -81,6 +82,8 @@ class HFBackend(Backend):
         self.model_name = model
         self.batch_size = batch_size
         self.base, self.tokenizer = load_base(model, device=device, dtype=dtype)
+        # how prompts are rendered, where turns end (every stop id) and what finetuning trains on
+        self.chat = ChatFormat(self.tokenizer, self.base.generation_config, chat_template_kwargs)
         self.model: Any = self.base  # becomes a PeftModel once the first adapter is added
         self.agents: dict[str, Agent] = {}
         self.full_models: dict[str, Any] = {}  # fully finetuned agents, each its own model
@@ -137,7 +140,7 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return chat_prompt(self.tokenizer, request.messages)
+        return self.chat.prompt(request.messages)
 
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
         import torch
@@ -175,7 +178,7 @@ class HFBackend(Backend):
                     "attention_mask": mask.to(self.device),
                     "max_new_tokens": sampling.max_new_tokens,
                     "pad_token_id": pad,
-                    "eos_token_id": self.tokenizer.eos_token_id,
+                    "eos_token_id": list(self.chat.stop_ids),  # every end-of-turn token, not just eos
                 }
                 if sampling.temperature > 0:
                     kwargs.update(
@@ -190,11 +193,13 @@ class HFBackend(Backend):
                 with torch.inference_mode(), self._active(kind, name):
                     kwargs.update(self._cache_kwargs(model, kwargs))
                     out = model.generate(**kwargs)
-                new = out[:, width:]
-                texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                new = out[:, width:].tolist()
                 for row, i in enumerate(idx):
-                    outputs[i] = texts[row].strip()
-                    n_new = int((new[row] != pad).sum())
+                    # the response ends before its stop token (padding follows it); a response that hit
+                    # max_new_tokens has none
+                    text_ids, stopped = self.chat.until_stop(new[row])
+                    outputs[i] = self.tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+                    n_new = len(text_ids) + int(stopped)
                     self.stats.completion_tokens += n_new
                     per = self.stats.per_agent_completion_tokens
                     per[requests[i].agent] = per.get(requests[i].agent, 0) + n_new

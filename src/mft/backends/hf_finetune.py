@@ -5,13 +5,8 @@ its own previous adapter (or a fresh LoRA on the base). The adapter lives in the
 next to every other agent's adapter; only the trained agent's LoRA weights receive gradients, so the other
 agents stay bit-identical (tested).
 
-Why a hand-written loop and not TRL's SFTTrainer: the loop trains one adapter in place inside the backend's
-shared multi-adapter PeftModel (no second copy of the base, the other agents stay loaded and untouched),
-with the same maths as SFTTrainer (AdamW, linear decay, assistant-only loss, grad clipping). At the same
-settings it runs at about the same tokens/s as SFTTrainer (`benchmarks/finetune_throughput.py`, 1.08x in
-fp32 on the bundled model, docs/performance.md); its defaults add length-grouped batches and bf16
-autocast where the device has native bf16 (`FinetuneSettings`; 1.68x on critic-sized data,
-`benchmarks/finetune_settings.py`).
+The loop itself is in `hf_train.py`; this module sets up what it trains (a fresh or continued LoRA adapter
+in the shared PeftModel, or a full copy of the model) and saves the result atomically.
 """
 
 from __future__ import annotations
@@ -22,135 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, resolve_model_path
+from mft.backends.hf_train import train_loop
 from mft.errors import MftError
 from mft.faults import checkpoint
 from mft.records import Message, write_json_atomic
 
 if TYPE_CHECKING:
-    import torch
-
     from mft.backends.hf import HFBackend
-
-Encoded = tuple[list[int], list[int]]  # token ids, labels (-100 off the assistant turns)
-
-
-def tokenize_chat(tok: Any, messages: list[Message]) -> tuple[list[int], list[int]]:
-    """Ids of the chat as its template renders it, and labels that are -100 except on assistant turns.
-
-    Works for any chat template: the assistant span of turn i is the difference between the rendering of
-    messages[:i] with a generation prompt and the rendering of messages[:i+1].
-    """
-    dumped = [m.model_dump() for m in messages]
-    full = tok.apply_chat_template(dumped, tokenize=False)
-    ids = tok.encode(full, add_special_tokens=False)
-    labels = [-100] * len(ids)
-    for i, m in enumerate(messages):
-        if m.role != "assistant":
-            continue
-        start = len(
-            tok.encode(
-                tok.apply_chat_template(dumped[:i], tokenize=False, add_generation_prompt=True),
-                add_special_tokens=False,
-            )
-        )
-        end = len(
-            tok.encode(tok.apply_chat_template(dumped[: i + 1], tokenize=False), add_special_tokens=False)
-        )
-        labels[start:end] = ids[start:end]
-    return ids, labels
-
-
-def batch_order(
-    lengths: list[int], batch_size: int, rng: random.Random, group_by_length: bool = True, pool: int = 8
-) -> list[list[int]]:
-    """One epoch's batches (lists of example indices), seeded by `rng`.
-
-    Shuffled; with `group_by_length`, like transformers' `group_by_length`: the shuffled examples are cut
-    into pools of `pool` batches, each pool is sorted by length and cut into batches, and the batches are
-    shuffled. Each batch then pads to a length close to its own examples' (critic conversations of the
-    bundled model vary from about 300 to 700 tokens), while batches stay random in content and order.
-    """
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if not group_by_length:
-        return [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
-    batches: list[list[int]] = []
-    step = batch_size * pool
-    for lo in range(0, len(order), step):
-        chunk = sorted(order[lo : lo + step], key=lambda i: lengths[i])
-        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors of a batch: input ids, labels (-100 on padding) and the attention mask."""
-    import torch
-
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, (ids, lab) in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
-
-
-def autocast_dtype(precision: str, device: Any) -> Any:
-    """The dtype to autocast finetuning to (None: no autocast) for `precision` on `device`."""
-    import torch
-
-    if precision not in ("auto", "bf16", "fp32"):
-        raise MftError(f"finetune precision must be auto, bf16 or fp32, not {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature checks
-        native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-        return torch.bfloat16 if native else None
-    return None
-
-
-def _train(
-    model: Any,
-    params: list[Any],
-    encoded: list[Encoded],
-    pad_id: int,
-    settings: FinetuneSettings,
-    rng: random.Random,
-) -> list[float]:
-    """The training loop shared by LoRA and full finetuning: AdamW, linear decay, clipping, seeded order."""
-    import torch
-
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    steps = settings.epochs * ((len(encoded) + settings.batch_size - 1) // settings.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, steps))
-    model.train()
-    losses: list[float] = []
-    dtype = autocast_dtype(settings.precision, model.device)
-    lengths = [len(ids) for ids, _ in encoded]
-    for _ in range(settings.epochs):
-        for idx in batch_order(lengths, settings.batch_size, rng, settings.group_by_length):
-            batch = collate([encoded[i] for i in idx], pad_id)
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return losses
 
 
 def train_full(
@@ -180,9 +53,10 @@ def train_full(
     for p in params:
         p.requires_grad_(True)
     tok = backend.tokenizer
-    losses = _train(
-        model, params, [tokenize_chat(tok, ex) for ex in examples], tok.pad_token_id, settings, rng
+    result = train_loop(
+        model, params, [backend.chat.training_ids(ex) for ex in examples], tok.pad_token_id, settings, rng
     )
+    losses = result.losses
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -194,6 +68,7 @@ def train_full(
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "method": "full",
+        **result.counts(),
     }
     write_json_atomic(tmp / "train_stats.json", stats)
     checkpoint(f"save model {out_dir.name}")
@@ -247,9 +122,10 @@ def train_adapter(
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
-    losses = _train(
-        model, params, [tokenize_chat(tok, ex) for ex in examples], tok.pad_token_id, settings, rng
+    result = train_loop(
+        model, params, [backend.chat.training_ids(ex) for ex in examples], tok.pad_token_id, settings, rng
     )
+    losses = result.losses
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model, adapter_name=name)
@@ -269,6 +145,7 @@ def train_adapter(
         "steps": len(losses),
         "first_loss": losses[0],
         "last_loss": losses[-1],
+        **result.counts(),
     }
     write_json_atomic(tmp / "train_stats.json", stats)
     checkpoint(f"save adapter {out_dir.name}")

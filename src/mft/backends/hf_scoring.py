@@ -6,7 +6,6 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.hf_model import left_pad
-from mft.errors import MftError
 from mft.records import Message
 
 if TYPE_CHECKING:
@@ -35,26 +34,10 @@ def score_responses(
     adapter = backend.adapter_of(agent)
     model = backend.full_models.get(agent, backend.model)
     core = backend.full_models.get(agent, backend.base)
-    tok, eos = backend.tokenizer, backend.tokenizer.eos_token_id
-
-    def encode(messages: list[dict[str, str]], gen_prompt: bool) -> list[int]:
-        text = tok.apply_chat_template(messages, add_generation_prompt=gen_prompt, tokenize=False)
-        return list(tok.encode(text, add_special_tokens=False))
-
-    seqs: list[tuple[list[int], int]] = []  # (input ids, number of reply tokens ending them)
-    for prompt, response in zip(prompts, responses, strict=True):
-        dumped = [m.model_dump() for m in prompt]
-        start = len(encode(dumped, True))
-        full = encode([*dumped, {"role": "assistant", "content": response}], False)
-        reply = full[start:]
-        if eos in reply:  # generation stops at end of turn: drop what the template adds after it
-            reply = reply[: reply.index(eos) + 1]
-        if not reply:
-            raise MftError(f"agent {agent!r}: the chat template renders an empty reply for {response!r}")
-        seqs.append((full[: start + len(reply)], len(reply)))
+    seqs = [backend.chat.reply_ids(p, r) for p, r in zip(prompts, responses, strict=True)]
 
     keep_arg = "logits_to_keep" in inspect.signature(core.forward).parameters
-    pad = tok.pad_token_id
+    pad = backend.tokenizer.pad_token_id
     bs = batch_size or backend.batch_size
     out: list[tuple[Any, Any]] = [None] * len(seqs)  # type: ignore[list-item]
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))

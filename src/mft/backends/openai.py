@@ -63,6 +63,7 @@ class OpenAIBackend(Backend):
         poll_interval_s: float = 10.0,
         poll_max_interval_s: float = 120.0,
         poll_timeout_s: float = 24 * 3600.0,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """`model`: the base model id (agents without a model id of their own use it).
 
@@ -70,6 +71,8 @@ class OpenAIBackend(Backend):
         API is used (which needs a key); other servers get a dummy key when none is set.
         `max_tokens_field`: "max_tokens" (most servers) or "max_completion_tokens" (newer OpenAI models).
         `extra_body`: extra JSON fields for every request (e.g. vLLM's {"top_k": 20}).
+        `chat_template_kwargs`: options of the server's chat template (e.g. {"enable_thinking": False}), sent
+        as the `chat_template_kwargs` field that vLLM and SGLang servers read (the OpenAI API has none).
         `batch_size` is the hf backend's setting, accepted so callers can pass it uniformly, and unused.
         `poll_interval_s`, `poll_max_interval_s`, `poll_timeout_s`: how `finetune` polls a job (the first
         wait, doubled after each poll up to the maximum; how long one `finetune` call waits in all).
@@ -125,6 +128,8 @@ class OpenAIBackend(Backend):
         self.price_per_1k_completion = float(price_per_1k_completion)
         self.max_tokens_field = max_tokens_field
         self.extra_body = dict(extra_body or {})
+        if chat_template_kwargs:
+            self.extra_body["chat_template_kwargs"] = dict(chat_template_kwargs)
         self.agents: dict[str, Agent] = {}
         self.retries = 0  # retried attempts so far, all requests together
         self.retries_by_cause: dict[str, int] = {}

@@ -28,9 +28,9 @@ from mft.backends.base import (
     FinetuneSettings,
     GenerationRequest,
     Sampling,
-    chat_prompt,
     resolve_model_path,
 )
+from mft.backends.chat import ChatFormat
 from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.records import Message
@@ -62,6 +62,16 @@ def _import_vllm() -> tuple[Any, Any, Any]:
     return LLM, SamplingParams, LoRARequest
 
 
+def _generation_config(path: str) -> Any:
+    """The model's generation config (its end-of-turn ids), or None where it ships none."""
+    try:
+        from transformers import GenerationConfig
+
+        return GenerationConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
@@ -76,6 +86,7 @@ class VLLMBackend(Backend):
         enable_lora: bool = True,
         seed: int = 0,
         batch_size: int | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """`dtype="auto"` is bfloat16, as the hf backend on a GPU. `batch_size` (the hf setting) is accepted
         so callers can pass it uniformly, and unused: vLLM schedules its own batches."""
@@ -108,10 +119,8 @@ class VLLMBackend(Backend):
                 hint="check the path or hub id, and lower gpu_memory_utilization if the GPU is shared",
             ) from exc
         self.tokenizer = self.llm.get_tokenizer()
-        if getattr(self.tokenizer, "chat_template", "") is None:
-            raise MftError(
-                f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one"
-            )
+        # the same chat format as the hf backend: prompts, every stop id, template options, pinned date
+        self.chat = ChatFormat(self.tokenizer, _generation_config(path), chat_template_kwargs)
         self.agents: dict[str, Agent] = {}
         self._lora: dict[str, Any] = {}  # agent name -> its LoRARequest (absent: base agent)
         self.lora_ids: dict[str, int] = {}  # agent name -> the id of its LoRARequest
@@ -166,7 +175,7 @@ class VLLMBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return chat_prompt(self.tokenizer, request.messages)
+        return self.chat.prompt(request.messages)
 
     def sampling_params(self, sampling: Sampling, index: int) -> Any:
         """The SamplingParams of request `index` of a round sampled with `sampling`."""
@@ -175,6 +184,7 @@ class VLLMBackend(Backend):
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
+            stop_token_ids=list(self.chat.stop_ids),  # every end-of-turn token; not part of the text
             seed=request_seed(sampling.seed, index),
         )
 

@@ -62,11 +62,11 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def _finetune_one(model: str, job: FinetuneJob, settings: FinetuneSettings) -> str:
+def _finetune_one(model: str, options: dict[str, Any], job: FinetuneJob, settings: FinetuneSettings) -> str:
     """Body of one Ray finetune task: a fresh backend on this worker, one agent trained and saved."""
-    from mft.backends.hf import HFBackend
+    from mft.backends import get_backend
 
-    backend = HFBackend(model)
+    backend = get_backend("hf", model, **options)
     agent = backend.finetune(
         Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, settings
     )
@@ -76,6 +76,7 @@ def _finetune_one(model: str, job: FinetuneJob, settings: FinetuneSettings) -> s
 
 def ray_finetune(
     model: str,
+    options: dict[str, Any],
     jobs: list[FinetuneJob],
     settings: FinetuneSettings,
     *,
@@ -86,7 +87,7 @@ def ray_finetune(
     """Run the finetune jobs as Ray tasks; returns the trained agents in job order."""
     ray = init_ray(address)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_finetune_one)
-    refs = [remote.remote(model, job, settings) for job in jobs]
+    refs = [remote.remote(model, options, job, settings) for job in jobs]
     return [Agent(job.name, path) for job, path in zip(jobs, ray.get(refs), strict=True)]
 
 
@@ -148,7 +149,9 @@ def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
     """Ray actors for debate chunks, started once per process and reused by every stage of the run."""
     if cfg.executor != "ray":
         return None
-    options = {"batch_size": cfg.batch_size, **cfg.backend_options}
+    from mft.config import backend_options
+
+    options = backend_options(cfg)
     key = (cfg.backend, cfg.model, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
     if key not in _RUNNERS:
         _RUNNERS[key] = RayChunkRunner(

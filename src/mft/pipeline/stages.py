@@ -12,7 +12,7 @@ import json
 from typing import Any, Literal
 
 from mft.backends.base import Agent, Backend, FinetuneSettings, Sampling
-from mft.config import DebateConfig, RunConfig
+from mft.config import DebateConfig, RunConfig, backend_options
 from mft.data.examples import read_examples, write_examples
 from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
@@ -60,6 +60,11 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
         seed=cfg.seed + k,
         group_by_length=cfg.ft_group_by_length,
         precision=cfg.ft_precision,
+        micro_batch_size=cfg.ft_micro_batch_size,
+        gradient_checkpointing=cfg.ft_gradient_checkpointing,
+        max_length=cfg.ft_max_length,
+        warmup_ratio=cfg.ft_warmup_ratio,
+        lr_schedule=cfg.ft_lr_schedule,
     )
 
 
@@ -150,6 +155,7 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
         release_runners()
         trained = ray_finetune(
             cfg.model,
+            backend_options(cfg),
             todo,
             settings,
             address=cfg.ray_address,

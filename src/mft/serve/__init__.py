@@ -76,7 +76,9 @@ def serve(
 
     sock = bind(host, port)  # before loading the model: a busy port fails fast
     try:
-        backend = get_backend("hf", served.base_model, batch_size=batch_size)
+        backend = get_backend(
+            "hf", served.base_model, batch_size=batch_size, chat_template_kwargs=served.chat_template_kwargs
+        )
         app = create_app(backend, served)
         actual = sock.getsockname()[1]
         where = f"[{host}]" if ":" in host else host

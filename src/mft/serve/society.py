@@ -6,9 +6,9 @@ run is the society `mft run` saved, wherever the directory has been moved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import Agent
 from mft.debate.engine import Society
@@ -32,6 +32,7 @@ class ServedSociety:
     name: str = DEFAULT_SOCIETY_NAME
     source: str = "base model"  # for people: where the agents came from
     summarize: bool = False  # show agents a summary of the others' answers (a run's own setting)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # a run's own template options
 
     def agents(self) -> list[Agent]:
         """Generators then critics, each name once."""
@@ -121,6 +122,7 @@ def build_served(
         n_rounds = rounds or cfg.rounds
         source = f"{run_dir} iteration {k}"
         summarize = cfg.summarize
+        template_kwargs = dict(cfg.chat_template_kwargs)
     else:
         society = Society.of_base(agents or 3)
         the_task = get_task(task or "arithmetic")
@@ -128,9 +130,12 @@ def build_served(
         n_rounds = rounds or 2
         source = "base model"
         summarize = False
+        template_kwargs = {}
     if n_rounds < 1 or society.size < 1:
         raise MftError("a served society needs at least 1 agent and 1 round")
-    served = ServedSociety(society, the_task, n_rounds, base, society_name, source, summarize)
+    served = ServedSociety(
+        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs
+    )
     ids = served.model_ids()
     clash = sorted({i for i in ids if ids.count(i) > 1})
     if clash:
