@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         "re-running the same command continues from the last finished unit.",
     )
     _run_args(r)
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print the estimated peak memory of this run (hf backend: weights, adapters, optimizer, "
+        "activations, loss, KV cache) and exit without loading the model.",
+    )
     stages = {
         "debate-train": "Stage 1 of iteration K: the society of iteration K-1 debates the train split.",
         "build-data": "Stage 2 of iteration K: per-agent generator and critic datasets from its debate.",
@@ -164,6 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mft.pipeline.run import run
 
     cfg = _run_config(args)
+    if args.dry_run:
+        return _print_memory(cfg)
     results = run(cfg, progress=not args.no_progress)
     table = Table(title=f"{cfg.name}: test accuracy of the society's debate per iteration")
     for col in ("iteration", "single agent", "majority", "debate"):
@@ -182,6 +190,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"report: {write_report(cfg.run_dir)}")
     print(f"artifacts: {cfg.run_dir}")
+    return 0
+
+
+def _print_memory(cfg: RunConfig) -> int:
+    import torch
+
+    from mft.backends.hf_memory import MemoryPlan, describe, estimate
+
+    if cfg.backend != "hf":
+        raise MftError(f"--dry-run estimates the hf backend's memory, not {cfg.backend}'s")
+    dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
+    plan = MemoryPlan(
+        model=cfg.model,
+        agents=cfg.agents,
+        rounds=cfg.rounds,
+        max_new_tokens=cfg.max_new_tokens or build_task(cfg).max_new_tokens,
+        batch_size=cfg.batch_size,
+        lora_rank=cfg.lora_rank,
+        ft_method=cfg.ft_method,
+        ft_batch_size=cfg.ft_batch_size,
+        ft_micro_batch_size=cfg.ft_micro_batch_size,
+        ft_max_length=cfg.ft_max_length,
+        gradient_checkpointing=cfg.ft_gradient_checkpointing,
+        dtype_bytes=dtype,
+        gpu=torch.cuda.is_available(),
+    )
+    print(f"{cfg.name}: estimated memory of {cfg.model} ({'GPU' if plan.gpu else 'CPU'}, docs/memory.md)")
+    print("\n".join(describe(estimate(plan))))
     return 0
 
 

@@ -224,3 +224,22 @@ def test_learning_rate_schedules() -> None:
     assert [round(lr_factor("linear", s, 6, 2), 3) for s in range(6)] == [0.333, 0.667, 1.0, 0.75, 0.5, 0.25]
     assert lr_factor("cosine", 2, 6, 2) == 1.0 and lr_factor("cosine", 4, 6, 2) == pytest.approx(0.5)
     assert lr_factor("constant", 5, 6, 2) == 1.0
+
+
+@pytest.mark.slow
+def test_checkpointing_and_accumulation_lower_peak_memory_at_equal_results() -> None:
+    """benchmarks/finetune_memory.py on a small setting: each way in its own process, same adapter weights,
+    less peak RSS with micro-batches + activation checkpointing."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "finetune_memory.py"
+    spec = importlib.util.spec_from_file_location("finetune_memory", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.compare(hidden=256, layers=4, seq=256, batch=8, micro=2)
+    assert r["max_weight_diff"] < 1e-6 and r["plain"]["loss"] == pytest.approx(r["lean"]["loss"], rel=1e-6)
+    assert r["lean"]["peak_mib"] < r["plain"]["peak_mib"] - 100, (
+        r["plain"]["peak_mib"],
+        r["lean"]["peak_mib"],
+    )

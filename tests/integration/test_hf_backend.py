@@ -340,3 +340,66 @@ def test_loads_a_saved_copy_like_a_hub_model(tmp_path: Path) -> None:
     b = HFBackend(str(tmp_path / "copy"))
     b.add_agent(Agent("agent_0"))
     assert b.generate([_req("agent_0")], Sampling(temperature=0.0, max_new_tokens=8))[0]
+
+
+def test_generation_batches_fit_a_token_budget(backend, monkeypatch) -> None:
+    """`batch_tokens` caps rows x (longest prompt + max_new_tokens) per generate call: more, smaller
+    batches, the same greedy answers."""
+    from mft.backends.hf_model import plan_batches
+
+    backend.add_agent(Agent("budget"))
+    reqs = [_req("budget", i) for i in range(6)]
+    greedy = Sampling(temperature=0.0, max_new_tokens=40)
+    calls: list[int] = []
+    generate = backend.model.generate
+
+    def counting(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(backend.model, "generate", counting)
+    whole = backend.generate(reqs, greedy)
+    width = max(len(backend.tokenizer.encode(backend.render(r), add_special_tokens=False)) for r in reqs)
+    try:
+        backend.batch_tokens = 2 * (width + 40)  # two rows per batch
+        small = backend.generate(reqs, greedy)
+    finally:
+        backend.batch_tokens = "auto"
+    assert calls == [6, 2, 2, 2] and small == whole
+    assert plan_batches([0, 1, 2, 3], [5, 5, 9, 9], 8, 1, 20) == [[0, 1], [2, 3]]  # 3 x 10 > 20
+    assert plan_batches([0, 1, 2, 3], [5, 5, 9, 9], 3, 1, None) == [[0, 1, 2], [3]]
+    assert plan_batches([0, 1, 2], [50, 50, 50], 8, 10, 20) == [[0], [1], [2]]  # one row at least
+
+
+def test_model_loading_options_and_lossless_merging(tmp_path: Path) -> None:
+    from mft.backends.hf import HFBackend
+
+    eager = HFBackend("bundled", attn_implementation="eager", batch_size=4)
+    assert eager.base.config._attn_implementation == "eager"
+    assert eager._merge_enabled()  # float32 weights on a CPU: merged batches are exact
+    bf16 = HFBackend("bundled", dtype="bfloat16", batch_size=4)
+    assert not bf16._merge_enabled()  # W + BA in bfloat16 would round the LoRA delta away
+    with pytest.raises(MftError, match="merge_adapters: on needs float32"):
+        HFBackend("bundled", dtype="bfloat16", merge_adapters="on")
+    with pytest.raises(MftError, match="batch_tokens"):
+        HFBackend("bundled", batch_tokens=0)
+
+
+def test_a_full_model_agent_can_wait_on_the_cpu(tmp_path: Path) -> None:
+    """offload_full_models: the agent's own model is kept off the device between its batches (on a GPU that
+    is one model's memory per agent freed); it generates what it generates without offloading."""
+    from mft.backends.base import FinetuneSettings
+    from mft.backends.hf import HFBackend
+
+    settings = FinetuneSettings(method="full", epochs=1, batch_size=4, lr=1e-4)
+    examples = [[Message(role="user", content="1+1?"), Message(role="assistant", content="2")]] * 4
+    greedy = Sampling(temperature=0.0, max_new_tokens=20)
+    outs = []
+    for mode in ("on", "off"):
+        b = HFBackend("bundled", batch_size=4, offload_full_models=mode)
+        full = b.finetune(Agent("f"), examples, tmp_path / mode, settings)
+        fresh = HFBackend("bundled", batch_size=4, offload_full_models=mode)
+        fresh.add_agent(full)
+        assert (fresh.full_models["f"].device.type == "cpu") and fresh.offload_full_models == (mode == "on")
+        outs.append(fresh.generate([_req("f", 0), _req("f", 1)], greedy))
+    assert outs[0] == outs[1]

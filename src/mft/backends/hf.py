@@ -25,9 +25,23 @@ from mft.backends.base import (
 )
 from mft.backends.chat import ChatFormat
 from mft.backends.hf_adapters import mergeable, merged
-from mft.backends.hf_model import BASE_ADAPTER, is_full_model, left_pad, load_base
+from mft.backends.hf_model import (
+    BASE_ADAPTER,
+    free_token_budget,
+    is_full_model,
+    left_pad,
+    load_base,
+    on_device,
+    plan_batches,
+)
 from mft.errors import MftError
 from mft.records import Message
+
+
+def torch_float32() -> Any:
+    import torch
+
+    return torch.float32
 
 
 class HFBackend(Backend):
@@ -59,8 +73,16 @@ class HFBackend(Backend):
         kv_cache: str | None = None,
         prefill_tokens: int | str | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        attn_implementation: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        batch_tokens: int | str = "auto",
+        offload_full_models: str = "auto",
     ) -> None:
         super().__init__()
+        if batch_tokens != "auto" and not (isinstance(batch_tokens, int) and batch_tokens > 0):
+            raise MftError(f"batch_tokens must be auto or a whole number > 0, not {batch_tokens!r}")
+        if offload_full_models not in ("auto", "on", "off"):
+            raise MftError(f"offload_full_models must be auto, on or off, not {offload_full_models!r}")
         if prefill_tokens is not None:
             if prefill_tokens != "auto" and not (isinstance(prefill_tokens, int) and prefill_tokens >= 0):
                 raise MftError(f"prefill_tokens must be auto or a whole number >= 0, not {prefill_tokens!r}")
@@ -81,7 +103,22 @@ class HFBackend(Backend):
             self.adapter_batching = adapter_batching
         self.model_name = model
         self.batch_size = batch_size
-        self.base, self.tokenizer = load_base(model, device=device, dtype=dtype)
+        self.base, self.tokenizer = load_base(
+            model, device=device, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        )
+        if merge_adapters == "on" and self.base.dtype != torch_float32():
+            # W + BA in bfloat16 rounds most of a small LoRA delta away: a merged batch would not compute
+            # what the adapter does
+            raise MftError(
+                f"merge_adapters: on needs float32 weights, not {self.base.dtype}",
+                hint="leave merge_adapters at auto (it merges only float32 weights), or use dtype: float32",
+            )
+        # generation batches: at most `batch_size` rows and, on a GPU, as many cached tokens as fit
+        self.batch_tokens = batch_tokens
+        # a fully finetuned agent's own model waits on the CPU while others generate (auto: on a GPU)
+        self.offload_full_models = (
+            self.device.type == "cuda" if offload_full_models == "auto" else offload_full_models == "on"
+        )
         # how prompts are rendered, where turns end (every stop id) and what finetuning trains on
         self.chat = ChatFormat(self.tokenizer, self.base.generation_config, chat_template_kwargs)
         self.model: Any = self.base  # becomes a PeftModel once the first adapter is added
@@ -105,8 +142,8 @@ class HFBackend(Backend):
 
             if self.model is not self.base and agent.name in self.model.peft_config:
                 self.model.delete_adapter(agent.name)
-            full = AutoModelForCausalLM.from_pretrained(agent.adapter, dtype=self.base.dtype).to(self.device)
-            self.full_models[agent.name] = full.eval()
+            full = AutoModelForCausalLM.from_pretrained(agent.adapter, dtype=self.base.dtype)
+            self.full_models[agent.name] = full.to("cpu" if self.offload_full_models else self.device).eval()
         elif agent.adapter is not None:
             from peft import PeftModel
 
@@ -169,8 +206,9 @@ class HFBackend(Backend):
             model = self.full_models[name] if kind == "model" else self.model
             # Sort by length so each batch pads little; results are put back in request order.
             order = sorted(groups[key], key=lambda i: (len(encoded[i]), i))
-            for lo in range(0, len(order), self.batch_size):
-                idx = order[lo : lo + self.batch_size]
+            lengths = [len(e) for e in encoded]
+            budget = self._token_budget(model)
+            for idx in plan_batches(order, lengths, self.batch_size, sampling.max_new_tokens, budget):
                 ids, mask = left_pad([encoded[i] for i in idx], pad)
                 width = ids.shape[1]
                 kwargs: dict[str, Any] = {
@@ -190,7 +228,8 @@ class HFBackend(Backend):
                     kwargs["adapter_names"] = [adapters[i] for i in idx]
                 torch.manual_seed(sampling.seed * 1_000_003 + b)
                 b += 1
-                with torch.inference_mode(), self._active(kind, name):
+                offload = kind == "model" and self.offload_full_models
+                with torch.inference_mode(), self._active(kind, name), on_device(model, self.device, offload):
                     kwargs.update(self._cache_kwargs(model, kwargs))
                     out = model.generate(**kwargs)
                 new = out[:, width:].tolist()
@@ -209,31 +248,15 @@ class HFBackend(Backend):
         return outputs
 
     def _cache_kwargs(self, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """generate()'s KV-cache argument for the batch of `kwargs` (its input ids, mask and budget); with
-        the filled cache and `prefill_tokens`, the cache comes back holding the prompts' keys and values."""
-        cache = self.cache_implementation
-        if cache == "filled":
-            from mft.backends.kv_cache import (
-                filled_cache,
-                generate_cache_kwarg,
-                prefill_in_chunks,
-                supports_filled_cache,
-            )
+        """generate()'s KV-cache argument for the batch of `kwargs` (see `kv_cache.cache_argument`)."""
+        from mft.backends.kv_cache import cache_argument
 
-            config = model.config
-            if supports_filled_cache(config):
-                ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-                max_len = ids.shape[1] + kwargs["max_new_tokens"]
-                budget = self._prefill_tokens()
-                rows = max(1, budget // ids.shape[1])
-                if budget and rows < ids.shape[0]:
-                    extra = {"adapter_names": kwargs["adapter_names"]} if "adapter_names" in kwargs else {}
-                    filled = prefill_in_chunks(model, ids, mask, max_len, rows, **extra)
-                else:
-                    filled = filled_cache(config, max_len)
-                return {generate_cache_kwarg(): filled}
-            cache = "static"
-        return {"cache_implementation": cache}
+        return cache_argument(model, kwargs, self.cache_implementation, self._prefill_tokens())
+
+    def _token_budget(self, model: Any) -> int | None:
+        if self.batch_tokens == "auto":
+            return free_token_budget(model) if model.device.type == "cuda" else None
+        return int(self.batch_tokens)
 
     def _prefill_tokens(self) -> int:
         if self.prefill_tokens == "auto":
@@ -270,9 +293,10 @@ class HFBackend(Backend):
 
     def _merge_enabled(self) -> bool:
         # auto: on a CPU, where it was measured (1.3x on round 2 of 3 LoRA agents, docs/performance.md) and
-        # where the transient merged copy of the adapted weights is cheap next to the activations
+        # where the transient merged copy of the adapted weights is cheap next to the activations; and only
+        # float32 weights, which hold W + BA without rounding the delta away
         if self.merge_adapters == "auto":
-            return bool(self.device.type == "cpu")
+            return bool(self.device.type == "cpu" and self.base.dtype == torch_float32())
         return self.merge_adapters == "on"
 
     def count_tokens(self, texts: list[str]) -> int | None:
@@ -313,7 +337,7 @@ class HFBackend(Backend):
             model, _ = train_full(self, agent.name, start, examples, out_dir, cfg)
             if self.model is not self.base and agent.name in self.model.peft_config:
                 self.model.delete_adapter(agent.name)
-            self.full_models[agent.name] = model
+            self.full_models[agent.name] = model.to("cpu") if self.offload_full_models else model
         elif cfg.method == "lora":
             self.full_models.pop(agent.name, None)
             train_adapter(self, agent.name, agent.adapter, examples, out_dir, cfg)

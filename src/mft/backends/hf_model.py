@@ -1,7 +1,9 @@
-"""A transformers causal LM and its tokenizer, loaded; the left-padded batches of generate and scoring."""
+"""A transformers causal LM and its tokenizer, loaded; the batches of generate and scoring, sized to fit."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,17 @@ from mft.errors import MftError
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
 
 
-def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`)."""
+def load_base(
+    model: str,
+    device: str | None = None,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`).
+
+    `attn_implementation` ("sdpa", "eager", "flash_attention_2", ...) and `device_map` ("auto" shards a
+    model too big for one device over the visible ones) are passed to `from_pretrained` as given."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -27,7 +38,12 @@ def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tup
         torch_dtype = getattr(torch, dtype)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        options: dict[str, Any] = {"dtype": torch_dtype}
+        if attn_implementation is not None:
+            options["attn_implementation"] = attn_implementation
+        if device_map is not None:
+            options["device_map"] = device_map
+        lm = AutoModelForCausalLM.from_pretrained(path, **options)
     except OSError as exc:
         raise MftError(
             f"could not load model {path!r}: {str(exc).splitlines()[0]}",
@@ -40,7 +56,8 @@ def load_base(model: str, device: str | None = None, dtype: str = "auto") -> tup
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    lm.to(device)
+    if device_map is None:  # with a device map the weights are already placed
+        lm.to(device)
     lm.eval()
     return lm, tok
 
@@ -62,3 +79,57 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
         ids[row, width - len(seq) :] = torch.tensor(seq)
         mask[row, width - len(seq) :] = 1
     return ids, mask
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
+    """Bytes of KV cache one token takes in every layer (keys and values), from the model's config."""
+    layers = int(config.num_hidden_layers)
+    heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    return 2 * layers * heads * head_dim * dtype_bytes
+
+
+def free_token_budget(model: Any, share: float = 0.5) -> int | None:
+    """How many cached tokens (rows x (prompt + new tokens)) fit in `share` of the GPU's free memory, as a
+    batch-size cap for generation; None off CUDA (a CPU batch is bounded by `batch_size` alone)."""
+    import torch
+
+    if model.device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(model.device)
+    per_token = kv_bytes_per_token(model.config, torch.finfo(model.dtype).bits // 8)
+    # the activations of the prefill and the logits of a step take about as much again as the cache
+    return max(1, int(share * free) // (2 * per_token))
+
+
+def plan_batches(
+    order: list[int], lengths: list[int], max_rows: int, max_new: int, budget: int | None
+) -> list[list[int]]:
+    """Consecutive slices of `order` (indices sorted by prompt length): at most `max_rows` rows each, and,
+    with a `budget`, at most `budget` cached tokens (rows x (longest prompt + max_new)); one row at least."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = max([lengths[j] for j in current] + [lengths[i]]) + max_new
+        if current and (
+            len(current) >= max_rows or (budget is not None and width * (len(current) + 1) > budget)
+        ):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@contextlib.contextmanager
+def on_device(model: Any, device: Any, offload: bool) -> Iterator[Any]:
+    """`model` on `device` for the duration; with `offload`, back to the CPU afterwards (a fully finetuned
+    agent's own model takes a whole model's memory: one at a time on the GPU)."""
+    if offload:
+        model.to(device)
+    try:
+        yield model
+    finally:
+        if offload:
+            model.to("cpu")

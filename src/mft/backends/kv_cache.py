@@ -140,3 +140,26 @@ def prefill_in_chunks(
     for layer in cache.layers:
         layer.set_filled(width - 1)
     return cache
+
+
+def cache_argument(
+    model: Any, kwargs: dict[str, Any], implementation: str | None, prefill_tokens: int
+) -> dict[str, Any]:
+    """generate()'s KV-cache argument for the batch of `kwargs` (its input ids, mask and budget): our filled
+    cache (prefilled in chunks of about `prefill_tokens` tokens when that is fewer rows than the batch),
+    or transformers' `implementation` ("static", or None: dynamic) where the filled one does not apply."""
+    cache = implementation
+    if cache == "filled":
+        config = model.config
+        if supports_filled_cache(config):
+            ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+            max_len = ids.shape[1] + kwargs["max_new_tokens"]
+            rows = max(1, prefill_tokens // ids.shape[1])
+            if prefill_tokens and rows < ids.shape[0]:
+                extra = {"adapter_names": kwargs["adapter_names"]} if "adapter_names" in kwargs else {}
+                filled = prefill_in_chunks(model, ids, mask, max_len, rows, **extra)
+            else:
+                filled = filled_cache(config, max_len)
+            return {generate_cache_kwarg(): filled}
+        cache = "static"
+    return {"cache_implementation": cache}

@@ -1,0 +1,68 @@
+"""The memory estimate of `mft run --dry-run`, checked against sizes known for real models (from their
+configs alone: nothing is downloaded or allocated)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mft.backends.hf_memory import GIB, MemoryPlan, estimate
+from mft.cli import main
+
+# Llama-3-8B-Instruct's published architecture (config.json); no weights are needed
+LLAMA3_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+}
+
+
+@pytest.fixture
+def llama3_8b(tmp_path: Path) -> str:
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))
+    return str(tmp_path)
+
+
+def _plan(model: str, **kw: object) -> MemoryPlan:
+    base = {"model": model, "agents": 3, "rounds": 2, "max_new_tokens": 512, "batch_size": 64}
+    return MemoryPlan(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_an_8b_models_parts_match_its_known_sizes(llama3_8b: str) -> None:
+    parts = estimate(_plan(llama3_8b, lora_rank=16))
+    assert 8.0e9 < parts["weights"] / 2 < 8.1e9  # 8.03 B parameters in bfloat16
+    # LoRA r=16 on every linear layer of a Llama-3-8B / Mistral-7B body: 41,943,040 parameters, 6 adapters
+    assert parts["LoRA adapters (2N)"] == 6 * 41_943_040 * 2
+    # KV cache: 32 layers x 8 kv heads x 128 dims x 2 (k, v) x 2 bytes = 128 KiB per token
+    assert parts["KV cache (one generation batch)"] == 64 * (256 + 3 * 512 + 512) * 131072
+    assert parts["peak"] == max(parts["peak while training"], parts["peak while generating"])
+
+
+def test_checkpointing_and_micro_batches_shrink_the_activations(llama3_8b: str) -> None:
+    plain = estimate(_plan(llama3_8b))
+    small = estimate(_plan(llama3_8b, ft_micro_batch_size=2, gradient_checkpointing=True, ft_max_length=1024))
+    assert small["activations (one micro-batch)"] < plain["activations (one micro-batch)"] / 20
+    assert small["peak while training"] < plain["peak while training"]
+    assert small["peak while training"] < 80 * GIB  # LoRA agents of an 8B model train on one 80 GB GPU
+    full = estimate(_plan(llama3_8b, ft_method="full", ft_micro_batch_size=2, gradient_checkpointing=True))
+    assert full["gradients + AdamW states"] == 3 * full["weights"] and full["LoRA adapters (2N)"] == 0
+
+
+def test_dry_run_prints_the_estimate_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--dry-run", "--runs-dir", str(tmp_path), "--name", "dry"]) == 0
+    out = capsys.readouterr().out
+    assert "peak while training" in out and "KV cache" in out and "GiB" in out
+    assert not (tmp_path / "dry").exists()
