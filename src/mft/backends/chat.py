@@ -185,8 +185,9 @@ class ChatFormat:
         for i, m in enumerate(messages):
             if m.role != "assistant":
                 continue
-            start = len(self.prompt_ids(messages[:i]))
-            if self.ids(self.prompt(messages[:i])) != full[:start]:
+            prefix = self.prompt_ids(messages[:i])
+            start = len(prefix)
+            if prefix != full[:start]:
                 raise self._not_prefix_preserving()
             # where the chat ending at this turn stops agreeing with the whole chat, the next turn begins
             alone = self.ids(self.render(messages[: i + 1], False))
