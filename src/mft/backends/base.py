@@ -36,14 +36,6 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-def chat_prompt(tokenizer: Any, messages: list[Message]) -> str:
-    """The prompt text of a chat as the model's chat template renders it, opening the assistant's turn."""
-    text: str = tokenizer.apply_chat_template(
-        [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
-    )
-    return text
-
-
 @dataclass(frozen=True)
 class Agent:
     """A named agent: `adapter` is a LoRA adapter directory, or None for the base model itself."""
@@ -127,9 +119,14 @@ class Backend(ABC):
         """One completion per request, in request order. Deterministic for a given seed and request list."""
 
     def finetune(
-        self, agent: Agent, examples: list[list[Message]], out_dir: Path, settings: FinetuneSettings
+        self,
+        agent: Agent,
+        examples: list[list[Message]],
+        out_dir: Path,
+        settings: FinetuneSettings | None = None,
     ) -> Agent:
-        """Train `agent` on chat examples (loss on assistant turns), save it to `out_dir`, return it."""
+        """Train `agent` on chat examples (loss on assistant turns), save it to `out_dir`, return it.
+        `settings` None: the backend's defaults."""
         raise NotImplementedError(f"the {self.name} backend does not finetune yet")
 
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:

@@ -200,13 +200,13 @@ class HFBackend(Backend):
         if self._mixed([len(v) for k, v in groups.items() if k[0] == "adapter"]):
             mixed = [i for k in sorted(groups) if k[0] == "adapter" for i in groups.pop(k)]
             groups[("mixed", "")] = mixed
+        lengths = [len(e) for e in encoded]
         b = 0
         for key in sorted(groups):
             kind, name = key
             model = self.full_models[name] if kind == "model" else self.model
             # Sort by length so each batch pads little; results are put back in request order.
             order = sorted(groups[key], key=lambda i: (len(encoded[i]), i))
-            lengths = [len(e) for e in encoded]
             budget = self._token_budget(model)
             for idx in plan_batches(order, lengths, self.batch_size, sampling.max_new_tokens, budget):
                 ids, mask = left_pad([encoded[i] for i in idx], pad)

@@ -81,6 +81,15 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return ids, mask
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (compute the output head only at some positions);
+    a peft model is asked about the model it wraps."""
+    import inspect
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(core.forward).parameters
+
+
 def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     """Bytes of KV cache one token takes in every layer (keys and values), from the model's config."""
     layers = int(config.num_hidden_layers)

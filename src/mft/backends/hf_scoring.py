@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
-from mft.backends.hf_model import left_pad
+from mft.backends.hf_model import accepts_logits_to_keep, left_pad
 from mft.records import Message
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def score_responses(
     core = backend.full_models.get(agent, backend.base)
     seqs = [backend.chat.reply_ids(p, r) for p, r in zip(prompts, responses, strict=True)]
 
-    keep_arg = "logits_to_keep" in inspect.signature(core.forward).parameters
+    keep_arg = accepts_logits_to_keep(core)
     pad = backend.tokenizer.pad_token_id
     bs = batch_size or backend.batch_size
     out: list[tuple[Any, Any]] = [None] * len(seqs)  # type: ignore[list-item]

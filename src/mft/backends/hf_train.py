@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings
+from mft.backends.hf_model import accepts_logits_to_keep
 from mft.errors import MftError
 
 if TYPE_CHECKING:
@@ -115,13 +116,6 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     if schedule == "linear":
         return 1.0 - progress
     raise MftError(f"unknown learning-rate schedule {schedule!r}", hint="use linear, cosine or constant")
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    import inspect
-
-    core = getattr(model, "get_base_model", lambda: model)()
-    return "logits_to_keep" in inspect.signature(core.forward).parameters
 
 
 def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
@@ -213,7 +207,7 @@ def train_loop(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(settings.lr_schedule, s, total_steps, warmup)
     )
-    keep_logits = _accepts_logits_to_keep(model)
+    keep_logits = accepts_logits_to_keep(model)
     _set_checkpointing(model, settings.gradient_checkpointing)
     model.train()
     dtype = autocast_dtype(settings.precision, model.device)

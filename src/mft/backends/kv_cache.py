@@ -109,14 +109,13 @@ def prefill_in_chunks(
     and the new tokens. Positions are counted as `generate` counts them (from each row's first real token;
     padding at 1). `forward_kwargs` go to every forward (e.g. peft's `adapter_names`, per row: sliced).
     """
-    import inspect
+    from mft.backends.hf_model import accepts_logits_to_keep
 
     batch, width = input_ids.shape
     cache = filled_cache(model.config, max_cache_len)
     if width < 2:
         return cache
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if "logits_to_keep" in inspect.signature(core.forward).parameters:
+    if accepts_logits_to_keep(model):
         forward_kwargs = {"logits_to_keep": 1, **forward_kwargs}
     ids, mask = input_ids[:, :-1], attention_mask[:, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
