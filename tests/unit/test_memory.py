@@ -27,6 +27,38 @@ LLAMA3_8B = {
     "tie_word_embeddings": False,
 }
 
+# The other two open bases of the paper, as published (config.json): Mistral-7B-Instruct-v0.2 (the Llama
+# body with a 32k vocabulary) and Phi-3-mini-4k-instruct (fused qkv / gate-up layers, no grouped-query heads)
+MISTRAL_7B = {
+    **LLAMA3_8B,
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "vocab_size": 32000,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+}
+PHI3_MINI = {
+    "architectures": ["Phi3ForCausalLM"],
+    "model_type": "phi3",
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32064,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "pad_token_id": 32000,
+}
+
+
+def _model_dir(tmp_path: Path, config: dict[str, object]) -> str:
+    path = tmp_path / str(config["model_type"])
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
 
 @pytest.fixture
 def llama3_8b(tmp_path: Path) -> str:
@@ -66,3 +98,39 @@ def test_dry_run_prints_the_estimate_and_runs_nothing(
     out = capsys.readouterr().out
     assert "peak while training" in out and "KV cache" in out and "GiB" in out
     assert not (tmp_path / "dry").exists()
+
+
+def test_mistral_and_phi3_parts_match_their_known_sizes(tmp_path: Path) -> None:
+    mistral = estimate(_plan(_model_dir(tmp_path, MISTRAL_7B), lora_rank=16))
+    assert 7.24e9 < mistral["weights"] / 2 < 7.25e9  # 7.24 B parameters in bfloat16
+    assert mistral["LoRA adapters (2N)"] == 6 * 41_943_040 * 2  # the Llama body's adapters
+    phi3 = estimate(_plan(_model_dir(tmp_path, PHI3_MINI), lora_rank=16))
+    assert 3.82e9 < phi3["weights"] / 2 < 3.83e9  # 3.82 B parameters
+    # the fused layers are adapted whole: qkv 3072 -> 9216, o 3072 -> 3072, gate-up 3072 -> 16384,
+    # down 8192 -> 3072, each r x (inputs + outputs), 32 layers
+    sides = (3072 + 9216) + (3072 + 3072) + (3072 + 16384) + (8192 + 3072)
+    assert phi3["LoRA adapters (2N)"] == 6 * 16 * sides * 32 * 2
+    # no grouped-query attention: 32 layers x 32 kv heads x 96 dims x 2 (k, v) x 2 bytes = 384 KiB per token
+    assert phi3["KV cache (one generation batch)"] == 64 * (256 + 3 * 512 + 512) * 393216
+
+
+@pytest.mark.parametrize(
+    ("preset", "config", "fits_gib"),
+    [
+        ("paper-gsm8k-llama3-8b", LLAMA3_8B, 80),
+        ("paper-math-llama3-8b", LLAMA3_8B, 80),
+        ("paper-gsm8k-mistral-7b", MISTRAL_7B, 80),
+        ("paper-gsm8k-phi3-mini", PHI3_MINI, 40),
+    ],
+)
+def test_each_paper_preset_fits_the_gpu_its_header_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], preset: str, config: dict[str, object], fits_gib: int
+) -> None:
+    path = Path(__file__).parents[2] / "configs" / f"{preset}.yaml"
+    assert f"one GPU ({fits_gib} GB or more)" in path.read_text()
+    model = _model_dir(tmp_path, config)
+    assert main(["run", "--dry-run", "--config", str(path), "--model", model]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    peak = next(line for line in lines if line.split()[:1] == ["peak"] and len(line.split()) == 3)
+    # 10% left for the CUDA context and fragmentation
+    assert float(peak.split()[-2]) * GIB < fits_gib * 1e9 * 0.9, peak
