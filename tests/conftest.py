@@ -28,6 +28,12 @@ class ScriptedBackend(Backend):
         return [self.respond(r) for r in requests]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "reliability: failures a user hit (kills, races, bad input, a wedged server), reproduced"
+    )
+
+
 @pytest.fixture
 def scripted() -> type[ScriptedBackend]:
     return ScriptedBackend

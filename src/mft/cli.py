@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from mft import __version__
 from mft.config import DebateConfig, RunConfig, add_config_arguments, build_backend, build_task, load_config
@@ -96,10 +98,41 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--host",
         default="127.0.0.1",
-        help="Address to listen on (default 127.0.0.1: this machine only; the server has no authentication).",
+        help="Address to listen on (default 127.0.0.1: this machine only; any other address warns unless "
+        "an API key is set).",
     )
-    s.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0: any free port, printed).")
-    s.add_argument("--batch-size", type=int, default=256, help="hf backend batch size (default 256).")
+    s.add_argument(
+        "--port", type=_port, default=8000, help="Port 0-65535 (default 8000; 0: any free port, printed)."
+    )
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="Require 'Authorization: Bearer KEY' on every route (401 otherwise); default: the "
+        "MFT_API_KEY environment variable, else no key.",
+    )
+    s.add_argument(
+        "--max-body-mb",
+        type=_positive(float),
+        default=4.0,
+        help="Largest request body in MiB (default 4; larger: 413).",
+    )
+    s.add_argument(
+        "--request-timeout",
+        type=_positive(float),
+        default=600.0,
+        metavar="SECONDS",
+        help="A request still unanswered after this long gets a 504 and is abandoned (default 600).",
+    )
+    s.add_argument(
+        "--max-batch",
+        type=_positive(int),
+        default=64,
+        help="Most concurrent requests batched together (default 64; 1: one at a time, so a sampled "
+        "reply depends only on its request and seed).",
+    )
+    s.add_argument(
+        "--batch-size", type=_positive(int), default=256, help="hf backend batch size (default 256)."
+    )
     s.add_argument(
         "--log-level",
         default="info",
@@ -151,6 +184,27 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, default=0, help="Seed of the corpus and the initialisation.")
     tp.add_argument("--steps", type=int, default=None, help="Training steps (default: the recipe's).")
     return p
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: an integer 0-65535 (argparse turns the ValueError into one usage line)."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: use 0-65535 (0: any free port)")
+    return port
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    """argparse type: a number of `kind` above zero."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be above 0")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    return parse
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -332,6 +386,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         society_name=args.society_name,
         batch_size=args.batch_size,
         log_level=args.log_level,
+        api_key=args.api_key if args.api_key is not None else os.environ.get("MFT_API_KEY") or None,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        request_timeout_s=args.request_timeout,
+        max_batch=args.max_batch,
     )
     return 0
 

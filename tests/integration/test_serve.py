@@ -35,8 +35,9 @@ START_TIMEOUT_S = 120
 
 
 @contextlib.contextmanager
-def running_server(args: list[str], log_path: Path) -> Iterator[str]:
-    """`mft serve ARGS` on a free loopback port until the block ends; yields its /v1 URL."""
+def running_server(args: list[str], log_path: Path, auth: str | None = None) -> Iterator[str]:
+    """`mft serve ARGS` on a free loopback port until the block ends; yields its /v1 URL. `auth`: the
+    server's API key."""
     cmd = [
         sys.executable,
         "-m",
@@ -61,7 +62,10 @@ def running_server(args: list[str], log_path: Path) -> Iterator[str]:
         assert url is not None, f"server did not start:\n{log_path.read_text()}"
         while time.time() < deadline:  # bound socket first, then the app: wait until it answers
             try:
-                with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5) as resp:
+                health = urllib.request.Request(url.removesuffix("/v1") + "/health")
+                if auth:
+                    health.add_header("Authorization", f"Bearer {auth}")
+                with urllib.request.urlopen(health, timeout=5) as resp:
                     if resp.status == 200:
                         break
             except OSError:

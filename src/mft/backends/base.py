@@ -9,6 +9,7 @@ requests for OpenAI-compatible servers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +110,12 @@ class Backend(ABC):
 
     def __init__(self) -> None:
         self.stats = GenerationStats()
+        # (prompt tokens, completion tokens) of each request of the latest `generate` call, in request
+        # order, where the backend counts them (empty otherwise): what `mft serve` bills each request
+        self.last_usage: list[tuple[int, int]] = []
+        # polled while generating where the backend can stop early (hf: between decoding steps); when it
+        # returns True the call ends at once with partial responses (`mft serve`: every client gone)
+        self.interrupt: Callable[[], bool] | None = None
 
     @abstractmethod
     def add_agent(self, agent: Agent) -> None:
@@ -139,6 +146,14 @@ class Backend(ABC):
 
     def count_tokens(self, texts: list[str]) -> int | None:
         """Tokens in `texts` by this backend's tokenizer (for cost reports); None if it has none."""
+        return None
+
+    def context_length(self) -> int | None:
+        """The most positions (prompt + new tokens) the model attends to; None if unknown."""
+        return None
+
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        """Tokens of the prompt `generate` would send for `messages`; None if the backend cannot tell."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -38,6 +38,19 @@ from mft.errors import MftError
 from mft.records import Message
 
 
+class _Interrupt:
+    """A transformers stopping criterion that ends every row once `poll()` says so (and stays fired)."""
+
+    def __init__(self, poll: Any) -> None:
+        self.poll, self.fired = poll, False
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.fired = self.fired or bool(self.poll())
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+
+
 def torch_float32() -> Any:
     import torch
 
@@ -181,6 +194,7 @@ class HFBackend(Backend):
 
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
         import torch
+        from transformers import StoppingCriteriaList
 
         if not requests:
             return []
@@ -201,6 +215,8 @@ class HFBackend(Backend):
             mixed = [i for k in sorted(groups) if k[0] == "adapter" for i in groups.pop(k)]
             groups[("mixed", "")] = mixed
         lengths = [len(e) for e in encoded]
+        usage = [(len(e), 0) for e in encoded]
+        stop_early = _Interrupt(self.interrupt) if self.interrupt is not None else None
         b = 0
         for key in sorted(groups):
             kind, name = key
@@ -226,7 +242,12 @@ class HFBackend(Backend):
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                 if kind == "mixed":
                     kwargs["adapter_names"] = [adapters[i] for i in idx]
-                torch.manual_seed(sampling.seed * 1_000_003 + b)
+                if stop_early is not None:
+                    if stop_early.fired:
+                        break  # the caller no longer wants any of this call's responses
+                    kwargs["stopping_criteria"] = StoppingCriteriaList([stop_early])
+                # any integer seed (an API client's int64 included) maps into torch's 64-bit seed range
+                torch.manual_seed((sampling.seed * 1_000_003 + b) % 2**64)
                 b += 1
                 offload = kind == "model" and self.offload_full_models
                 with torch.inference_mode(), self._active(kind, name), on_device(model, self.device, offload):
@@ -243,6 +264,8 @@ class HFBackend(Backend):
                     per = self.stats.per_agent_completion_tokens
                     per[requests[i].agent] = per.get(requests[i].agent, 0) + n_new
                     self.stats.prompt_tokens += len(encoded[i])
+                    usage[i] = (len(encoded[i]), n_new)
+        self.last_usage = usage
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
@@ -298,6 +321,17 @@ class HFBackend(Backend):
         if self.merge_adapters == "auto":
             return bool(self.device.type == "cpu" and self.base.dtype == torch_float32())
         return self.merge_adapters == "on"
+
+    def context_length(self) -> int | None:
+        config = self.base.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        return len(self.tokenizer.encode(self.chat.prompt(messages), add_special_tokens=False))
 
     def count_tokens(self, texts: list[str]) -> int | None:
         return (

@@ -6,11 +6,13 @@ its docstring for the routes); this module binds the socket, loads the backend a
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import sys
 from pathlib import Path
 
 from mft.errors import MftError
-from mft.serve.app import ApiError, ChatMessageIn, ChatRequest, create_app
+from mft.serve.app import ApiError, ChatMessageIn, ChatRequest, Limits, create_app
 from mft.serve.society import DEFAULT_SOCIETY_NAME, AsAsked, ServedSociety, build_served, load_run_society
 
 __all__ = [
@@ -19,13 +21,36 @@ __all__ = [
     "AsAsked",
     "ChatMessageIn",
     "ChatRequest",
+    "Limits",
     "ServedSociety",
     "bind",
+    "exposure_warning",
+    "is_loopback",
     "build_served",
     "create_app",
     "load_run_society",
     "serve",
 ]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address of this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to warn about when serving on `host` with `api_key` (None: nothing)."""
+    if api_key is None and not is_loopback(host):
+        return (
+            f"listening on {host}, beyond this machine, with no API key: anyone who can reach the port can "
+            "use the models (set --api-key or MFT_API_KEY)"
+        )
+    return None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -57,8 +82,13 @@ def serve(
     society_name: str = DEFAULT_SOCIETY_NAME,
     batch_size: int = 256,
     log_level: str = "info",
+    api_key: str | None = None,
+    max_body_bytes: int = 4 * 2**20,
+    request_timeout_s: float = 600.0,
+    max_batch: int = 64,
 ) -> None:
     """Load the society on the hf backend and serve it until interrupted."""
+    limits = Limits(api_key, max_body_bytes, request_timeout_s, max_batch)
     served = build_served(
         model=model,
         run_dir=run_dir,
@@ -75,11 +105,14 @@ def serve(
     from mft.backends import get_backend
 
     sock = bind(host, port)  # before loading the model: a busy port fails fast
+    warning = exposure_warning(host, api_key)
+    if warning:
+        print(f"mft serve: WARNING: {warning}", file=sys.stderr, flush=True)
     try:
         backend = get_backend(
             "hf", served.base_model, batch_size=batch_size, chat_template_kwargs=served.chat_template_kwargs
         )
-        app = create_app(backend, served)
+        app = create_app(backend, served, limits)
         actual = sock.getsockname()[1]
         where = f"[{host}]" if ":" in host else host
         print(
@@ -90,5 +123,6 @@ def serve(
         print(f"mft serve: listening on http://{where}:{actual}/v1", flush=True)
         config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
         uvicorn.Server(config).run(sockets=[sock])
+        app.state.engine.close()
     finally:
         sock.close()
