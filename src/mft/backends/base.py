@@ -141,5 +141,9 @@ class Backend(ABC):
         """Tokens in `texts` by this backend's tokenizer (for cost reports); None if it has none."""
         return None
 
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and response) the model takes in one sequence; None when unknown."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
