@@ -7,6 +7,14 @@ import pytest
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reliability: concurrent runs, changed data, bad output paths and limits (issue 24); "
+        "select with -m reliability",
+    )
+
+
 class ScriptedBackend(Backend):
     """Unit-test backend: answers come from a function of the request. Never a default anywhere."""
 
