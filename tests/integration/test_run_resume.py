@@ -48,8 +48,7 @@ def _cmd(config: Path, runs: Path) -> list[str]:
 
 def _artifacts(run_dir: Path) -> dict[str, str]:
     """Content hash of every artifact except timings, creation time stamps, the lock (it holds a pid) and
-    the report (it shows wall
-    times; it is checked separately)."""
+    the report (it shows wall times; it is checked separately)."""
     out = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
