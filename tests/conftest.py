@@ -7,6 +7,14 @@ import pytest
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reliability: failures users hit, reproduced (concurrent runs, changed data, bad output paths and "
+        "limits, a wedged or crashing server); select with -m reliability",
+    )
+
+
 class ScriptedBackend(Backend):
     """Unit-test backend: answers come from a function of the request. Never a default anywhere."""
 
@@ -26,12 +34,6 @@ class ScriptedBackend(Backend):
         for r in requests:
             assert r.agent in self.agents, f"agent {r.agent} was never added"
         return [self.respond(r) for r in requests]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "reliability: failures a user hit (kills, races, bad input, a wedged server), reproduced"
-    )
 
 
 @pytest.fixture

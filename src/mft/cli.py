@@ -67,9 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve",
         help="Serve a society of agents over an OpenAI-compatible HTTP API (chat completions).",
-        description="OpenAI-compatible server (hf backend): model=<agent> runs one agent, model=<base model> "
-        "the bare base model, model=society a whole debate on the last user message (the consensus "
-        "response, plus the transcript in `mft_debate`). GET /v1/models lists them. See docs/backends.md.",
+        description="OpenAI-compatible server (hf or vllm backend): model=<agent> runs one agent, "
+        "model=<base model> the bare base model, model=society a whole debate on the last user message "
+        "(the consensus response, plus the transcript in `mft_debate`). GET /v1/models lists them. "
+        "See docs/backends.md.",
     )
     s.add_argument(
         "--model",
@@ -132,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--batch-size", type=_positive(int), default=256, help="hf backend batch size (default 256)."
+    )
+    s.add_argument(
+        "--backend",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="Engine that generates (default hf; vllm: every agent a LoRA adapter on one vLLM engine).",
     )
     s.add_argument(
         "--log-level",
@@ -277,6 +284,7 @@ def _print_memory(cfg: RunConfig) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from mft.pipeline import stages
+    from mft.pipeline.run import open_run
     from mft.rundir import RunDir
 
     cfg = _run_config(args)
@@ -287,21 +295,19 @@ def cmd_stage(args: argparse.Namespace) -> int:
         )
     task = build_task(cfg)
     RunDir(cfg.run_dir).require_run(hint="start it with `mft run`")
+    train, test = open_run(cfg, task)  # locked; the same settings and problems as the run's
     if args.command == "build-data":
         print(json.dumps(stages.stage_build_data(cfg, k, task), indent=2))
         return 0
     backend = build_backend(cfg)
+    stages.check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     progress = not args.no_progress
     if args.command == "debate-train":
-        stages.stage_debate(
-            cfg, k, backend, task, task.load("train", cfg.n_train, seed=cfg.split_seed), progress
-        )
+        stages.stage_debate(cfg, k, backend, task, train, progress)
     elif args.command == "finetune":
         stages.stage_finetune(cfg, k, backend, progress)
     else:
-        res = stages.stage_eval(
-            cfg, k, backend, task, task.load("test", cfg.n_test, seed=cfg.split_seed), progress
-        )
+        res = stages.stage_eval(cfg, k, backend, task, test, progress)
         print(json.dumps(res, indent=2))
     return 0
 
@@ -333,31 +339,53 @@ def cmd_debate(args: argparse.Namespace) -> int:
 
 
 def config_class_for(path: Path) -> type[DebateConfig] | type[RunConfig]:
-    """Run configs are recognised by an `iterations` key; everything else is a debate config."""
+    """The config class a file is for: the one that knows more of its keys (a run config has `iterations`,
+    `name`, `n_train`...; a debate config `out`, `limit`, `split`), so a misspelt key is the only one
+    reported; a tie is a debate config unless the file has `iterations`."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         data = None
-    return RunConfig if isinstance(data, dict) and "iterations" in data else DebateConfig
+    if not isinstance(data, dict):
+        return DebateConfig
+    unknown_run = len(set(data) - set(RunConfig.model_fields))
+    unknown_debate = len(set(data) - set(DebateConfig.model_fields))
+    if unknown_run < unknown_debate or (unknown_run == unknown_debate and "iterations" in data):
+        return RunConfig
+    return DebateConfig
+
+
+def validate_file(path: Path) -> str:
+    """Check one config file (settings, task settings, backend settings); what it is, or an MftError."""
+    from mft.backends import backend_settings
+
+    cls = config_class_for(path)
+    cfg = load_config(cls, path)
+    build_task(cfg)  # task settings are checked too
+    unknown = sorted(set(getattr(cfg, "backend_options", {})) - set(backend_settings(cfg.backend)))
+    if unknown:
+        raise MftError(
+            f"{path}: backend {cfg.backend!r} has no setting {', '.join(map(repr, unknown))}",
+            hint=f"its settings are: {', '.join(backend_settings(cfg.backend))}",
+        )
+    return f"{'run' if cls is RunConfig else 'debate'} config"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every file is checked and reported (ok on stdout, one error line each on stderr); exit 2 if any is
+    bad."""
+    bad = 0
     for path in args.files:
-        cls = config_class_for(path)
-        cfg = load_config(cls, path)
-        build_task(cfg)  # task settings are checked too
-        from mft.backends import backend_settings
-
-        unknown = sorted(set(getattr(cfg, "backend_options", {})) - set(backend_settings(cfg.backend)))
-        if unknown:
-            raise MftError(
-                f"{path}: backend {cfg.backend!r} has no setting {', '.join(map(repr, unknown))}",
-                hint=f"its settings are: {', '.join(backend_settings(cfg.backend))}",
-            )
-        print(f"{path}: ok ({'run' if cls is RunConfig else 'debate'} config)")
-    return 0
+        try:
+            print(f"{path}: ok ({validate_file(path)})")
+        except MftError as exc:
+            if args.debug:
+                raise
+            bad += 1
+            print(f"mft: error: {exc}", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
@@ -390,6 +418,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 2**20),
         request_timeout_s=args.request_timeout,
         max_batch=args.max_batch,
+        backend_name=args.backend,
     )
     return 0
 

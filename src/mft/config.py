@@ -133,13 +133,21 @@ def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
     return {**options, **cfg.backend_options}
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str, fields: list[str] | None = None) -> str:
+    """One line naming each bad field; an unknown one gets the closest of `fields` as a suggestion."""
+    import difflib
+
     parts = []
     for err in exc.errors():
         field = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown setting (check its spelling)"
+            close = difflib.get_close_matches(field, fields or [], n=1, cutoff=0.75)
+            msg = (
+                f"unknown setting (did you mean '{close[0]}'?)"
+                if close
+                else "unknown setting (check its spelling)"
+            )
         parts.append(f"field '{field}': {msg}")
     return f"{source}: " + "; ".join(parts)
 
@@ -171,7 +179,7 @@ def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, list(cls.model_fields))) from None
 
 
 # The groups of settings in `--help` (and in docs), in this order. Every field of every config class is in

@@ -7,9 +7,12 @@ written); a torn last line -- the only damage a kill can do to an append -- is d
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,6 +126,21 @@ def read_jsonl(path: Path, model: type[M], *, repair: bool = True) -> list[M]:
     return out
 
 
+def read_debates(path: Path) -> list[DebateRecord]:
+    """The records of a debate file (`read_jsonl`), each problem once: a problem id that appears twice is
+    refused, never trained on or counted twice (two writers at once, or an edited file, can cause it)."""
+    records = read_jsonl(path, DebateRecord)
+    seen: set[str] = set()
+    for rec in records:
+        if rec.problem.id in seen:
+            raise MftError(
+                f"{path}: problem id {rec.problem.id!r} appears twice",
+                hint="delete that file to redo its debates (or delete the repeated line)",
+            )
+        seen.add(rec.problem.id)
+    return records
+
+
 def iter_jsonl_dicts(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
@@ -136,21 +154,65 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
+def write_text_atomic(path: Path, text: str | bytes, *, fault_point: bool = True) -> None:
     """The one whole-file writer: a temp name beside the target, then a rename, so readers never see half
-    a file. A failed write (full disk) removes its temp file; a kill leaves it, and the next write replaces
-    it."""
+    a file. The temp name is unique to the writing process and call (`<name>.<pid>.<random>.tmp`), so two
+    writers of one file never collide on it. A failed write (full disk) removes its temp file; a kill leaves
+    it, and the next write of the same file removes it (`_remove_stale_temps`). `fault_point=False` skips
+    the fault-injection checkpoint (for writes whose timing is not deterministic, see `faults.py`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         if isinstance(text, bytes):
             tmp.write_bytes(text)
         else:
             tmp.write_text(text, encoding="utf-8", newline="\n")
-        checkpoint(f"write {path.name}")
+        if fault_point:
+            checkpoint(f"write {path.name}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _remove_stale_temps(path)
+
+
+_TEMP = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def _stale(tmp: Path) -> bool:
+    """Whether `tmp` is a temp file of `write_text_atomic` whose writer is gone (killed mid-write)."""
+    m = _TEMP.fullmatch(tmp.name)
+    if not m or int(m["pid"]) == os.getpid():
+        return False
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's process
+        return False
+    return False
+
+
+def _remove_stale_temps(path: Path) -> None:
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        m = _TEMP.fullmatch(tmp.name)
+        if m and m["name"] == path.name and _stale(tmp):
+            tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps_under(root: Path) -> None:
+    """Remove every temp file under `root` left by a killed writer (see `write_text_atomic`)."""
+    for tmp in root.rglob("*.tmp"):
+        if tmp.is_file() and _stale(tmp):
+            tmp.unlink(missing_ok=True)
+
+
+def problem_hashes(problems: Sequence[Problem]) -> dict[str, str]:
+    """A short content hash (question and answer) per problem id: what a run records of each problem, so a
+    resume can tell which problem of its data changed."""
+    return {
+        p.id: hashlib.sha256(json.dumps([p.question, p.answer], ensure_ascii=False).encode()).hexdigest()[:16]
+        for p in problems
+    }
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:

@@ -11,11 +11,18 @@
 
 A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method.
 The pipeline writes these files, and the server and the report read them, through `RunDir`.
+
+Every directory mft writes a run, a debate or a reproduction into is locked while a process writes it
+(`lock_dir`: `<dir>/.lock`, an advisory `flock` held until the process exits, and freed by the kernel when
+it is killed, so a killed run resumes at once), so two processes never write one directory at once.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -26,13 +33,14 @@ from pydantic import ValidationError
 from mft.backends.base import Agent
 from mft.debate.engine import Society
 from mft.errors import MftError
-from mft.records import Problem, problems_digest, write_json_atomic
+from mft.records import Problem, problem_hashes, problems_digest, remove_stale_temps_under, write_json_atomic
 
 if TYPE_CHECKING:
     from mft.config import RunConfig
     from mft.tasks.base import Task
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 REPRODUCE = "reproduce.json"
 # Settings added after runs were made, with the value that does what those runs did: a run directory whose
 # manifest lacks one continues only with that value (and is refused with any other, as for any setting).
@@ -76,6 +84,66 @@ def parse_timing_key(key: str) -> tuple[int, str] | None:
     """(iteration, stage) of a `timings.json` key; None for a key of another shape."""
     m = re.fullmatch(r"iter_(\d+)/(.+)", key)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+def make_dir(path: Path, what: str, flag: str) -> None:
+    """Create directory `path` (and its parents) for writing, or one MftError naming it and `flag` (the
+    setting that chose it) when it is a file, sits under a file or cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        where = "is a file" if file == path else f"is under {file}, which is a file"
+        raise MftError(
+            f"{what} {path} {where}, not a directory",
+            hint=f"choose another directory ({flag}), or move that file away",
+        ) from None
+    except OSError as exc:
+        raise MftError(
+            f"cannot create {what} {path} ({exc.strerror})",
+            hint=f"choose a directory you can write to ({flag})",
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MftError(f"{what} {path} is not writable", hint=f"choose a directory you can write to ({flag})")
+
+
+_LOCKS: dict[Path, int] = {}  # directory (resolved) -> the open lock file this process holds
+
+
+def lock_dir(path: Path, what: str, flag: str) -> None:
+    """Make `path` (see `make_dir`) and hold its lock for the rest of this process's life, or refuse at once
+    with one line naming the directory and the holder's pid when another process holds it.
+
+    The lock is an advisory `flock` on `<path>/.lock`, which holds the holder's pid. The kernel frees it when
+    the process exits or is killed, so a killed run is resumed by just re-running it. Locking a directory
+    this process already holds does nothing. Holding it, temp files left there by killed writers are removed.
+    """
+    make_dir(path, what, flag)
+    key = path.resolve()
+    if key in _LOCKS:
+        return
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise MftError(
+            f"cannot write in {what} {path} ({exc.strerror})",
+            hint=f"choose a directory you can write to ({flag})",
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise MftError(
+            f"{what} {path} is in use by another mft process (pid {holder})",
+            hint=f"wait for it to finish or stop it, or write elsewhere ({flag})",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _LOCKS[key] = fd
+    remove_stale_temps_under(path)
 
 
 class RunDir:
@@ -151,7 +219,9 @@ class RunDir:
     def write_or_check_manifest(
         self, cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task
     ) -> None:
-        """First run: write the manifest. Later runs: refuse to mix a run directory with another config."""
+        """First run: write the manifest. Later runs: refuse to mix a run directory with another config, or
+        with problems other than those it was made from (its data changed)."""
+        hashes = {"train": problem_hashes(train), "test": problem_hashes(test)}
         if self.manifest.exists():
             old = json.loads(self.manifest.read_text(encoding="utf-8"))
             diff = settings_diff(old["config"], cfg)
@@ -160,6 +230,8 @@ class RunDir:
                     f"{self.path} was made with other settings ({', '.join(diff)} differ)",
                     hint="use another --name, or delete that directory to start fresh",
                 )
+            if isinstance(old.get("problem_hashes"), dict):  # runs made before they were recorded: no check
+                self._check_problems(old["problem_hashes"], hashes)
             return
         write_json_atomic(
             self.manifest,
@@ -169,10 +241,38 @@ class RunDir:
                 "task": {"name": task.name, "version": task.version},
                 "versions": versions(),
                 "problems": {"train": problems_digest(train), "test": problems_digest(test)},
+                "problem_hashes": hashes,
                 "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
+
+    def _check_problems(self, old: dict[str, Any], new: dict[str, dict[str, str]]) -> None:
+        """Refuse to resume on problems that differ from those the run was made from (an edited data file):
+        its records would mix old and new problems."""
+        changes: list[str] = []
+        for split, hashes in new.items():
+            recorded = old.get(split)
+            before: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+            for pid, h in hashes.items():
+                if pid not in before:
+                    changes.append(f"{split} problem {pid!r} is not one it was made from")
+                elif before[pid] != h:
+                    changes.append(f"{split} problem {pid!r} changed (its question or answer differs)")
+            changes += [
+                f"{split} problem {pid!r} is gone from the data" for pid in before if pid not in hashes
+            ]
+        if changes:
+            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+            raise MftError(
+                f"{self.path}: the data changed since this run started: {changes[0]}{more}",
+                hint=f"restore the data it was made from, or start afresh with another --name "
+                f"(or delete {self.path})",
+            )
+
+    def lock(self) -> None:
+        """Create the run directory and hold its lock while this process lives (see `lock_dir`)."""
+        lock_dir(self.path, "run directory", "--runs-dir / --name")
 
     def manifest_config(self) -> dict[str, Any] | None:
         """The config a manifest records, or None where there is no readable manifest."""

@@ -15,7 +15,7 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
     return {
         str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name not in ("timings.json", "manifest.json")
+        if p.is_file() and p.name not in ("timings.json", "manifest.json", ".lock")
     }
 
 

@@ -47,14 +47,14 @@ def _cmd(config: Path, runs: Path) -> list[str]:
 
 
 def _artifacts(run_dir: Path) -> dict[str, str]:
-    """Content hash of every artifact except timings, creation time stamps and the report (it shows wall
-    times; it is checked separately)."""
+    """Content hash of every artifact except timings, creation time stamps, the lock (it holds a pid) and
+    the report (it shows wall times; it is checked separately)."""
     out = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
         if rel.parts[0] == "plots" or rel.name in ("report.md", "report.html"):
             continue
-        if path.is_file() and path.name not in ("timings.json", "manifest.json"):
+        if path.is_file() and path.name not in ("timings.json", "manifest.json", ".lock"):
             out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 

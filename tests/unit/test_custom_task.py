@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mft.errors import MftError
-from mft.records import problems_digest
+from mft.records import Problem, problems_digest
 from mft.tasks import get_task, task_settings
 from mft.tasks.base import pool_of
 from mft.tasks.custom import CustomTask, normalize_text
@@ -23,6 +23,15 @@ def _everything(t: CustomTask, seed: int = 0) -> dict[str, str]:
     return {p.id: p.answer for s in ("train", "test") for p in t.load(s, seed=seed)}
 
 
+def _by_line(t: CustomTask, seed: int = 0) -> dict[int, str]:
+    """Gold answers by the 1-based line of their row (ids are not line numbers)."""
+    return {_line(p): p.answer for s in ("train", "test") for p in t.load(s, seed=seed)}
+
+
+def _line(p: Problem) -> int:
+    return int(p.meta["source"].rsplit("line ", 1)[1])
+
+
 def _choice(**kw: Any) -> CustomTask:
     return CustomTask(
         CHOICE_FILE, question_field="text", answer_field="label", answer_type="choice", choices="ABCD", **kw
@@ -34,7 +43,7 @@ def _choice(**kw: Any) -> CustomTask:
 
 def test_number_gold_from_other_field_names() -> None:
     t = CustomTask(NUMBER_FILE, question_field="q", answer_field="a", answer_type="number")
-    golds = {int(k.rsplit(":", 1)[1]): v for k, v in _everything(t).items()}
+    golds = _by_line(t)
     assert golds == {1: "24", 2: "2.5", 3: "3000", 4: "-7", 5: "1/3", 6: "120"}
 
 
@@ -278,7 +287,7 @@ def test_single_file_split_is_unchanged() -> None:
     # which rows of the fixture fall in which pool, as before pool_of moved to tasks.base
     t = CustomTask(NUMBER_FILE, question_field="q", answer_field="a")
     lines = {
-        (s, seed): sorted(int(p.id.rsplit(":", 1)[1]) for p in t.load(s, seed=seed))
+        (s, seed): sorted(_line(p) for p in t.load(s, seed=seed))
         for s in ("train", "test")
         for seed in (0, 1)
     }
@@ -303,8 +312,7 @@ def test_line_separator_inside_a_json_string_is_not_a_new_row(tmp_path: Path) ->
     path = tmp_path / "ls.jsonl"
     rows = [{"question": "first\u2028part?", "answer": 1}, {"question": "second?", "answer": 2}]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    golds = {k.rsplit(":", 1)[1]: v for k, v in _everything(CustomTask(path)).items()}
-    assert golds == {"1": "1", "2": "2"}
+    assert _by_line(CustomTask(path)) == {1: "1", 2: "2"}
 
 
 def test_importing_and_building_tasks_stays_light() -> None:

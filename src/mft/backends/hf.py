@@ -230,7 +230,7 @@ class HFBackend(Backend):
                 kwargs: dict[str, Any] = {
                     "input_ids": ids.to(self.device),
                     "attention_mask": mask.to(self.device),
-                    "max_new_tokens": sampling.max_new_tokens,
+                    "max_new_tokens": self._new_tokens(sampling.max_new_tokens, width, requests, idx),
                     "pad_token_id": pad,
                     "eos_token_id": list(self.chat.stop_ids),  # every end-of-turn token, not just eos
                 }
@@ -269,6 +269,30 @@ class HFBackend(Backend):
         self.stats.requests += len(requests)
         self.stats.seconds += time.time() - start
         return outputs
+
+    def context_length(self) -> int | None:
+        config = self.base.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def _new_tokens(self, asked: int, width: int, requests: list[GenerationRequest], idx: list[int]) -> int:
+        """`asked` new tokens, or as many as fit in the model's context after the batch's prompts (`width`
+        tokens, padded); a prompt that leaves no room is an MftError naming its agent."""
+        context = self.context_length()
+        if context is None or width + asked <= context:
+            return asked
+        if width >= context:
+            longest = requests[idx[-1]].agent  # batches are slices of requests sorted by prompt length
+            raise MftError(
+                f"agent {longest!r}: a prompt of {width} tokens does not fit in the context of model "
+                f"{self.model_name!r} ({context} tokens)",
+                hint="use fewer agents or rounds, summarize: true, shorter questions or a smaller "
+                "max_new_tokens (shorter responses make shorter debate prompts)",
+            )
+        return context - width
 
     def _cache_kwargs(self, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """generate()'s KV-cache argument for the batch of `kwargs` (see `kv_cache.cache_argument`)."""
@@ -321,14 +345,6 @@ class HFBackend(Backend):
         if self.merge_adapters == "auto":
             return bool(self.device.type == "cpu" and self.base.dtype == torch_float32())
         return self.merge_adapters == "on"
-
-    def context_length(self) -> int | None:
-        config = self.base.config
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
 
     def prompt_tokens(self, messages: list[Message]) -> int | None:
         return len(self.tokenizer.encode(self.chat.prompt(messages), add_special_tokens=False))

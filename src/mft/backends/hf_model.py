@@ -36,18 +36,26 @@ def load_base(
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    options: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation is not None:
+        options["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        options["device_map"] = device_map
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-        options: dict[str, Any] = {"dtype": torch_dtype}
-        if attn_implementation is not None:
-            options["attn_implementation"] = attn_implementation
-        if device_map is not None:
-            options["device_map"] = device_map
-        lm = AutoModelForCausalLM.from_pretrained(path, **options)
-    except OSError as exc:
+        with quiet_loading():
+            tok = AutoTokenizer.from_pretrained(path)
+            lm = AutoModelForCausalLM.from_pretrained(path, **options)
+    except (OSError, ValueError) as exc:  # not found, offline, no network, not a model: one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if Path(path).exists():
+            raise MftError(
+                f"could not load model {path!r}: {first}", hint="check that directory holds a saved model"
+            ) from exc
         raise MftError(
-            f"could not load model {path!r}: {str(exc).splitlines()[0]}",
-            hint="check the path or hub id; offline machines need a local directory",
+            f"could not load model {path!r}: it is not a local directory and could not be fetched from the "
+            f"Hugging Face hub ({first})",
+            hint="check the hub id's spelling, download it once with network access (it is cached), or give "
+            "a local directory",
         ) from exc
     if tok.chat_template is None:
         raise MftError(
@@ -60,6 +68,27 @@ def load_base(
         lm.to(device)
     lm.eval()
     return lm, tok
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' and huggingface_hub's log messages and Python warnings silenced while a model loads: a
+    hub id that cannot be fetched prints a dozen retry messages before its error, which becomes one line
+    (`load_base`); loading notes of a model that does load are library chatter too."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def is_full_model(path: Path) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 from mft.debate.consensus import majority_vote
 from mft.errors import MftError
-from mft.records import DebateRecord, Message, Problem, append_jsonl, read_jsonl
+from mft.records import DebateRecord, Message, Problem, append_jsonl, read_debates
 from mft.tasks.base import Task
 
 # (task, [(chunk index, problems)], society, settings) -> each chunk's records, in the order given
@@ -174,7 +174,7 @@ def run_debate(
         raise MftError("problem ids are not unique", hint="check the task's loader")
     done: dict[str, DebateRecord] = {}
     if out_path is not None:
-        for rec in read_jsonl(out_path, DebateRecord):
+        for rec in read_debates(out_path):
             _check_compatible(rec, task, society, settings, out_path)
             done[rec.problem.id] = rec
     for agent in society.all_agents():

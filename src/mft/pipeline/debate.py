@@ -14,8 +14,10 @@ from typing import Any
 from mft.config import DebateConfig, build_backend, build_task
 from mft.debate.engine import Society, run_debate
 from mft.eval.metrics import Estimate, as_dict, debate_accuracies
-from mft.pipeline.stages import debate_settings
+from mft.pipeline.stages import check_max_new_tokens, debate_settings
 from mft.records import problems_digest, write_json_atomic
+from mft.rundir import lock_dir
+from mft.tasks.base import load_split
 
 
 @dataclass
@@ -27,9 +29,10 @@ class DebateOutcome:
 def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
     """Debate `cfg.limit` problems of `cfg.split`; writes the records and the summary into `cfg.out`."""
     task = build_task(cfg)
-    problems = task.load(cfg.split, cfg.limit, seed=cfg.split_seed)
+    problems = load_split(task, cfg.split, cfg.limit, cfg.split_seed, "--limit")
+    lock_dir(cfg.out, "output directory", "--out")  # another process debating into it: refused at once
     backend = build_backend(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     start = time.time()
     records = run_debate(
         backend,

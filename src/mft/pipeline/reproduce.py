@@ -29,7 +29,7 @@ from mft.methods import BY_KEY, METHODS
 from mft.pipeline.run import open_run, run
 from mft.pipeline.stages import method_of
 from mft.records import write_json_atomic
-from mft.rundir import REPRODUCE, RunDir, settings_diff
+from mft.rundir import REPRODUCE, RunDir, lock_dir, settings_diff
 
 KEYS = tuple(m.key for m in METHODS)
 
@@ -107,7 +107,7 @@ def reproduce(
         raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(KEYS)}")
     root = base.runs_dir / base.name
     configs = method_configs(base, methods)
-    root.mkdir(parents=True, exist_ok=True)
+    lock_dir(root, "reproduce directory", "--runs-dir / --name")
     listed = methods + [m for m in earlier_methods(base) if m not in methods]
     write_json_atomic(root / REPRODUCE, {"task": base.task, "methods": {k: k for k in listed}})
     backend = None

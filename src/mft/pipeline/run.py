@@ -7,34 +7,68 @@ compared (what is finetuned on what) in `methods.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
 from mft.pipeline.stages import (
+    check_max_new_tokens,
     stage_build_data,
     stage_debate,
     stage_diversity,
     stage_eval,
     stage_finetune,
 )
-from mft.records import Problem, write_json_atomic
+from mft.records import Problem, write_json_atomic, write_text_atomic
 from mft.rundir import RunDir, timing_key
-from mft.tasks.base import Task
+from mft.tasks.base import Task, load_split
 
 R = TypeVar("R")
 
 
 def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
-    """Load the run's problems (before any model work) and write or check its manifest."""
-    train = task.load("train", cfg.n_train, seed=cfg.split_seed)
-    test = task.load("test", cfg.n_test, seed=cfg.split_seed)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    RunDir(cfg.run_dir).write_or_check_manifest(cfg, train, test, task)
+    """Load the run's problems and lock its directory (before any model work), then write or check its
+    manifest (the settings and the problems it was made from)."""
+    train = load_split(task, "train", cfg.n_train, cfg.split_seed, "--n-train")
+    test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
+    rd = RunDir(cfg.run_dir)
+    rd.lock()  # another process writing this run: refused here, at once
+    rd.write_or_check_manifest(cfg, train, test, task)
     return train, test
+
+
+# While a stage runs, its seconds so far are written to timings.json this often, so a killed process's time
+# is kept (within this much) and a resumed stage adds to it: wall times add up over every process of a run.
+TIMINGS_FLUSH_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def _flushing(path: Path, timings: dict[str, float], key: str, before: float, start: float) -> Iterator[None]:
+    """Write `timings` with `key` at `before` + the seconds since `start` every TIMINGS_FLUSH_SECONDS, from
+    a thread, until the block ends (its writes are no fault-injection points: their timing is not
+    deterministic)."""
+    stop = threading.Event()
+
+    def flush() -> None:
+        while not stop.wait(TIMINGS_FLUSH_SECONDS):
+            snapshot = {**timings, key: round(before + time.time() - start, 2)}
+            text = json.dumps(snapshot, indent=2, sort_keys=True) + "\n"
+            with contextlib.suppress(OSError):  # a full disk is reported by the stage's own writes
+                write_text_atomic(path, text, fault_point=False)
+
+    thread = threading.Thread(target=flush, name="mft-timings", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:
@@ -47,13 +81,15 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
         check_encoder(cfg.embedding_model)  # a missing encoder stops here, not after the first eval
     if backend is None:
         backend = build_backend(cfg)
+    check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     timings_path = RunDir(cfg.run_dir).timings
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
 
     def timed(key: str, fn: Callable[..., R], *args: Any) -> R:
-        t = time.time()
-        out = fn(*args)
-        timings[key] = timings.get(key, 0.0) + round(time.time() - t, 2)
+        before, t = timings.get(key, 0.0), time.time()
+        with _flushing(timings_path, timings, key, before, t):
+            out = fn(*args)
+        timings[key] = round(before + time.time() - t, 2)
         write_json_atomic(timings_path, timings)
         return out
 

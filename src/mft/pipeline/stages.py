@@ -19,7 +19,7 @@ from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.methods import BuildContext, Method, of_run
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
-from mft.records import DebateRecord, Problem, read_jsonl, write_json_atomic
+from mft.records import DebateRecord, Problem, read_debates, write_json_atomic
 from mft.rundir import RunDir
 from mft.tasks.base import Task
 
@@ -40,6 +40,20 @@ def debate_settings(
         seed=seed,
         chunk_size=cfg.chunk_size,
     )
+
+
+def check_max_new_tokens(backend: Backend, max_new: int) -> None:
+    """Refuse a response budget the model's context cannot hold (before any generation: a huge one would
+    otherwise preallocate a KV cache of that many tokens)."""
+    context = backend.context_length()
+    if context is not None and max_new >= context:
+        model = backend.describe().get("model", backend.name)
+        raise MftError(
+            f"max_new_tokens {max_new} does not fit in the context of model {model!r} ({context} tokens, "
+            "prompt included)",
+            hint=f"set max_new_tokens (--max-new-tokens) well below {context}, or leave it unset for the "
+            "task's default",
+        )
 
 
 def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
@@ -105,7 +119,7 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
     if rd.sizes(k).exists():
         loaded: dict[str, Any] = json.loads(rd.sizes(k).read_text())
         return loaded
-    records = read_jsonl(rd.train_debate(k), DebateRecord)
+    records = read_debates(rd.train_debate(k))
     if len(records) < cfg.n_train:
         raise MftError(
             f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
@@ -205,7 +219,7 @@ def stage_eval(
         "usage": {"generated_tokens": generated_tokens(backend, records)},
     }
     if k >= 1:
-        train_records = read_jsonl(rd.train_debate(k), DebateRecord)
+        train_records = read_debates(rd.train_debate(k))
         results["usage"]["train_debate_generated_tokens"] = generated_tokens(backend, train_records)
     write_json_atomic(rd.results(k), results)
     return results
@@ -225,7 +239,7 @@ def stage_diversity(
     if rd.diversity(k).exists():
         loaded: dict[str, Any] = json.loads(rd.diversity(k).read_text())
         return loaded
-    records = read_jsonl(rd.eval_debate(k), DebateRecord)
+    records = read_debates(rd.eval_debate(k))
     encoder = None
     if cfg.embedding_model:
         if cfg.embedding_model not in _ENCODERS:

@@ -1,4 +1,4 @@
-"""`mft serve`: a society of agents behind an OpenAI-compatible HTTP API (FastAPI + uvicorn, hf backend).
+"""`mft serve`: a society of agents behind an OpenAI-compatible HTTP API (FastAPI + uvicorn; hf or vllm).
 
 `society` decides what is served (a run's society or base agents), `app` answers the HTTP requests (see
 its docstring for the routes); this module binds the socket, loads the backend and runs uvicorn.
@@ -86,8 +86,9 @@ def serve(
     max_body_bytes: int = 4 * 2**20,
     request_timeout_s: float = 600.0,
     max_batch: int = 64,
+    backend_name: str = "hf",
 ) -> None:
-    """Load the society on the hf backend and serve it until interrupted."""
+    """Load the society on the hf (or vllm) backend and serve it until interrupted."""
     limits = Limits(api_key, max_body_bytes, request_timeout_s, max_batch)
     served = build_served(
         model=model,
@@ -110,7 +111,10 @@ def serve(
         print(f"mft serve: WARNING: {warning}", file=sys.stderr, flush=True)
     try:
         backend = get_backend(
-            "hf", served.base_model, batch_size=batch_size, chat_template_kwargs=served.chat_template_kwargs
+            backend_name,
+            served.base_model,
+            batch_size=batch_size,
+            chat_template_kwargs=served.chat_template_kwargs,
         )
         app = create_app(backend, served, limits)
         actual = sock.getsockname()[1]

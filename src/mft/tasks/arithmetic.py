@@ -13,9 +13,14 @@ import re
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.base import SPLITS, Task, pool_of
+from mft.tasks.base import SPLITS, PoolTooSmall, Task, pool_of
 
 MAX_VALUE = 30
+# Each of the 31^6 operand tuples is in one of the two pools (`pool_of`, a keyed hash: about half each, the
+# exact count is unknown without hashing them all). Drawing is rejection sampling, so a split must stay
+# clearly below its pool's size: asking for more would never finish. This bound is about a million (some
+# 70 standard deviations of the hash's split) below half of the tuples.
+POOL_SIZE = (MAX_VALUE + 1) ** 6 // 2 - 1_000_000
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?\\?(?:boxed\{)?\s*(-?\d[\d,]*)", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
 _INT = re.compile(r"-?\d[\d,]*")
@@ -31,6 +36,8 @@ def sample_problems(split: str, n: int, seed: int = 0) -> list[tuple[int, int, i
     """`n` distinct operand tuples from `split`'s pool, reproducible from `seed`."""
     if split not in SPLITS:
         raise MftError(f"unknown split {split!r}", hint="use 'train' or 'test'")
+    if n > POOL_SIZE:
+        raise PoolTooSmall("operand tuples 0..30", split, POOL_SIZE, n, "arithmetic")
     rng = random.Random(f"arithmetic:{seed}:{split}")
     seen: set[tuple[int, ...]] = set()
     out: list[tuple[int, int, int, int, int, int]] = []

@@ -17,6 +17,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from typing import Literal
 
+from mft.errors import MftError
 from mft.records import Problem
 
 Split = Literal["train", "test"]
@@ -33,6 +34,30 @@ def pool_of(key: str, seed: int) -> Split:
     """
     digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return "test" if digest[0] % 2 == 0 else "train"
+
+
+class PoolTooSmall(MftError):
+    """A task was asked for more problems of a split than its pool holds (`load_split` names the flag)."""
+
+    def __init__(self, source: str, split: str, available: int, asked: int, task: str) -> None:
+        super().__init__(
+            f"{source}: only {available:,} {split} problems available for task {task!r}, asked for {asked:,}",
+            hint=f"ask for at most {available:,}",
+        )
+        self.source, self.split, self.available, self.asked, self.task = source, split, available, asked, task
+
+
+def load_split(task: Task, split: str, n: int | None, seed: int, flag: str) -> list[Problem]:
+    """`task.load(split, n, seed)`, with a split larger than its pool refused naming `flag` (the setting that
+    asked for `n`), before any problem is drawn."""
+    try:
+        return task.load(split, n, seed=seed)
+    except PoolTooSmall as exc:
+        raise MftError(
+            f"{flag} {exc.asked:,} is more than the {exc.split} pool of task {exc.task!r} holds "
+            f"({exc.available:,} problems; {exc.source})",
+            hint=f"use {flag} {exc.available:,} or fewer",
+        ) from None
 
 
 class BadGold(Exception):

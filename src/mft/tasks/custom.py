@@ -50,12 +50,14 @@ class CustomTask(DatasetTask):
     """Any JSONL (or .json / .parquet, or a train/test directory) with a question and an answer field.
 
     Settings: `question_field`, `answer_field`, `answer_type` (number | latex | exact | choice), `id_field`
-    (optional; default ids are file:line), `prompt` (optional; must contain `{question}`), `choices` (the
-    letters allowed for answer_type=choice), `strict` (number only: no last-number fallback), `timeout_s`
-    (latex only). The version records a digest of the settings that change prompts or scoring.
+    (optional; default ids are `<file>#<hash of the question>`), `prompt` (optional; must contain
+    `{question}`), `choices` (the letters allowed for answer_type=choice), `strict` (number only: no
+    last-number fallback), `timeout_s` (latex only). The version records a digest of the settings that
+    change prompts or scoring.
     """
 
     name = "custom"
+    ids_unique_across_splits = True  # a user's train and test files may share a problem: refused
 
     def __init__(
         self,
@@ -94,7 +96,8 @@ class CustomTask(DatasetTask):
         self.timeout_s = timeout_s
         settings = [question_field, answer_field, answer_type, template, letters, strict]
         digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:8]
-        self.version = f"1-{answer_type}-{digest}"
+        # 2: default ids are <file>#<question hash>, not file:line (records of version 1 are not mixed in)
+        self.version = f"2-{answer_type}-{digest}"
         if answer_type == "latex":
             require_math_verify()
         if answer_type == "number":
@@ -110,8 +113,12 @@ class CustomTask(DatasetTask):
         )
 
     def problem_id(self, row: Row) -> str:
+        """The row's `id_field`, else `<file>#<hash of the question>`: an id that an edit of another row, or
+        rows added or removed above it, leaves alone (a line number would shift). Identical questions are
+        one problem (the first row; `DatasetTask.load` drops the rest), so these ids are unique."""
         if self.id_field is None:
-            return row.key
+            digest = hashlib.sha256(self.question_text(row).encode("utf-8")).hexdigest()[:12]
+            return f"{row.file or row.key}#{digest}"
         return str(self.field_value(row, self.id_field))
 
     def parse_gold(self, value: Any, row: Row) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.base import SPLITS, BadGold, Task, pool_of
+from mft.tasks.base import SPLITS, BadGold, PoolTooSmall, Task, pool_of
 from mft.tasks.sources import DataSource, Row, hub_rows, read_rows, resolve_source
 
 DEFAULT_SIZE = 500  # the paper's 500 train + 500 test problems
@@ -72,6 +72,21 @@ class DatasetTask(Task):
         return f"fields {self.question_field!r}, {self.answer_field!r}"
 
     # -- loading -------------------------------------------------------------------------------------------
+    # with official splits, refuse an id found in both (custom data: a user's files may share a problem)
+    ids_unique_across_splits: bool = False
+
+    def _ids(self, split: str) -> dict[str, str]:
+        """Problem id -> where, for every row of an official split (its first row of each question)."""
+        rows, _, _ = self._rows(split)
+        out: dict[str, str] = {}
+        seen: set[str] = set()
+        for row in rows:
+            question = self.question_text(row)
+            if self.keep(row) and question not in seen:
+                seen.add(question)
+                out.setdefault(self.problem_id(row), row.where)
+        return out
+
     def field_value(self, row: Row, name: str) -> Any:
         """Field `name` of `row`; a missing or null field is an MftError naming the row and what it has."""
         if name not in row.data or row.data[name] is None:
@@ -113,6 +128,8 @@ class DatasetTask(Task):
         if n is not None and n < 0:
             raise MftError(f"number of problems must be >= 0, got {n}")
         rows, official, label = self._rows(split)
+        other_split = SPLITS[1 - SPLITS.index(split)]
+        other_ids = self._ids(other_split) if official and self.ids_unique_across_splits else {}
         candidates: list[Problem] = []
         skipped: list[str] = []
         seen_questions: set[str] = set()
@@ -138,26 +155,29 @@ class DatasetTask(Task):
                 if in_pool:
                     skipped.append(row.where)
                 continue
-            if not in_pool:
+            if question in seen_questions:  # the same question again: the first row is the problem
+                duplicates += int(in_pool)
                 continue
+            seen_questions.add(question)
+            # ids are unique over every row read, both pools: no id can name a train and a test problem
             pid = self.problem_id(row)
             if pid in seen_ids:
                 raise MftError(
-                    f"{row.where}: problem id {pid!r} repeats {seen_ids[pid]}", hint="ids must be unique"
+                    f"{row.where}: problem id {pid!r} repeats {seen_ids[pid]}",
+                    hint="ids must be unique in the whole data (train and test alike): change one of them",
                 )
             seen_ids[pid] = row.where
-            if question in seen_questions:
-                duplicates += 1
+            if official and self.ids_unique_across_splits and pid in other_ids:
+                raise MftError(
+                    f"{row.where}: problem id {pid!r} is also in the {other_split} split ({other_ids[pid]})",
+                    hint="a problem belongs to one split only: remove it from one of them (or change its id)",
+                )
+            if not in_pool:
                 continue
-            seen_questions.add(question)
             meta = {"source": row.where, **self.row_meta(row)}
             candidates.append(Problem(id=pid, question=question, answer=gold, split=split, meta=meta))
         if n is not None and n > len(candidates):
-            raise MftError(
-                f"{label}: only {len(candidates)} {split} problems available for task {self.name!r}, "
-                f"asked for {n}",
-                hint=f"ask for at most {len(candidates)} (--limit)",
-            )
+            raise PoolTooSmall(label, split, len(candidates), n, self.name)
         random.Random(f"{self.name}:{seed}:{split}").shuffle(candidates)
         problems = candidates[: min(DEFAULT_SIZE, len(candidates)) if n is None else n]
         self.skipped = len(skipped)

@@ -32,6 +32,7 @@ class Row:
     where: str  # for messages: "data/x.jsonl, line 3" / "openai/gsm8k (main) train row 3"
     key: str  # basis of the problem id, unique within the source: "x.jsonl:3" / "train-2"
     data: dict[str, Any] = field(repr=False)
+    file: str = ""  # the file's key (its path relative to the given directory: "x.jsonl"); "" for the hub
 
 
 # -- reading files -----------------------------------------------------------------------------------------
@@ -41,15 +42,29 @@ def _short(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _read_utf8(path: Path) -> str:
+    """A text data file's contents; unreadable, or not UTF-8 (naming the first bad line), is an MftError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MftError(f"{path}: cannot read the file ({_short(exc)})") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise MftError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start})",
+            hint="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8, or your editor's 'save with "
+            "encoding')",
+        ) from None
+
+
 def read_rows(path: Path, key_prefix: str) -> list[Row]:
     """Rows of one .jsonl / .json / .parquet file; an unreadable file or line is an MftError naming it."""
     suffix = path.suffix.lower()
     rows: list[Row] = []
     if suffix == ".jsonl":
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MftError(f"{path}: cannot read the file ({_short(exc)})") from exc
+        text = _read_utf8(path)
         # split on "\n" only: str.splitlines() would also cut at U+2028 etc., which JSON strings may hold
         for i, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
@@ -65,12 +80,10 @@ def read_rows(path: Path, key_prefix: str) -> list[Row]:
                     f"{path}, line {i}: expected a JSON object, got {type(obj).__name__}",
                     hint="each line must be one JSON object with the task's fields",
                 )
-            rows.append(Row(f"{path}, line {i}", f"{key_prefix}:{i}", obj))
+            rows.append(Row(f"{path}, line {i}", f"{key_prefix}:{i}", obj, key_prefix))
     elif suffix == ".json":
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MftError(f"{path}: cannot read the file ({_short(exc)})") from exc
+            obj = json.loads(_read_utf8(path))
         except json.JSONDecodeError as exc:
             raise MftError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
         items = obj if isinstance(obj, list) else [obj]
@@ -78,7 +91,9 @@ def read_rows(path: Path, key_prefix: str) -> list[Row]:
             where = f"{path}, item {i}" if isinstance(obj, list) else str(path)
             if not isinstance(item, dict):
                 raise MftError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            rows.append(Row(where, f"{key_prefix}:{i}" if isinstance(obj, list) else key_prefix, item))
+            rows.append(
+                Row(where, f"{key_prefix}:{i}" if isinstance(obj, list) else key_prefix, item, key_prefix)
+            )
     elif suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -89,7 +104,7 @@ def read_rows(path: Path, key_prefix: str) -> list[Row]:
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; one message for people
             raise MftError(f"{path}: cannot read the parquet file ({_short(exc)})") from exc
         for i, rec in enumerate(records, start=1):
-            rows.append(Row(f"{path}, row {i}", f"{key_prefix}:{i}", rec))
+            rows.append(Row(f"{path}, row {i}", f"{key_prefix}:{i}", rec, key_prefix))
     else:
         raise MftError(
             f"{path}: unsupported file type {path.suffix!r}", hint=f"use one of {', '.join(DATA_SUFFIXES)}"
