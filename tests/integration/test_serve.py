@@ -31,7 +31,7 @@ from mft.serve import build_served, load_run_society
 from mft.tasks import get_task
 
 task = get_task("arithmetic")
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 300  # a vLLM engine's start-up on a busy CPU included
 
 
 @contextlib.contextmanager
