@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mft.records import DebateRecord, read_jsonl
@@ -89,11 +90,24 @@ def test_a_run_finishes_and_a_killed_one_resumes_to_the_same_records(tmp_path: P
     assert _responses(tmp_path / "killed") == _responses(run_dir)  # greedy: nothing lost, nothing twice
 
 
-def test_serve_answers_the_openai_client(tmp_path: Path) -> None:
+def _engine_processes() -> set[int]:
+    """Pids of the vLLM engine processes on this machine."""
+    pids = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().startswith("VLLM::"):
+                pids.add(int(comm.parent.name))
+    return pids
+
+
+def test_serve_answers_the_openai_client_and_takes_its_engine_along_when_stopped(tmp_path: Path) -> None:
     import openai
 
     args = ["--agents", "2", "--backend", "vllm"]
+    before = _engine_processes()
     with running_server(args, tmp_path / "serve.log") as url:
+        ours = _engine_processes() - before
+        assert ours, "the server's engine processes"
         client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=300)
         assert [m.id for m in client.models.list()] == ["agent_0", "agent_1", "bundled", "society"]
         question = "What is the result of 3+4*5? Make sure to state your answer at the end of the response."
@@ -108,3 +122,8 @@ def test_serve_answers_the_openai_client(tmp_path: Path) -> None:
             model="agent_1", messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0
         )
         assert 0 < one.usage.completion_tokens <= 16
+    # stopped (SIGTERM), the server shuts its engine down: no engine process outlives it
+    deadline = time.time() + 60
+    while _engine_processes() & ours and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _engine_processes() & ours

@@ -156,5 +156,10 @@ class Backend(ABC):
         """Tokens of the prompt `generate` would send for `messages`; None if the backend cannot tell."""
         return None
 
+    def close(self) -> None:
+        """Free what the backend holds outside this process's memory (vllm: its engine processes).
+        Idempotent; the default has nothing to free."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -411,6 +411,14 @@ class VLLMBackend(Backend):
         scores: list[tuple[Any, Any]] = trainer.score_responses(agent, prompts, responses, batch_size)
         return scores
 
+    def close(self) -> None:
+        """Shut vLLM's engine processes down. At a normal exit vLLM does so itself; a process ended by a
+        re-raised signal (uvicorn re-raises SIGTERM after its shutdown) never runs that, and the engine
+        outlives it, so `mft serve` calls this before it exits."""
+        core = getattr(getattr(getattr(self, "llm", None), "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,

@@ -28,12 +28,13 @@ decoding steps once nobody in its batch is waiting any more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -203,7 +204,15 @@ def create_app(backend: Backend, served: ServedSociety, limits: Limits | None = 
     engine = Engine(backend, served, limits.max_batch)
     context = backend.context_length()
     created = int(time.time())
-    app = FastAPI(title="mft serve", version=__version__)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        # at shutdown, before uvicorn re-raises the signal that stopped it (atexit never runs then)
+        engine.close()
+        backend.close()
+
+    app = FastAPI(title="mft serve", version=__version__, lifespan=lifespan)
     app.state.engine = engine
     app.add_middleware(Guard, limits=limits)
 
