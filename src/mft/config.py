@@ -130,7 +130,15 @@ def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
     options: dict[str, Any] = {"batch_size": cfg.batch_size}
     if cfg.chat_template_kwargs:
         options["chat_template_kwargs"] = cfg.chat_template_kwargs
-    return {**options, **cfg.backend_options}
+    if cfg.backend == "vllm" and isinstance(cfg, RunConfig):
+        # every agent's adapter in one batch: N generators, N critics, and the all-zero adapter base
+        # agents run as on a CPU; LoRA slots as large as the run's adapters (vLLM's ranks: 8, 16, 32, ...)
+        options["max_loras"] = 2 * cfg.agents + 1
+        options["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= cfg.lora_rank), cfg.lora_rank)
+    return {**options, **cfg.backend_options}  # a run's own backend_options win
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
 def format_validation_error(exc: ValidationError, source: str, fields: list[str] | None = None) -> str:

@@ -248,3 +248,14 @@ def test_registry_knows_vllm_without_importing_it(monkeypatch: pytest.MonkeyPatc
     assert {"enable_lora", "seed", "batch_size"} <= set(settings) and "model" not in settings
     with pytest.raises(MftError, match="has no setting 'max_lora'"):
         get_backend("vllm", "bundled", max_lora=2)
+
+
+def test_a_runs_vllm_engine_is_sized_from_its_config() -> None:
+    from mft.config import RunConfig, backend_options
+
+    options = backend_options(RunConfig(backend="vllm", agents=3, lora_rank=12))
+    # 3 generators + 3 critics + the zero adapter of base agents in one batch; rank 12 fits vLLM's 16
+    assert (options["max_loras"], options["max_lora_rank"]) == (7, 16)
+    mine = backend_options(RunConfig(backend="vllm", agents=3, backend_options={"max_loras": 2}))
+    assert mine["max_loras"] == 2 and mine["max_lora_rank"] == 8  # a run's own setting wins
+    assert "max_loras" not in backend_options(RunConfig(backend="hf"))
