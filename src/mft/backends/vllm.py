@@ -383,9 +383,7 @@ class VLLMBackend(Backend):
                 "the vllm backend serves LoRA adapters; ft_method: full trains whole models",
                 hint="use ft_method: lora with backend: vllm, or backend: hf for full finetuning",
             )
-        trainer = self.trainer()
-        if agent.adapter is not None:
-            trainer.add_agent(agent)
+        trainer = self.trainer()  # it starts from agent.adapter itself: nothing to load first
         if self.sleeps:
             self.llm.sleep(level=1)
         try:

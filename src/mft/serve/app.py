@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mft.backends.base import Agent, Backend, Sampling
 from mft.errors import MftError
-from mft.records import Message
-from mft.serve.engine import Abandoned, Engine, Job, Reply, consensus_slot
+from mft.records import DebateRecord, Message
+from mft.serve.engine import Abandoned, Engine, Job, Reply
 from mft.serve.society import ServedSociety
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ def create_app(backend: Backend, served: ServedSociety, limits: Limits | None = 
         reply = await _wait(engine.submit(job), job, request, limits.request_timeout_s)
         extra: dict[str, Any] = {}
         if reply.record is not None:
-            extra["mft_debate"] = _transcript(served, reply.record)
+            extra["mft_debate"] = _transcript(reply.record, reply.slot)
         length_cut = not society and reply.completion_tokens >= max_new
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -404,11 +404,8 @@ def _unknown_model(model: str, served: ServedSociety) -> ApiError:
     )
 
 
-def _transcript(served: ServedSociety, record: Any) -> dict[str, Any]:
-    """The extra field `mft_debate` of a society reply: the whole debate."""
-    from mft.serve.society import AsAsked
-
-    slot = consensus_slot(AsAsked(served.task), record)
+def _transcript(record: DebateRecord, slot: int) -> dict[str, Any]:
+    """The extra field `mft_debate` of a society reply: the whole debate; `slot` answered."""
     return {
         "question": record.problem.question,
         "task": record.task,

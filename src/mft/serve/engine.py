@@ -41,6 +41,7 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     record: DebateRecord | None = None
+    slot: int = 0  # society jobs: the agent whose last answer is the reply (`consensus_slot`)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Engine:
         for p, record in enumerate(records):
             slot = consensus_slot(self.task, record)
             prompt, completion = usage.totals[p]
-            replies.append(Reply(record.responses[-1][slot], prompt, completion, record))
+            replies.append(Reply(record.responses[-1][slot], prompt, completion, record, slot))
         return replies
 
 
