@@ -130,15 +130,36 @@ def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
     options: dict[str, Any] = {"batch_size": cfg.batch_size}
     if cfg.chat_template_kwargs:
         options["chat_template_kwargs"] = cfg.chat_template_kwargs
+    if cfg.backend == "vllm":
+        # the longest sequence a debate builds (vLLM's max_model_len is the smaller of it and the model's
+        # context), and no more sequences in flight than a chunk's requests (agents x problems)
+        options["context_hint"] = debate_context(cfg, cfg.max_new_tokens or build_task(cfg).max_new_tokens)
+        options["max_num_seqs"] = min(VLLM_MAX_NUM_SEQS, cfg.agents * cfg.chunk_size)
     if cfg.backend == "vllm" and isinstance(cfg, RunConfig):
         # every agent's adapter in one batch: N generators, N critics, and the all-zero adapter base
         # agents run as on a CPU; LoRA slots as large as the run's adapters (vLLM's ranks: 8, 16, 32, ...)
         options["max_loras"] = 2 * cfg.agents + 1
-        options["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= cfg.lora_rank), cfg.lora_rank)
+        options["max_lora_rank"] = vllm_lora_rank(cfg.lora_rank)
     return {**options, **cfg.backend_options}  # a run's own backend_options win
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+VLLM_MAX_NUM_SEQS = 256  # vLLM's own default: more sequences per step stop paying off
+QUESTION_TOKENS = 1024  # per round: a question and the prompt's own text (GSM8K/MATH need < 600)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds adapters of rank `rank`."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+
+
+def debate_context(cfg: DebateConfig | RunConfig, max_new: int) -> int:
+    """Tokens the longest debate sequence can need: a last-round critic's conversation holds, per round, the
+    prompt (the question, restated) and, per earlier round, its own answer and the others' N-1 answers (or
+    one summary of them), then its reply; every answer at most `max_new` tokens. Rounded up to 256."""
+    per_round = max_new * (2 if cfg.summarize else cfg.agents)
+    tokens = cfg.rounds * QUESTION_TOKENS + (cfg.rounds - 1) * per_round + max_new
+    return -(-tokens // 256) * 256
 
 
 def format_validation_error(exc: ValidationError, source: str, fields: list[str] | None = None) -> str:

@@ -259,3 +259,64 @@ def test_a_runs_vllm_engine_is_sized_from_its_config() -> None:
     mine = backend_options(RunConfig(backend="vllm", agents=3, backend_options={"max_loras": 2}))
     assert mine["max_loras"] == 2 and mine["max_lora_rank"] == 8  # a run's own setting wins
     assert "max_loras" not in backend_options(RunConfig(backend="hf"))
+
+
+def test_context_and_sequences_are_derived_from_the_config() -> None:
+    from mft.config import DebateConfig, RunConfig, backend_options, debate_context
+
+    cfg = RunConfig(backend="vllm", agents=3, rounds=2, max_new_tokens=100, chunk_size=50)
+    options = backend_options(cfg)
+    # round 2 of a critic: 2 prompts, its own answer + 2 others' (3 x 100), its reply (100): 2448 -> 2560
+    assert options["context_hint"] == debate_context(cfg, 100) == 2560
+    assert options["max_num_seqs"] == 150  # 3 agents x 50 problems in flight at most
+    summaries = RunConfig(backend="vllm", agents=5, rounds=3, max_new_tokens=100, summarize=True)
+    # 3 prompts, 2 earlier rounds of (own answer + one summary, not 4 answers), the reply: 3572 -> 3584
+    assert debate_context(summaries, 100) == 3584
+    assert backend_options(RunConfig(backend="vllm", agents=3))["max_num_seqs"] == 256  # vLLM's cap
+    # the task's budget where the config leaves it unset (arithmetic: 160 tokens)
+    assert backend_options(DebateConfig(backend="vllm", agents=2, rounds=2))["context_hint"] == debate_context(
+        DebateConfig(agents=2, rounds=2), 160
+    )
+    mine = backend_options(RunConfig(backend="vllm", backend_options={"max_num_seqs": 8}))
+    assert mine["max_num_seqs"] == 8  # a run's own setting wins
+    assert "context_hint" not in backend_options(RunConfig(backend="hf"))
+
+
+def test_max_model_len_is_the_hint_capped_by_the_models_context(fake_vllm, tmp_path: Path) -> None:
+    from mft.backends.vllm import VLLMBackend, _model_context
+
+    model_context = _model_context(VLLMBackend("bundled").path)
+    assert isinstance(model_context, int) and model_context > 256
+    VLLMBackend("bundled", context_hint=256)
+    assert fake_vllm.instances[-1].kwargs["max_model_len"] == 256
+    VLLMBackend("bundled", context_hint=10**6)  # more than the model has: vLLM would refuse to start
+    assert fake_vllm.instances[-1].kwargs["max_model_len"] == model_context
+    VLLMBackend("bundled", context_hint=256, max_model_len=512)  # an explicit setting wins
+    assert fake_vllm.instances[-1].kwargs["max_model_len"] == 512
+    VLLMBackend("bundled")
+    assert "max_model_len" not in fake_vllm.instances[-1].kwargs
+
+
+def test_a_reply_is_cut_to_the_engines_context_and_a_too_long_prompt_is_named(fake_vllm) -> None:
+    from mft.backends.vllm import VLLMBackend
+
+    b = VLLMBackend("bundled")
+    b.add_agent(Agent("a"))
+    b.context_length = lambda: 100  # type: ignore[method-assign]
+    frame = len(b.render(_req("a", "")))  # the template's own tokens (a character is a token here)
+    b.generate([_req("a", "x"), _req("a", "y" * (80 - frame))], Sampling(max_new_tokens=50))
+    params = fake_vllm.instances[-1].calls[0][1]
+    assert [p.kwargs["max_tokens"] for p in params] == [50, 20]  # 80 + 20 = the context
+    with pytest.raises(MftError, match=r"agent 'a': a prompt of 100 tokens does not fit .*\(100 tokens\)"):
+        b.generate([_req("a", "z" * (100 - frame))], Sampling(max_new_tokens=50))
+
+
+def test_serve_sizes_vllms_lora_slots_from_the_served_adapters(tmp_path: Path) -> None:
+    from mft.serve import vllm_sizes
+    from mft.serve.society import ServedSociety
+    from mft.debate.engine import Society
+
+    gens = [Agent(f"gen_{i}", _adapter(tmp_path / f"g{i}", rank=4 * (i + 1))) for i in range(3)]
+    crits = [Agent(f"critic_{i}", _adapter(tmp_path / f"c{i}", rank=4)) for i in range(3)]
+    served = ServedSociety(Society(gens, crits), task=None, rounds=2, base_model="bundled")  # type: ignore[arg-type]
+    assert vllm_sizes(served) == {"max_loras": 7, "max_lora_rank": 16}  # rank 12 -> vLLM's 16

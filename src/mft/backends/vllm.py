@@ -109,6 +109,19 @@ def _generation_config(path: str) -> Any:
         return None
 
 
+def _model_context(path: str) -> int | None:
+    """The context length the model's config declares (None where it declares none)."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+    config = getattr(config, "text_config", None) or config  # multimodal configs nest the language model's
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def zero_adapter(model_path: str, out: Path, rank: int, targets: list[str]) -> str:
     """A LoRA adapter whose every weight is zero (it computes exactly the base model), saved in `out`.
 
@@ -154,12 +167,16 @@ class VLLMBackend(Backend):
         kv_cache_gib: float | None = None,
         max_num_seqs: int | None = None,
         sleep_while_training: str = "auto",
+        context_hint: int | None = None,
     ) -> None:
         """`dtype="auto"`: bfloat16 on a GPU, float32 on a CPU (as the hf backend). `batch_size` (the hf
         setting) is accepted so callers can pass it uniformly, and unused: vLLM schedules its own batches.
         `kv_cache_gib`: the KV cache's size (a CPU's default: 1 GiB; a GPU's: what `gpu_memory_utilization`
         leaves). `sleep_while_training`: put the engine to sleep (level 1: weights to the CPU, cache freed)
-        while the trainer finetunes on the same GPU; auto = on a GPU."""
+        while the trainer finetunes on the same GPU; auto = on a GPU. `context_hint`: the longest sequence the
+        caller needs (a run derives it from its settings, `mft.config.debate_context`); without
+        `max_model_len`, the engine's is the smaller of it and the model's context, so a long-context model
+        (128K tokens) does not need a KV cache for one whole context to start."""
         super().__init__()
         LLM, self._SamplingParams, self._LoRARequest, self.device = _import_vllm()  # noqa: N806
         if sleep_while_training not in ("auto", "on", "off"):
@@ -183,6 +200,9 @@ class VLLMBackend(Backend):
         }
         if enable_lora:
             kwargs.update(max_loras=max_loras, max_lora_rank=max_lora_rank)
+        if max_model_len is None and context_hint is not None:
+            model_context = _model_context(path)
+            max_model_len = context_hint if model_context is None else min(context_hint, model_context)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         if max_num_seqs is not None:
@@ -296,16 +316,32 @@ class VLLMBackend(Backend):
     def render(self, request: GenerationRequest) -> str:
         return self.chat.prompt(request.messages)
 
-    def sampling_params(self, sampling: Sampling, index: int) -> Any:
-        """The SamplingParams of request `index` of a round sampled with `sampling`."""
+    def sampling_params(self, sampling: Sampling, index: int, max_tokens: int | None = None) -> Any:
+        """The SamplingParams of request `index` of a round sampled with `sampling` (at most `max_tokens`
+        new tokens where given, else the round's budget)."""
         greedy = sampling.temperature <= 0
         return self._SamplingParams(
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
+            max_tokens=sampling.max_new_tokens if max_tokens is None else max_tokens,
             stop_token_ids=list(self.chat.stop_ids),  # every end-of-turn token; not part of the text
             seed=request_seed(sampling.seed, index),
         )
+
+    def _room(self, req: GenerationRequest, n_prompt: int, sampling: Sampling, context: int | None) -> int:
+        """The round's budget, or as many new tokens as fit after this prompt in the engine's context (as
+        the hf backend); a prompt that leaves no room is an MftError naming its agent (vLLM would fail the
+        whole round with its own error)."""
+        if context is None or n_prompt + sampling.max_new_tokens <= context:
+            return sampling.max_new_tokens
+        if n_prompt >= context:
+            raise MftError(
+                f"agent {req.agent!r}: a prompt of {n_prompt} tokens does not fit in the context of "
+                f"the vllm engine ({context} tokens)",
+                hint="raise backend_options.max_model_len (up to the model's context), or use fewer agents "
+                "or rounds, summarize: true or a smaller max_new_tokens",
+            )
+        return context - n_prompt
 
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[str]:
         if not requests:
@@ -317,7 +353,11 @@ class VLLMBackend(Backend):
             {"prompt_token_ids": self.tokenizer.encode(self.render(r), add_special_tokens=False)}
             for r in requests
         ]
-        params = [self.sampling_params(sampling, i) for i in range(len(requests))]
+        context = self.context_length()
+        params = [
+            self.sampling_params(sampling, i, self._room(r, len(p["prompt_token_ids"]), sampling, context))
+            for i, (r, p) in enumerate(zip(requests, prompts, strict=True))
+        ]
         kwargs: dict[str, Any] = {"use_tqdm": False}
         if self.enable_lora:
             kwargs["lora_request"] = loras

@@ -7,10 +7,12 @@ its docstring for the routes); this module binds the socket, loads the backend a
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import sys
 from pathlib import Path
 
+from mft.config import vllm_lora_rank
 from mft.errors import MftError
 from mft.serve.app import ApiError, ChatMessageIn, ChatRequest, Limits, create_app
 from mft.serve.society import DEFAULT_SOCIETY_NAME, AsAsked, ServedSociety, build_served, load_run_society
@@ -69,6 +71,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def vllm_sizes(served: ServedSociety) -> dict[str, int]:
+    """vLLM's LoRA slots for a served society: one per agent (plus the all-zero adapter base agents run as
+    on a CPU), each as large as the largest adapter's rank."""
+    ranks = [
+        int(json.loads((Path(a.adapter) / "adapter_config.json").read_text()).get("r", 8))
+        for a in served.agents()
+        if a.adapter is not None
+    ]
+    return {"max_loras": len(served.agents()) + 1, "max_lora_rank": vllm_lora_rank(max(ranks, default=8))}
+
+
 def serve(
     *,
     model: str | None = None,
@@ -115,6 +128,7 @@ def serve(
             served.base_model,
             batch_size=batch_size,
             chat_template_kwargs=served.chat_template_kwargs,
+            **(vllm_sizes(served) if backend_name == "vllm" else {}),
         )
         app = create_app(backend, served, limits)
         actual = sock.getsockname()[1]
