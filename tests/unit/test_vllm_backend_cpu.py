@@ -274,9 +274,8 @@ def test_context_and_sequences_are_derived_from_the_config() -> None:
     assert debate_context(summaries, 100) == 3584
     assert backend_options(RunConfig(backend="vllm", agents=3))["max_num_seqs"] == 256  # vLLM's cap
     # the task's budget where the config leaves it unset (arithmetic: 160 tokens)
-    assert backend_options(DebateConfig(backend="vllm", agents=2, rounds=2))["context_hint"] == debate_context(
-        DebateConfig(agents=2, rounds=2), 160
-    )
+    debate = DebateConfig(backend="vllm", agents=2, rounds=2)
+    assert backend_options(debate)["context_hint"] == debate_context(debate, 160)
     mine = backend_options(RunConfig(backend="vllm", backend_options={"max_num_seqs": 8}))
     assert mine["max_num_seqs"] == 8  # a run's own setting wins
     assert "context_hint" not in backend_options(RunConfig(backend="hf"))
@@ -312,9 +311,9 @@ def test_a_reply_is_cut_to_the_engines_context_and_a_too_long_prompt_is_named(fa
 
 
 def test_serve_sizes_vllms_lora_slots_from_the_served_adapters(tmp_path: Path) -> None:
+    from mft.debate.engine import Society
     from mft.serve import vllm_sizes
     from mft.serve.society import ServedSociety
-    from mft.debate.engine import Society
 
     gens = [Agent(f"gen_{i}", _adapter(tmp_path / f"g{i}", rank=4 * (i + 1))) for i in range(3)]
     crits = [Agent(f"critic_{i}", _adapter(tmp_path / f"c{i}", rank=4)) for i in range(3)]
