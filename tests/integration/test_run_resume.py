@@ -138,7 +138,9 @@ def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(
     hit: list[str] = []
     stalled = 0
     for _ in range(200):
-        k = rng.randint(1, 4) + stalled
+        # every 4th write point on average (about 15 kills over the 2 iterations' ~58): each restart costs
+        # a process start and redone work, and this test is the longest of the suite
+        k = rng.randint(2, 6) + stalled
         trace = tmp_path / "trace.log"
         trace.unlink(missing_ok=True)
         before = _finished(run)
@@ -152,7 +154,7 @@ def test_kill_at_many_write_points_then_resume_loses_and_duplicates_nothing(
     else:
         pytest.fail("the run never finished")
     print(f"\n{len(hit)} kills at {len(set(hit))} kinds of write point (clean run: {len(points)} points)")
-    assert len(hit) >= 15
+    assert len(hit) >= 10
     kinds = {h.split(" ")[0] + " " + h.split(" ")[1].split(".")[-1] for h in hit}
     assert {"append jsonl", "write json", "save adapter"} <= {
         k if not k.startswith("save adapter") else "save adapter" for k in kinds
