@@ -385,3 +385,15 @@ def test_check_encoder_fails_fast_with_a_hint(monkeypatch, tmp_path) -> None:
         encoders.check_encoder("some/hub-model")
     (tmp_path / "enc").mkdir()
     encoders.check_encoder(str(tmp_path / "enc"))  # a local directory: only sentence-transformers needed
+
+
+def test_copies_of_the_base_are_scored_once_with_the_same_results() -> None:
+    scorer = FakeScorer({"c0": [0.3, 0.6], "c1": [0.3, 0.6], "c2": [0.7, 0.2]})
+    rec = record(["1", "1", "1"], responses=["0", "01", "1"])
+    plain = compute_diversity([rec], numeric_eq, scorer=scorer, progress=False)
+    scorer.calls.clear()
+    known = compute_diversity([rec], numeric_eq, scorer=scorer, same_as_base={"c0", "c1"}, progress=False)
+    assert [agent for agent, _, _ in scorer.calls] == ["c0", "c2"]  # c1 is c0's model: not run again
+    assert known["held_out_nll"]["matrix"] == plain["held_out_nll"]["matrix"]
+    for row, ref in zip(known["kl"]["matrix"], plain["kl"]["matrix"], strict=True):
+        assert row == pytest.approx(ref)

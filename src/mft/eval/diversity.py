@@ -159,7 +159,9 @@ def compute_diversity(
         out["embedding_dissimilarity"] = strict_json(embedding_dissimilarity(recs, encoder))
     if scorer is not None and recs:
         if recs[0].n_agents >= 2:
-            nll, kl = held_out_nll_and_kl(recs, scorer, chunk_size=chunk_size, progress=progress)
+            nll, kl = held_out_nll_and_kl(
+                recs, scorer, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
+            )
             out["held_out_nll"] = nll.as_dict()
             out["kl"] = kl.as_dict()
         if base is not None:

@@ -178,11 +178,17 @@ class _FinalScores:
 
 
 def _score_final(
-    records: Sequence[DebateRecord], want_kl: bool, scorer: Scorer, chunk_size: int, progress: bool
+    records: Sequence[DebateRecord],
+    want_kl: bool,
+    scorer: Scorer,
+    chunk_size: int,
+    progress: bool,
+    same_as_base: Collection[str] = (),
 ) -> tuple[_FinalScores, list[str]]:
     """Every final-round response under every distinct final-round critic, `chunk_size` responses at a time.
 
-    A model that plays several slots (single-model methods) is run once per chunk, not once per slot. Only
+    A model that plays several slots (single-model methods, or base copies: the agents in `same_as_base`)
+    is run once per chunk, not once per slot. Only
     one chunk's [T, V] log-probs are alive at a time (for every distinct critic when KL is wanted, else
     only the current one's), so memory stays bounded whatever the vocabulary and the number of problems.
     """
@@ -192,7 +198,9 @@ def _score_final(
     n = len(names)
     if n < 2:
         raise MftError(f"likelihood diversity needs at least 2 agents, got {n}")
-    distinct = list(dict.fromkeys(names))
+    bases = [a for a in names if a in same_as_base]
+    model = {a: bases[0] if a in same_as_base else a for a in names}  # who computes each slot's scores
+    distinct = list(dict.fromkeys(model[a] for a in names))
     items = [(p, s) for p in range(len(records)) for s in range(n)]
     nll = [[[math.nan] * n for _ in range(n)] for _ in records]
     kl_sum = [[[0.0] * n for _ in range(n)] for _ in records] if want_kl else None
@@ -208,7 +216,7 @@ def _score_final(
                 for (p, s), (ids, lp) in zip(chunk, out, strict=True):
                     value = _nll(ids, lp)
                     for m in range(n):
-                        if names[m] == name:
+                        if model[names[m]] == name:
                             nll[p][m][s] = value
                 if want_kl:
                     held[name] = out
@@ -216,9 +224,9 @@ def _score_final(
             if kl_sum is not None:
                 for j, (p, _s) in enumerate(chunk):
                     for a, b in ((a, b) for a in range(n) for b in range(n) if a != b):
-                        if names[a] == names[b]:
+                        if model[names[a]] == model[names[b]]:
                             continue  # one model in two slots: KL 0
-                        lp_a, lp_b = held[names[a]][j][1], held[names[b]][j][1]
+                        lp_a, lp_b = held[model[names[a]]][j][1], held[model[names[b]]][j][1]
                         _same_shape(lp_a, lp_b, names[a], names[b])
                         kl_sum[p][a][b] += _kl(lp_a, lp_b)
             del held
@@ -276,10 +284,16 @@ def pairwise_kl(
 
 
 def held_out_nll_and_kl(
-    records: Sequence[DebateRecord], scorer: Scorer, *, chunk_size: int = 8, progress: bool = False
+    records: Sequence[DebateRecord],
+    scorer: Scorer,
+    *,
+    same_as_base: Collection[str] = (),
+    chunk_size: int = 8,
+    progress: bool = False,
 ) -> tuple[HeldOutNLL, PairwiseKL]:
-    """`held_out_nll` and `pairwise_kl` from one shared scoring pass."""
-    scores, names = _score_final(records, True, scorer, chunk_size, progress)
+    """`held_out_nll` and `pairwise_kl` from one shared scoring pass; the agents in `same_as_base` are
+    known to be one model (the base), scored once for all of them."""
+    scores, names = _score_final(records, True, scorer, chunk_size, progress, same_as_base)
     return _held_out_from(scores, names, records[0].n_rounds), _kl_from(scores, names)
 
 
