@@ -339,11 +339,12 @@ class RunConfig(SharedConfig):
         description="lora: each agent an adapter on the one shared base; full: every weight trained, one "
         "model per agent in memory (hf backend).",
     )
-    diversity_problems: int = Field(
-        100,
+    diversity_problems: int | None = Field(
+        None,
         ge=0,
-        description="Diversity metrics per iteration on the first K test debates (0: off): agreement, "
-        "embedding dissimilarity, cross-agent NLL and KL (the last two need the hf backend).",
+        description="Diversity metrics per iteration on the first K test debates (null: all of them, as the "
+        "paper; 0: off), each a mean with its standard error over problems: consensus, agreement, embedding "
+        "dissimilarity, held-out-critic NLL and KL from the base model (the last two need the hf backend).",
     )
     embedding_model: str | None = Field(
         "all-MiniLM-L6-v2",

@@ -7,7 +7,7 @@
     runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl (or model.jsonl), sizes.json
     runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (adapters), society.json
     runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
-    runs/<name>/iter_<k>/diversity.json   diversity of the new society's round-1 answers
+    runs/<name>/iter_<k>/diversity.json   diversity of the new society on the test split (final round)
 
 A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method.
 The pipeline writes these files, and the server and the report read them, through `RunDir`.

@@ -27,8 +27,14 @@ def test_reproduce_runs_the_methods_and_writes_the_report(tmp_path: Path, capsys
         assert results["problems"] == 4 and results["usage"]["generated_tokens"] > 0
         diversity = json.loads((root / method / "iter_1/diversity.json").read_text())
         assert diversity["problems"] == 2 and "embedding_dissimilarity" in diversity and "kl" in diversity
+        assert diversity["held_out_nll"]["mean"] > 0 and "kl_from_base" in diversity
     # single-model methods: one model plays both agents, so the agents' token distributions are identical
     assert json.loads((root / "single_ft/iter_1/diversity.json").read_text())["kl"]["mean"] == 0.0
+    # KL from the base: 0 for the base society, > 0 once the agents are finetuned
+    assert json.loads((root / "ours/iter_0/diversity.json").read_text())["kl_from_base"]["mean"] == 0.0
+    assert json.loads((root / "ours/iter_1/diversity.json").read_text())["kl_from_base"]["mean"] > 0
+    assert (root / "plots" / "kl_from_base_agents.png").exists()
+    assert (root / "plots" / "accuracy_vs_diversity.png").exists()
     report = (root / "report.md").read_text()
     assert "| Ours |" in report and (root / "plots" / "accuracy.png").stat().st_size > 1000
     assert main(["compare", str(root), "--out", str(tmp_path / "cmp")]) == 0

@@ -11,7 +11,7 @@ import torch
 from mft.backends.base import Agent
 from mft.eval.diversity import compute_diversity, embedding_dissimilarity
 from mft.eval.encoders import load_encoder
-from mft.eval.likelihood import pairwise_kl
+from mft.eval.likelihood import kl_from_base, pairwise_kl
 from mft.records import DebateRecord, Message, Problem
 from mft.tasks import get_task
 from mft.toy import CHECKPOINT_DIR
@@ -114,16 +114,26 @@ def test_kl_between_adapters_is_positive_and_zero_with_itself(backend, adapters)
     backend.add_agent(Agent("b", str(adapters["b"])))
     backend.add_agent(Agent("plain"))
     recs = _records(["a", "b", "plain"], 2)
-    res = pairwise_kl(recs, backend, ["a", "b", "plain"])
+    res = pairwise_kl(recs, backend)
     off = [res.matrix[i][j] for i in range(3) for j in range(3) if i != j]
     assert all(v > 1e-3 for v in off), res.matrix
     assert res.estimate.mean > 1e-3
-    same = pairwise_kl(recs, backend, ["a", "a", "a"])
+    same = pairwise_kl(_records(["a", "a", "a"], 2), backend)
     assert same.estimate.mean == pytest.approx(0.0, abs=1e-6)
 
-    out = compute_diversity(recs, task, scorer=backend, agents=["a", "b", "plain"], progress=False)
+    out = compute_diversity(recs, task, scorer=backend, progress=False)
     assert out["kl"]["matrix"] == [pytest.approx(row, abs=1e-6) for row in res.matrix]
-    assert len(out["cross_nll"]["per_agent"]) == 3 and out["cross_nll"]["mean"] > 0
+    assert len(out["held_out_nll"]["matrix"]) == 3 and out["held_out_nll"]["mean"] > 0
+
+
+def test_kl_from_base_is_zero_for_the_base_and_positive_for_an_adapter(backend, adapters) -> None:
+    backend.add_agent(Agent("a", str(adapters["a"])))
+    backend.add_agent(Agent("plain"))
+    backend.add_agent(Agent("reference"))  # the base model under another name: scored, not assumed
+    res = kl_from_base(_records(["a", "plain"], 2), backend, "reference", chunk_size=3)
+    assert res.agents == {"gen_0": "a", "gen_1": "plain"}
+    assert res.per_agent["gen_1"].mean == pytest.approx(0.0, abs=1e-6)
+    assert res.per_agent["gen_0"].mean > 1e-3
 
 
 def test_default_encoder_loads_offline(monkeypatch) -> None:

@@ -169,15 +169,24 @@ def test_ours_without_critics_trains_generators_that_answer_every_round(scripted
 
 
 def test_each_iteration_records_the_societys_diversity(scripted, tmp_path) -> None:
-    cfg = _cfg(tmp_path, iterations=1, diversity_problems=2)
+    cfg = _cfg(tmp_path, iterations=1)  # diversity_problems: null = every test problem
     run(cfg, progress=False, backend=FinetuningScripted(scripted).backend)
     for k in (0, 1):
         div = json.loads((cfg.run_dir / f"iter_{k}/diversity.json").read_text())
-        # 2 agents answering 1 and 2 in round 1 of every test problem: they never agree
-        assert div["problems"] == 2 and div["agreement"]["mean"] == 0.0
-        assert "kl" not in div  # the scripted backend cannot score responses
+        # the agents answer 1 and 2 in round 1 but both 1 in the final round, which is what is measured
+        assert div["problems"] == div["of"] == 4 and div["round"] == 2
+        assert div["agreement"]["mean"] == 1.0 and div["consensus"]["mean"] == 1.0
+        assert "kl" not in div and "held_out_nll" not in div  # the scripted backend cannot score responses
     timings = json.loads((cfg.run_dir / "timings.json").read_text())
     assert "iter_1/diversity" in timings
+    # a diversity.json of the older (round-1) definition is measured again, not kept
+    path = cfg.run_dir / "iter_1/diversity.json"
+    path.write_text(json.dumps({"problems": 4, "agreement": {"mean": 0.0, "se": 0.0, "n": 4}}))
+    run(cfg, progress=False, backend=FinetuningScripted(scripted).backend)
+    assert json.loads(path.read_text())["agreement"]["mean"] == 1.0
+    sample = _cfg(tmp_path, name="sample", iterations=1, diversity_problems=2)
+    run(sample, progress=False, backend=FinetuningScripted(scripted).backend)
+    assert json.loads((sample.run_dir / "iter_1/diversity.json").read_text())["problems"] == 2
     off = _cfg(tmp_path, name="off", iterations=1, diversity_problems=0)
     run(off, progress=False, backend=FinetuningScripted(scripted).backend)
     assert not (off.run_dir / "iter_1/diversity.json").exists()

@@ -2,8 +2,8 @@
 
 The fixtures are small hand-written JSON files in exactly the shape the pipeline writes:
 - arithmetic/: a reproduce directory with ours, ours_no_critic, single_ft and majority_ft runs (2 iterations;
-  no star, no ours_no_summary; majority_ft has no iteration 0 and no `usage`; diversity for ours (all five
-  metrics) and single_ft (agreement, consensus rate)).
+  no star, no ours_no_summary; majority_ft has no iteration 0 and no `usage`; diversity for ours (all six
+  metrics, with the per-agent KL from the base) and single_ft (consensus, agreement)).
 - gsm8k/: a reproduce directory with ours and single_ft, no diversity files.
 The expected tables below are written by hand from those numbers.
 """
@@ -23,6 +23,7 @@ from mft.cli import main
 from mft.errors import MftError
 from mft.report import build_report, load, methods_table, write_compare, write_report
 from mft.report.document import table_markdown
+from mft.report.series import accuracy_vs_diversity, kl_agent_series
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "report"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -62,7 +63,7 @@ EXPECTED_SINGLE_RUN = """\
 | Debate | 49.8 ± 2.3 |
 | Ours | 57.6 ± 2.1 |"""
 
-DIVERSITY_PLOTS = ["agreement", "consensus_rate", "embedding_dissimilarity", "cross_nll", "kl"]
+DIVERSITY_PLOTS = ["consensus", "agreement", "embedding_dissimilarity", "held_out_nll", "kl_from_base", "kl"]
 
 
 def copy_fixture(tmp: Path, name: str, as_name: str | None = None) -> Path:
@@ -180,7 +181,7 @@ def test_single_run_table_and_summary_label(tmp_path: Path) -> None:
 def test_detail_sizes_and_cost_tables(arith_report: Path) -> None:
     md = (arith_report / "report.md").read_text(encoding="utf-8")
     # per-iteration details of Ours, with its diversity numbers
-    assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | 0.880 ± 0.020 | 0.800 ± 0.030 |" in md
+    assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | 0.800 ± 0.030 | 0.880 ± 0.020 |" in md
     # dataset sizes: generators, then critics with D_C- / D_C+
     assert "| iteration | gen_0 | gen_1 | gen_2 | critic_0 | critic_1 | critic_2 |" in md
     assert "| 1 | 120 | 110 | 100 | 80 (40 / 150) | 70 (35 / 160) | 60 (30 / 170) |" in md
@@ -194,7 +195,8 @@ def test_detail_sizes_and_cost_tables(arith_report: Path) -> None:
 # -- plots and html ------------------------------------------------------------------------------------------
 def test_plots_are_pngs_for_accuracy_and_each_diversity_metric(arith_report: Path) -> None:
     md = (arith_report / "report.md").read_text(encoding="utf-8")
-    names = ["accuracy", "dataset_sizes", "wall_time"] + [f"diversity_{m}" for m in DIVERSITY_PLOTS]
+    names = ["accuracy", "dataset_sizes", "wall_time", "kl_from_base_agents", "accuracy_vs_diversity"]
+    names += [f"diversity_{m}" for m in DIVERSITY_PLOTS]
     for name in names:
         png = (arith_report / "plots" / f"{name}.png").read_bytes()
         assert png.startswith(PNG_MAGIC), name
@@ -213,7 +215,7 @@ def test_no_diversity_files_means_no_diversity_plots(tmp_path: Path) -> None:
 def test_html_is_self_contained(arith_report: Path) -> None:
     html = (arith_report / "report.html").read_text(encoding="utf-8")
     md = (arith_report / "report.md").read_text(encoding="utf-8")
-    assert html.count('src="data:image/png;base64,') == md.count("](plots/") == 8
+    assert html.count('src="data:image/png;base64,') == md.count("](plots/") == 11
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", html, re.I)
     assert "http://" not in html and "https://" not in html
     assert "<style>" in html and "<link" not in html and "<script" not in html
@@ -366,6 +368,48 @@ def test_undefined_values_are_na_not_errors(tmp_path: Path) -> None:
     div["agreement"]["se"] = None
     div_path.write_text(json.dumps(div))
     md = write_report(root).read_text(encoding="utf-8")
-    assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | 0.880 ± n/a | 0.800 ± 0.030 |" in md
-    assert "| 0.280 ± 0.010 | 1.900 ± 0.100 | n/a |" in md  # KL of iteration 2: no data
+    assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | 0.800 ± 0.030 | 0.880 ± n/a |" in md
+    assert "| 0.280 ± 0.010 | 1.900 ± 0.100 | 0.090 ± 0.010 | n/a |" in md  # KL of iteration 2: no data
     assert (root / "plots" / "diversity_kl.png").read_bytes().startswith(PNG_MAGIC)  # iterations 0, 1
+
+
+# -- diversity: accuracy vs diversity (the paper's Figure 4), KL from the base per agent (Figure 8) ------
+def test_accuracy_vs_diversity_pairs_each_iterations_accuracy_with_its_diversity() -> None:
+    study = load(FIXTURES / "arithmetic")
+    nll = accuracy_vs_diversity(study, "held_out_nll")
+    assert [s.label for s in nll] == ["Ours"]  # single_ft measured no likelihoods
+    ours = study.run("ours")
+    assert ours is not None
+    assert nll[0].xs == [1.5, 1.7, 1.9] and nll[0].tags == ["0", "1", "2"]
+    assert nll[0].ys == pytest.approx([100 * ours.iterations[k].accuracy["debate"].mean for k in (0, 1, 2)])
+    assert nll[0].xerrs == [0.1, 0.1, 0.1]
+    cons = accuracy_vs_diversity(study, "consensus")
+    assert [s.label for s in cons] == ["Ours", "Single-agent FT"]
+    assert cons[1].xs == [0.7, 0.78, 0.86]
+
+
+def test_kl_from_base_per_agent_lines(tmp_path: Path) -> None:
+    study = load(FIXTURES / "arithmetic")
+    ours = study.run("ours")
+    assert ours is not None
+    lines = kl_agent_series(study, ours)
+    assert [s.label for s in lines] == ["gen_0", "gen_1", "gen_2", "critic_0", "critic_1", "critic_2"]
+    critic_2 = lines[-1]
+    assert critic_2.xs == [0, 1, 2] and critic_2.ys == pytest.approx([0.0, 0.05 * 1.6, 0.09 * 1.6])
+    md = write_report(copy_fixture(tmp_path, "arithmetic")).read_text(encoding="utf-8")
+    assert "### KL from the base model per agent" in md and "### Accuracy vs diversity" in md
+
+
+def test_a_diversity_file_of_the_older_definition_is_not_shown(tmp_path: Path) -> None:
+    root = copy_fixture(tmp_path, "arithmetic")
+    path = root / "ours" / "iter_2" / "diversity.json"
+    old = json.loads(path.read_text())
+    del old["version"]  # a round-1 file from before the final-round definition
+    path.write_text(json.dumps(old))
+    study = load(root)
+    ours = study.run("ours")
+    assert ours is not None
+    assert ours.iterations[2].diversity == {} and ours.iterations[2].diversity_outdated
+    md = write_report(root).read_text(encoding="utf-8")
+    assert "older definition (round-1 metrics) for Ours: iteration 2" in md
+    assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | n/a | n/a |" in md

@@ -1,28 +1,34 @@
-"""How diverse a society's agents are, per iteration (the paper's diversity metrics), as diversity.json.
+"""How diverse a society's agents are per iteration (the paper's section 4.2, Appendix C): diversity.json.
 
-All metrics read the ROUND-1 responses of a debate (`r.responses[0][slot]`): those are what each agent writes
-on its own, before seeing the others, so they measure the agents rather than the debate.
+The answer and text metrics read the FINAL round of each test debate (`answers[-1]`, `responses[-1]`): the
+answers the debate is scored on, as the paper's own evaluation reads them for consensus.
 
-- agreement (`pairwise_agreement`): per problem, the fraction of agent pairs whose round-1 answers are
-  equivalent (a missing answer agrees with nothing); `consensus_rate`: the fraction of agents whose round-1
-  answer is that round's majority answer.
-- embedding dissimilarity: per problem, mean over agent pairs of 1 - cosine similarity of the responses'
-  sentence embeddings (all-MiniLM-L6-v2 by default, loaded offline by `mft.eval.encoders`).
-- likelihood-based, with the agents' own models (`mft.eval.likelihood`): `cross_nll` and `kl`.
+- `consensus` (the paper's consensus, as its evaluation code computes it): over all agents that gave a
+  final answer, the share whose answer is the final round's majority answer (`round_consensus[-1]`). Agents
+  without an answer are left out (not counted as disagreeing); a problem nobody answered is left out. The
+  pooled share has a standard error clustered by problem (a ratio estimator), since answers of one problem
+  are not independent.
+- `agreement`: per problem, the fraction of agent pairs whose final answers are equivalent (a missing answer
+  agrees with nothing); mean over problems.
+- embedding dissimilarity: per problem, mean over agent pairs of 1 - cosine similarity of the final
+  responses' sentence embeddings (all-MiniLM-L6-v2 by default, loaded offline by `mft.eval.encoders`).
+- likelihood-based, with the agents' own models (`mft.eval.likelihood`): `held_out_nll` (the paper's
+  likelihood diversity), `kl` between critics, and `kl_from_base` per agent (the paper's Figure 8).
 
-Every number is a mean over problems with its standard error over problems (`mean_se`), so iterations and
-methods compare like the accuracy table does. Importing this module imports neither torch nor numpy.
+Every number is a mean with its standard error over problems (`Estimate`), so iterations and methods compare
+like the accuracy table does. Importing this module imports neither torch nor numpy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from mft.errors import MftError
 from mft.eval.encoders import Encoder
-from mft.eval.likelihood import Scorer, cross_nll_and_kl
+from mft.eval.likelihood import Scorer, held_out_nll_and_kl, kl_from_base
 from mft.eval.metrics import Estimate, mean_se, strict_json
 from mft.records import DebateRecord
 
@@ -44,8 +50,15 @@ def _same(equivalent: Equivalent, a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and bool(equivalent(a, b))
 
 
+DIVERSITY_VERSION = 2  # 2: final-round answers and texts, held-out NLL, KL from base (1: round 1)
+
+
+def _final_answers(r: DebateRecord) -> list[str | None]:
+    return list(r.answers[-1]) if r.answers else []
+
+
 def pairwise_agreement(records: Sequence[DebateRecord], equivalent: Equivalent | Task) -> Estimate:
-    """Per problem, the fraction of agent pairs whose round-1 answers are equivalent; mean ± se over problems.
+    """Per problem, the fraction of agent pairs whose final answers are equivalent; mean ± se over problems.
 
     A missing answer (None) agrees with nothing, not even another None. Problems with fewer than two agents
     have no pairs and are left out (n counts the problems used).
@@ -53,35 +66,46 @@ def pairwise_agreement(records: Sequence[DebateRecord], equivalent: Equivalent |
     eq = _equivalence(equivalent)
     values = []
     for r in records:
-        answers = r.answers[0] if r.answers else []
-        pairs = list(combinations(answers, 2))
+        pairs = list(combinations(_final_answers(r), 2))
         if pairs:
             values.append(sum(_same(eq, a, b) for a, b in pairs) / len(pairs))
     return mean_se(values)
 
 
-def consensus_rate(records: Sequence[DebateRecord], equivalent: Equivalent | Task) -> Estimate:
-    """Per problem, the fraction of agents whose round-1 answer is that round's majority answer
-    (`r.round_consensus[0]`; when nobody answered it is None and the rate is 0); mean ± se over problems."""
+def consensus(records: Sequence[DebateRecord], equivalent: Equivalent | Task) -> Estimate:
+    """The share of the final answers given that equal the final round's majority answer, pooled over all
+    problems (agents with no answer and problems with none are left out); n counts the problems used.
+
+    The standard error is the ratio estimator's, clustered by problem: with a_i agreeing of m_i answers on
+    problem i and c = sum(a) / sum(m), se = sqrt(P / (P - 1) * sum((a_i - c m_i)^2)) / sum(m) over P problems.
+    """
     eq = _equivalence(equivalent)
-    values = []
+    counts: list[tuple[int, int]] = []
     for r in records:
-        answers = r.answers[0] if r.answers else []
-        if not answers:
+        answered = [a for a in _final_answers(r) if a is not None]
+        if not answered:
             continue
-        majority = r.round_consensus[0] if r.round_consensus else None
-        values.append(sum(_same(eq, a, majority) for a in answers) / len(answers))
-    return mean_se(values)
+        majority = r.round_consensus[-1] if r.round_consensus else r.consensus
+        counts.append((sum(_same(eq, a, majority) for a in answered), len(answered)))
+    if not counts:
+        return Estimate(math.nan, math.nan, 0)
+    total = sum(m for _, m in counts)
+    share = sum(a for a, _ in counts) / total
+    p = len(counts)
+    if p < 2:
+        return Estimate(share, 0.0, p)
+    var = p / (p - 1) * sum((a - share * m) ** 2 for a, m in counts)
+    return Estimate(share, math.sqrt(var) / total, p)
 
 
 # -- embeddings -------------------------------------------------------------------------------------------
 def embedding_dissimilarity(records: Sequence[DebateRecord], encoder: Encoder) -> Estimate:
-    """Per problem, the mean over agent pairs of 1 - cosine similarity of the round-1 responses' embeddings;
+    """Per problem, the mean over agent pairs of 1 - cosine similarity of the final responses' embeddings;
     mean ± se over problems. All responses are encoded in one call (the encoder batches them)."""
     import numpy as np
 
-    used = [r for r in records if r.responses and len(r.responses[0]) >= 2]
-    texts = [t for r in used for t in r.responses[0]]
+    used = [r for r in records if r.responses and len(r.responses[-1]) >= 2]
+    texts = [t for r in used for t in r.responses[-1]]
     if not texts:
         return mean_se([])
     emb = np.asarray(encoder.encode(texts), dtype=np.float64)
@@ -95,7 +119,7 @@ def embedding_dissimilarity(records: Sequence[DebateRecord], encoder: Encoder) -
     unit = emb / np.maximum(norms, 1e-12)
     values, i = [], 0
     for r in used:
-        n = len(r.responses[0])
+        n = len(r.responses[-1])
         sims = unit[i : i + n] @ unit[i : i + n].T
         i += n
         values.append(float(np.mean([1.0 - sims[a, b] for a, b in combinations(range(n), 2)])))
@@ -107,30 +131,42 @@ def compute_diversity(
     records: Sequence[DebateRecord],
     task: Task | Equivalent,
     scorer: Scorer | None = None,
-    agents: Sequence[Any] | None = None,
     encoder: Encoder | None = None,
     max_problems: int | None = None,
     *,
+    base: str | None = None,
+    same_as_base: Collection[str] = (),
     chunk_size: int = 8,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """All diversity metrics of one iteration's debate records, as a JSON-serialisable dict.
+    """All diversity metrics of one iteration's test debates, as a JSON-serialisable dict.
 
-    `max_problems` keeps the first K records (deterministic). Embedding dissimilarity only with an
-    `encoder`; cross-NLL and KL only with a `scorer` and one agent per slot (`agents`), from one shared
-    scoring pass over the responses.
+    `max_problems` keeps the first K records (None: all). Embedding dissimilarity only with an `encoder`;
+    the held-out NLL and the critics' pairwise KL only with a `scorer` (from one shared scoring pass, with
+    at least 2 agents); KL from the base model with a `scorer` and `base`, the scorer's name for the base
+    model itself (agents in `same_as_base` are the base and get 0 unscored).
     """
     recs = list(records)[:max_problems] if max_problems is not None else list(records)
     out: dict[str, Any] = {
+        "version": DIVERSITY_VERSION,
         "problems": len(recs),
+        "of": len(records),
+        "round": recs[0].n_rounds if recs else None,
+        "consensus": strict_json(consensus(recs, task)),
         "agreement": strict_json(pairwise_agreement(recs, task)),
-        "consensus_rate": strict_json(consensus_rate(recs, task)),
     }
     if encoder is not None:
         out["embedding_dissimilarity"] = strict_json(embedding_dissimilarity(recs, encoder))
-    if scorer is not None and agents is not None and recs:
-        nll, kl = cross_nll_and_kl(recs, scorer, agents, chunk_size=chunk_size, progress=progress)
-        out["agents"] = nll.agents
-        out["cross_nll"] = nll.as_dict()
-        out["kl"] = kl.as_dict()
+    if scorer is not None and recs:
+        if recs[0].n_agents >= 2:
+            nll, kl = held_out_nll_and_kl(
+                recs, scorer, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
+            )
+            out["held_out_nll"] = nll.as_dict()
+            out["kl"] = kl.as_dict()
+        if base is not None:
+            from_base = kl_from_base(
+                recs, scorer, base, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
+            )
+            out["kl_from_base"] = from_base.as_dict()
     return out

@@ -75,7 +75,7 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
     """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
     task = build_task(cfg)
     train, test = open_run(cfg, task)
-    if cfg.diversity_problems and cfg.embedding_model:
+    if cfg.diversity_problems != 0 and cfg.embedding_model:
         from mft.eval.encoders import check_encoder
 
         check_encoder(cfg.embedding_model)  # a missing encoder stops here, not after the first eval
@@ -94,13 +94,13 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
         return out
 
     results = [timed(timing_key(0, "eval"), stage_eval, cfg, 0, backend, task, test, progress)]
-    if cfg.diversity_problems:
+    if cfg.diversity_problems != 0:
         timed(timing_key(0, "diversity"), stage_diversity, cfg, 0, backend, task, progress)
     for k in range(1, cfg.iterations + 1):
         timed(timing_key(k, "debate"), stage_debate, cfg, k, backend, task, train, progress)
         timed(timing_key(k, "build_data"), stage_build_data, cfg, k, task)
         timed(timing_key(k, "finetune"), stage_finetune, cfg, k, backend, progress)
         results.append(timed(timing_key(k, "eval"), stage_eval, cfg, k, backend, task, test, progress))
-        if cfg.diversity_problems:
+        if cfg.diversity_problems != 0:
             timed(timing_key(k, "diversity"), stage_diversity, cfg, k, backend, task, progress)
     return results

@@ -226,19 +226,22 @@ def stage_eval(
 
 
 _ENCODERS: dict[str, Any] = {}
+# The base model as an agent of its own (no adapter), the reference of the KL-from-base metric.
+BASE_SCORER = "base_model"
 
 
 def stage_diversity(
     cfg: RunConfig, k: int, backend: Backend, task: Task, progress: bool = True
 ) -> dict[str, Any]:
-    """Diversity of iteration k's society on its first `diversity_problems` test debates (round-1 answers)."""
-    from mft.eval.diversity import compute_diversity
+    """Diversity of iteration k's society on its test debates (all, or the first `diversity_problems`)."""
+    from mft.eval.diversity import DIVERSITY_VERSION, compute_diversity
     from mft.eval.encoders import load_encoder
 
     rd = RunDir(cfg.run_dir)
     if rd.diversity(k).exists():
         loaded: dict[str, Any] = json.loads(rd.diversity(k).read_text())
-        return loaded
+        if loaded.get("version") == DIVERSITY_VERSION:
+            return loaded  # a file of an older definition is measured again, never mixed in
     records = read_debates(rd.eval_debate(k))
     encoder = None
     if cfg.embedding_model:
@@ -247,16 +250,18 @@ def stage_diversity(
         encoder = _ENCODERS[cfg.embedding_model]
     society = society_after(cfg, k)
     scorer = backend if hasattr(backend, "score_responses") else None
+    agents = [*society.generators, *(society.critics or [])]
     if scorer is not None:
-        for agent in society.generators:
+        for agent in [*agents, Agent(BASE_SCORER)]:
             backend.add_agent(agent)
     result = compute_diversity(
         records,
         task,
         scorer=scorer,
-        agents=society.generators if scorer is not None else None,
         encoder=encoder,
         max_problems=cfg.diversity_problems,
+        base=BASE_SCORER,
+        same_as_base=[a.name for a in agents if a.adapter is None],
         progress=progress,
     )
     write_json_atomic(rd.diversity(k), result)

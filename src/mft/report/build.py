@@ -10,8 +10,14 @@ from pathlib import Path
 
 from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, write_document
-from mft.report.load import DIVERSITY_METRICS, Study, load
-from mft.report.series import accuracy_series, diversity_series, ours_run
+from mft.report.load import DIVERSITY_METRICS, Run, Study, load
+from mft.report.series import (
+    accuracy_series,
+    accuracy_vs_diversity,
+    diversity_series,
+    kl_agent_series,
+    ours_run,
+)
 from mft.report.tables import (
     DIVERSITY_LABELS,
     TABLE_NOTE,
@@ -24,6 +30,27 @@ from mft.report.tables import (
     timing_stages,
     unfinished,
 )
+
+DIVERSITY_NOTE = (
+    "Means over the evaluated test problems with ± 1 standard error bars (`iter_<k>/diversity.json`), all "
+    "on the final debate round: consensus (share of the final answers that equal the majority answer; "
+    "lower = more diverse), pairwise agreement, embedding dissimilarity, the NLL of each critic's response "
+    "under the other slots' critics (held-out critic NLL, the paper's likelihood diversity; higher = more "
+    "diverse), the mean KL of the agents from the base model, and the KL between critics."
+)
+KL_AGENTS_NOTE = (
+    "Per-token KL(agent || base) on each agent's own test responses (generator n: round 1 of slot n; critic "
+    "n: the later rounds), mean ± 1 s.e. over problems; iteration 0 is the base itself (0)."
+)
+ACCURACY_VS_NOTE = (
+    "Debate accuracy against each diversity measure, one point per iteration (labelled), ± 1 s.e. on both "
+    "axes; the paper's Figure 4 plots the same relation."
+)
+ACCURACY_VS = ("held_out_nll", "embedding_dissimilarity", "consensus")  # the accuracy-vs-diversity panels
+
+
+def _has_kl_agents(run: Run) -> bool:
+    return any(it.kl_agents for it in run.iterations.values())
 
 
 def build_report(study: Study) -> Document:
@@ -76,7 +103,7 @@ def build_report(study: Study) -> Document:
         for m in DIVERSITY_METRICS
         if any(m in it.diversity for r in study.runs for it in r.iterations.values())
     ]
-    if not metrics:
+    if not metrics and not any(it.diversity_outdated for r in study.runs for it in r.iterations.values()):
         b.append(Para("No `iter_<k>/diversity.json` files were found."))
     for m in metrics:
         name = DIVERSITY_LABELS[m]
@@ -87,11 +114,45 @@ def build_report(study: Study) -> Document:
             f"{name} per iteration",
         )
     if metrics:
+        b.append(Para(DIVERSITY_NOTE))
+    outdated = [
+        f"{r.label}: iteration {k}"
+        for r in study.runs
+        for k, it in r.iterations.items()
+        if it.diversity_outdated
+    ]
+    if outdated:
         b.append(
             Para(
-                "Means over the evaluated problems with ± 1 standard error bars (`iter_<k>/diversity.json`)."
+                "Not shown: `diversity.json` of an older definition (round-1 metrics) for "
+                + ", ".join(outdated)
+                + "; `mft run` on that directory measures it again."
             )
         )
+    kl_run = next((r for r in [ours_run(study), *study.runs] if r and _has_kl_agents(r)), None)
+    if kl_run is not None:
+        b.append(Heading(3, "KL from the base model per agent"))
+        doc.add_plot(
+            "kl_from_base_agents",
+            plots.line_plot(
+                kl_agent_series(study, kl_run),
+                f"{kl_run.label}: KL from the base model per agent",
+                "KL(agent || base) per token",
+            ),
+            f"{kl_run.label}: KL from the base model per agent",
+        )
+        b.append(Para(KL_AGENTS_NOTE))
+    scatter = [(DIVERSITY_LABELS[m], accuracy_vs_diversity(study, m)) for m in ACCURACY_VS if m in metrics]
+    if scatter:
+        b.append(Heading(3, "Accuracy vs diversity"))
+        doc.add_plot(
+            "accuracy_vs_diversity",
+            plots.scatter_panels(
+                scatter, f"{study.task}: accuracy vs diversity", "test accuracy, debate (%)"
+            ),
+            "accuracy vs diversity",
+        )
+        b.append(Para(ACCURACY_VS_NOTE))
 
     b.append(Heading(2, "Per-iteration details"))
     b.append(

@@ -15,11 +15,20 @@ from typing import Any, TypeGuard
 
 from mft import methods
 from mft.errors import MftError
+from mft.eval.diversity import DIVERSITY_VERSION
 from mft.eval.metrics import Estimate
 from mft.rundir import MANIFEST, REPRODUCE, RunDir
 
 READINGS = ("single", "majority", "debate")
-DIVERSITY_METRICS = ("agreement", "consensus_rate", "embedding_dissimilarity", "cross_nll", "kl")
+# diversity.json's metrics, in the report's column order (mft.eval.diversity says what each one is)
+DIVERSITY_METRICS = (
+    "consensus",
+    "agreement",
+    "embedding_dissimilarity",
+    "held_out_nll",
+    "kl_from_base",
+    "kl",
+)
 
 _RESULTS_HINT = "it is written by `mft eval --iteration {k}`; delete it and re-run that command"
 _RUN_HINT = (
@@ -35,6 +44,8 @@ class Iteration:
     generated_tokens: int | None  # None: an older run without usage
     sizes: dict[str, dict[str, int]] | None = None  # iter_k/data/sizes.json (k >= 1)
     diversity: dict[str, Estimate] = field(default_factory=dict)  # iter_k/diversity.json
+    kl_agents: dict[str, Estimate] = field(default_factory=dict)  # its kl_from_base.per_agent
+    diversity_outdated: bool = False  # a diversity.json of an older definition: not shown
 
 
 @dataclass
@@ -165,15 +176,27 @@ def read_sizes(path: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def read_diversity(path: Path) -> dict[str, Estimate]:
+def read_diversity(path: Path) -> tuple[dict[str, Estimate], dict[str, Estimate]] | None:
+    """The metrics and the per-agent KL from the base model; None for a file of an older definition
+    (without this `version`: round-1 metrics), which is not mixed with the current ones."""
     hint = "it is written by the diversity evaluation; delete it and re-run that stage"
     data = _object(read_json(path, hint), path, "the file", hint)
+    if data.get("version") != DIVERSITY_VERSION:
+        return None
     # a metric with no data (mean null, e.g. KL with one agent) is left out, as if it were not measured
-    return {
+    metrics = {
         m: _estimate(data[m], path, m, hint)
         for m in DIVERSITY_METRICS
         if m in data and not (isinstance(data[m], dict) and data[m].get("mean") is None)
     }
+    per_agent = data.get("kl_from_base", {}).get("per_agent", {}) if "kl_from_base" in metrics else {}
+    per_agent = _object(per_agent, path, "field 'kl_from_base.per_agent'", hint)
+    agents = {
+        a: _estimate(e, path, f"kl_from_base.per_agent.{a}", hint)
+        for a, e in per_agent.items()
+        if not (isinstance(e, dict) and e.get("mean") is None)
+    }
+    return metrics, agents
 
 
 def read_timings(path: Path) -> dict[str, float]:
@@ -220,7 +243,11 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
         if k >= 1 and rd.sizes(k).exists():
             it.sizes = read_sizes(rd.sizes(k))
         if rd.diversity(k).exists():
-            it.diversity = read_diversity(rd.diversity(k))
+            diversity = read_diversity(rd.diversity(k))
+            if diversity is None:
+                it.diversity_outdated = True
+            else:
+                it.diversity, it.kl_agents = diversity
         iterations[k] = it
     if not iterations:
         raise MftError(

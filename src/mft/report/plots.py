@@ -121,3 +121,52 @@ def stacked_bars(
         fig.legend(handles, names, loc="outside right upper", fontsize=8)
     fig.suptitle(title, fontsize=11)
     return _png(fig)
+
+
+@dataclass
+class XYSeries:
+    """Points with error bars on both axes, in order (one per iteration), each tagged (its iteration)."""
+
+    label: str
+    xs: list[float]
+    ys: list[float]
+    xerrs: list[float]
+    yerrs: list[float]
+    tags: list[str]
+    colour: str
+
+
+def scatter_panels(panels: Sequence[tuple[str, Sequence[XYSeries]]], title: str, ylabel: str) -> bytes:
+    """One subplot per panel (x label, series), sharing the y axis: each series' points joined in order,
+    ± 1 s.e. bars on both axes, each point tagged (the iteration)."""
+    fig = _figure(max(6.4, 4.2 * len(panels)), 4.2)
+    axes = fig.subplots(1, max(1, len(panels)), sharey=True, squeeze=False)[0]
+    for ax, (xlabel, series) in zip(axes, panels, strict=False):
+        for s in series:
+            ax.errorbar(
+                s.xs,
+                s.ys,
+                xerr=s.xerrs,
+                yerr=s.yerrs,
+                label=s.label,
+                color=s.colour,
+                marker="o",
+                markersize=4,
+                capsize=3,
+                linewidth=1.2,
+            )
+            for x, y, tag in zip(s.xs, s.ys, s.tags, strict=True):
+                ax.annotate(
+                    tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=s.colour
+                )
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    legend: dict[str, Any] = {}  # every series once, from whichever panel has it
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
+    if legend:
+        axes[0].legend(list(legend.values()), list(legend), fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)

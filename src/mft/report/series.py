@@ -8,6 +8,7 @@ from __future__ import annotations
 from mft import methods
 from mft.report import plots
 from mft.report.load import Iteration, Run, Study
+from mft.report.tables import agent_order
 
 # The paper's method and its ablations: the methods that finetune one model per agent, in the table's order
 # (Ours first). The dataset-size chart and the comparison's accuracy plot are about the first one present.
@@ -51,4 +52,44 @@ def diversity_series(study: Study, metric: str) -> list[plots.Series]:
                     plots.colour(r.key, i),
                 )
             )
+    return series
+
+
+def kl_agent_series(study: Study, run: Run) -> list[plots.Series]:
+    """The run's KL from the base model per agent (`gen_<n>`, `critic_<n>`), one line each, ± 1 s.e."""
+    its = with_base(run, study)
+    agents = sorted({a for it in its.values() for a in it.kl_agents}, key=agent_order)
+    series = []
+    for i, a in enumerate(agents):
+        points = {k: it.kl_agents[a] for k, it in its.items() if a in it.kl_agents}
+        series.append(
+            plots.Series(
+                a,
+                list(points),
+                [e.mean for e in points.values()],
+                [e.err for e in points.values()],
+                plots.colour(a, i),
+            )
+        )
+    return series
+
+
+def accuracy_vs_diversity(study: Study, metric: str) -> list[plots.XYSeries]:
+    """Per run that measured `metric`: (diversity, debate accuracy in %) at each iteration, ± 1 s.e."""
+    series = []
+    for i, r in enumerate(study.runs):
+        if not any(metric in it.diversity for it in r.iterations.values()):
+            continue
+        its = [it for it in with_base(r, study).values() if metric in it.diversity]
+        series.append(
+            plots.XYSeries(
+                r.label,
+                [it.diversity[metric].mean for it in its],
+                [100 * it.accuracy["debate"].mean for it in its],
+                [it.diversity[metric].err for it in its],
+                [100 * it.accuracy["debate"].err for it in its],
+                [str(it.k) for it in its],
+                plots.colour(r.key, i),
+            )
+        )
     return series

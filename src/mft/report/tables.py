@@ -15,11 +15,12 @@ from mft.rundir import parse_timing_key
 
 NA = "n/a"
 DIVERSITY_LABELS = {
-    "agreement": "agreement",
-    "consensus_rate": "consensus rate",
+    "consensus": "consensus",
+    "agreement": "pairwise agreement",
     "embedding_dissimilarity": "embedding dissimilarity",
-    "cross_nll": "cross NLL",
-    "kl": "KL",
+    "held_out_nll": "held-out critic NLL",
+    "kl_from_base": "KL from base",
+    "kl": "KL between critics",
 }
 STAGE_ORDER = ("debate", "build_data", "finetune", "eval")
 
