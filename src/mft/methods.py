@@ -220,6 +220,22 @@ _RANKS = {**{k: v[1] for k, v in BASELINES.items()}, **{m.key: m.rank for m in M
 REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
 
 
+# The paper's names of these rows (in its Tables 1, 2, 4 and 5), for the report's "paper vs this run" table
+# (`report/paper.py` holds the paper's numbers under these names).
+PAPER_NAMES: dict[str, str] = {
+    "Base": "base",
+    "Majority": "majority",
+    "Debate": "debate",
+    "STaR": "star",
+    "Majority FT": "majority_ft",
+    "Ours": "ours",
+    "Multiagent FT w/o summary": "ours_no_summary",
+    "Multiagent FT w/o critic": "ours_no_critic",
+    "Single-agent FT": "single_ft",
+    "Unique ID": "unique_id",
+}
+
+
 def of_run(method: str, summarize: bool) -> Method:
     """The table row of a run from its config: `ours` with summaries is Ours, without it the ablation."""
     if method == "ours":

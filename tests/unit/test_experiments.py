@@ -205,3 +205,65 @@ def test_transfer_cli_refuses_another_base_model_in_one_line(finished_run: RunCo
     assert len(err.splitlines()) == 1 and "differs from the society's model" in err
     assert main(["eval", "--society", str(finished_run.run_dir)]) == 2
     assert "--society needs --task" in capsys.readouterr().err
+
+
+def test_report_shows_the_transfer_of_the_runs_societies(scripted, finished_run: RunConfig) -> None:
+    from mft.report import write_report
+
+    backend = scripted(lambda req: "The answer is \\boxed{3}.")
+    for k in (0, 1):
+        transfer(finished_run.run_dir, dict(GSM), iteration=k, backend=backend)
+    md = write_report(finished_run.run_dir).read_text()
+    section = md.split("## Zero-shot transfer")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| Ours (no summary) |")]
+    assert [r.split(" | ")[1:4] for r in rows] == [
+        ["arithmetic", "gsm8k", "0 (base)"],
+        ["arithmetic", "gsm8k", "1"],
+    ]
+
+
+# -- paper vs this run --------------------------------------------------------------------------------------
+REPORT_FIXTURES = FIXTURES / "report"
+
+
+def _gsm_study_with_model(tmp_path: Path, model: str) -> Path:
+    import shutil
+
+    root = tmp_path / "gsm8k"
+    shutil.copytree(REPORT_FIXTURES / "gsm8k", root)
+    for manifest in root.glob("*/manifest.json"):
+        data = json.loads(manifest.read_text())
+        data["config"]["model"] = model
+        manifest.write_text(json.dumps(data))
+    return root
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def test_paper_vs_this_run_shows_the_papers_row_for_the_same_setting(tmp_path: Path) -> None:
+    from mft.report import load, write_report
+    from mft.report.tables import table_entries
+
+    root = _gsm_study_with_model(tmp_path, "microsoft/Phi-3-mini-4k-instruct")
+    section = _section(write_report(root).read_text(), "Paper vs this run")
+    rows = {
+        r.split(" | ")[0].strip("| "): r.split(" | ")[1:] for r in section.splitlines() if r.startswith("| ")
+    }
+    mine = table_entries(load(root))
+    # Table 1 / Table 2 of the paper, Phi-3 on GSM8K (3 agents x 2 rounds), beside this study's numbers
+    assert (
+        rows["Ours"][:2] == ["Table 1", "88.60 ± 1.42"]
+        and rows["Ours"][2].strip(" |") == mine["ours"][1].pct()
+    )
+    assert rows["Single-agent FT"][:2] == ["Table 2", "86.80 ± 1.51"]
+    assert rows["STaR"][2].strip(" |") == "n/a"  # the paper has it, this study does not
+
+
+@pytest.mark.parametrize("model", ["bundled", "meta-llama/Llama-3.1-8B-Instruct"])
+def test_paper_vs_this_run_says_when_no_paper_row_matches(tmp_path: Path, model: str) -> None:
+    from mft.report import write_report
+
+    section = _section(write_report(_gsm_study_with_model(tmp_path, model)).read_text(), "Paper vs this run")
+    assert "No table of the paper has this setting" in section and "| Ours |" not in section

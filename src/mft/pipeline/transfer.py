@@ -25,10 +25,9 @@ from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
 from mft.records import write_json_atomic
-from mft.rundir import RunDir
+from mft.rundir import TRANSFER, RunDir
 from mft.tasks.base import load_split
 
-TRANSFER_DIR = "transfer"
 TRANSFER_FILE = "transfer.json"
 # What makes the society and its debate: a transfer evaluates the run's own, so these must be the run's.
 MUST_MATCH = (
@@ -101,7 +100,7 @@ def transfer(
             hint=f"use --iteration 0..{latest} (0: the base model)",
         )
     task_name = given.get("task") or "?"
-    out = out if out is not None else src.path / TRANSFER_DIR / str(task_name)
+    out = out if out is not None else src.path / TRANSFER / str(task_name)
     cfg = transfer_config(run, given, out)
     task = build_task(cfg)
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
