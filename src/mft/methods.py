@@ -106,12 +106,9 @@ def pooled_society_data(
 ) -> dict[str, Dataset]:
     """Ours with pooled data: every generator on the D_G of all agents, every critic on the critic data of
     all agents (each agent's own D_C- / D_C+ mix, pooled). N models still; no agent has data of its own."""
-    gens: list[Example] = []
-    critics: list[Example] = []
-    for n in range(ctx.agents):
-        gens += generator_examples(records, n, eq)
-        split = critic_split(records, n, eq)
-        critics += mix_critic(split, ctx.critic_positive_fraction, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+    own = society_data(records, eq, ctx)  # each agent's own datasets, as Ours builds them
+    gens = [ex for n in range(ctx.agents) for ex in own[f"gen_{n}"].examples]
+    critics = [ex for n in range(ctx.agents) for ex in own[f"critic_{n}"].examples]
     out: dict[str, Dataset] = {}
     for n in range(ctx.agents):  # the same examples, each agent in its own seeded order
         rng = random.Random(f"{ctx.seed}:{ctx.iteration}:pooled:{n}")

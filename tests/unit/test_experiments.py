@@ -54,7 +54,7 @@ RECORDS = [
     _record("2", ["4", "9", "9"], ["9", "9", "9"]),
     _record("3", ["2", "2", "2"], ["2", "2", "2"]),
 ]
-CTX = BuildContext(agents=3, critic_positive_fraction=0.5, seed=0, iteration=1)
+CTX = BuildContext(3, 0.5, 0, 1)  # agents, critic mix, seed, iteration
 
 
 def _eq(a: str | None, b: str | None) -> bool:
