@@ -267,3 +267,10 @@ def test_paper_vs_this_run_says_when_no_paper_row_matches(tmp_path: Path, model:
 
     section = _section(write_report(_gsm_study_with_model(tmp_path, model)).read_text(), "Paper vs this run")
     assert "No table of the paper has this setting" in section and "| Ours |" not in section
+
+
+def test_eval_without_society_still_needs_an_iteration(capsys) -> None:
+    assert main(["eval", "--task", "arithmetic"]) == 2
+    assert "--iteration K is required" in capsys.readouterr().err
+    assert main(["eval", "--iteration", "0", "--out", "x"]) == 2
+    assert "--out is for a transfer" in capsys.readouterr().err
