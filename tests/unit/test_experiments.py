@@ -120,6 +120,11 @@ def test_unique_id_model_is_told_its_agent_in_every_request_it_answers(scripted,
     # the base model (iteration 0) never saw ids: its requests have none
     base = [r for call in fs.backend.calls for r in call if r.agent.startswith("agent_")]
     assert base and all(r.messages[0].role == "user" for r in base)
+    # `mft serve --run-dir` tells the finetuned model its ids too, the base model none
+    from mft.serve.society import build_served
+
+    assert build_served(run_dir=cfg.run_dir).agent_ids
+    assert not build_served(run_dir=cfg.run_dir, iteration=0).agent_ids
 
 
 def test_reproduce_runs_the_experiments_when_named_and_shares_the_base_stages(scripted, tmp_path) -> None:
