@@ -279,3 +279,20 @@ def test_eval_without_society_still_needs_an_iteration(capsys) -> None:
     assert "--iteration K is required" in capsys.readouterr().err
     assert main(["eval", "--iteration", "0", "--out", "x"]) == 2
     assert "--out is for a transfer" in capsys.readouterr().err
+
+
+def test_a_transfer_directory_holds_one_runs_societies(scripted, finished_run: RunConfig, tmp_path) -> None:
+    import shutil
+
+    backend = scripted(lambda req: "The answer is \\boxed{3}.")
+    out, _ = transfer(finished_run.run_dir, dict(GSM), iteration=0, backend=backend)
+    moved = tmp_path / "moved"
+    shutil.copytree(finished_run.run_dir, moved)  # the run moved with its transfer/: still its own
+    _, res = transfer(moved, dict(GSM), iteration=1, backend=backend)
+    assert res["iteration"] == 1
+    other = _cfg(tmp_path, name="other", agents=2, iterations=1)
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = _respond
+    run(other, progress=False, backend=fs.backend)
+    with pytest.raises(MftError, match="holds the transfer of another run's society"):
+        transfer(other.run_dir, dict(GSM), out=moved / "transfer" / "gsm8k", backend=backend)

@@ -17,6 +17,7 @@ on that task: the reference the finetuned societies are read against.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,19 @@ def transfer(
     rd = RunDir(out)
     rd.lock()
     rd.write_or_check_manifest(cfg, [], test, task)
-    origin = {"society_run": str(src.path.resolve()), "trained_on": run.task, "evaluated_on": cfg.task}
-    known = Path(rd.path / TRANSFER_FILE)
+    # the run is known by its manifest (written once), not by where it is: a run moved with its transfer/
+    # is still the same run
+    manifest = hashlib.blake2b(src.manifest.read_bytes(), digest_size=16).hexdigest()
+    origin = {
+        "society_run": str(src.path.resolve()),
+        "run_manifest": manifest,
+        "trained_on": run.task,
+        "evaluated_on": cfg.task,
+    }
+    known = rd.path / TRANSFER_FILE
     if known.exists():
         before = json.loads(known.read_text(encoding="utf-8"))
-        if before.get("society_run") != origin["society_run"]:
+        if before.get("run_manifest") != manifest:
             raise MftError(
                 f"{out} holds the transfer of another run's society ({before.get('society_run')})",
                 hint="pass another --out",
