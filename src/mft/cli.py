@@ -17,6 +17,8 @@ from mft.errors import MftError
 from mft.methods import LABELS, METHODS
 from mft.tasks import TASKS
 
+_DEFAULT = [m for m in METHODS if m.in_default]  # what a plain `mft reproduce` runs
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -58,8 +60,29 @@ def _parser() -> argparse.ArgumentParser:
     }
     for stage, text in stages.items():
         sp = sub.add_parser(stage, help=text, description=text + " Reads and writes the run directory.")
-        sp.add_argument("--iteration", type=int, required=True, help="Iteration K (1-based; eval accepts 0).")
+        sp.add_argument(
+            "--iteration",
+            type=int,
+            required=stage != "eval",
+            help="Iteration K (1-based; eval accepts 0; with --society: default the run's latest).",
+        )
         _run_args(sp)
+        if stage == "eval":
+            sp.add_argument(
+                "--society",
+                type=Path,
+                default=None,
+                metavar="RUN",
+                help="Zero-shot transfer: evaluate the society of run directory RUN (iteration K) on --task "
+                "instead; RUN is only read, results go to RUN/transfer/<task>/ (see docs/experiments.md).",
+            )
+            sp.add_argument(
+                "--out",
+                type=Path,
+                default=None,
+                metavar="DIR",
+                help="With --society: write the transfer into DIR instead of RUN/transfer/<task>/.",
+            )
 
     v = sub.add_parser("validate", help="Check config files without running anything.")
     v.add_argument("files", nargs="+", type=Path)
@@ -170,15 +193,17 @@ def _parser() -> argparse.ArgumentParser:
     rr = sub.add_parser(
         "reproduce",
         help="Every method of the paper's comparison on one task (same problems and seeds), then the report.",
-        description=f"Runs {', '.join(m.label for m in METHODS[:-1])} and {METHODS[-1].label} "
-        f"({LABELS['base']}, {LABELS['majority']} and {LABELS['debate']} are iteration 0) into "
+        description=f"Runs {', '.join(m.label for m in _DEFAULT[:-1])} and {_DEFAULT[-1].label} "
+        f"({LABELS['base']}, {LABELS['majority']} and {LABELS['debate']} are iteration 0; "
+        f"{', '.join(m.label for m in METHODS if not m.in_default)} when named in --methods) into "
         "RUNS_DIR/NAME/<method>, then writes "
         "RUNS_DIR/NAME/report.md|html. Resumable like `mft run`. NAME defaults to reproduce-<task>.",
     )
     rr.add_argument(
         "--methods",
         default=None,
-        help=f"Comma list of methods to run (default: all): {', '.join(m.key for m in METHODS)}.",
+        help=f"Comma list of methods to run (default: {', '.join(m.key for m in _DEFAULT)}; also "
+        f"{', '.join(m.key for m in METHODS if not m.in_default)}).",
     )
     _run_args(rr)
 
@@ -282,13 +307,38 @@ def _print_memory(cfg: RunConfig) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """`mft eval --society RUN --task T`: the settings given (flags, and the keys of --config) go to the
+    transfer, which keeps the run's society and debate settings and refuses a differing one."""
+    import yaml
+
+    from mft.pipeline.transfer import transfer
+
+    given: dict[str, Any] = {}
+    if args.config is not None:
+        from_file = load_config(RunConfig, args.config)
+        keys = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        given.update({k: getattr(from_file, k) for k in keys if k in RunConfig.model_fields})
+    given.update({k: v for k in RunConfig.model_fields if (v := getattr(args, k, None)) is not None})
+    out, res = transfer(args.society, given, args.iteration, args.out, progress=not args.no_progress)
+    print(json.dumps(res, indent=2))
+    print(f"transfer: {out}")
+    return 0
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     from mft.pipeline import stages
     from mft.pipeline.run import open_run
     from mft.rundir import RunDir
 
-    cfg = _run_config(args)
+    if getattr(args, "society", None) is not None:
+        return cmd_transfer(args)
+    if getattr(args, "out", None) is not None:
+        raise MftError("--out is for a transfer", hint="add --society RUN, or leave --out out")
     k = args.iteration
+    if k is None:
+        raise MftError("--iteration K is required", hint="e.g. --iteration 0 (the base) or the last one")
+    cfg = _run_config(args)
     if k < (0 if args.command == "eval" else 1) or k > cfg.iterations:
         raise MftError(
             f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})"

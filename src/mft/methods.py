@@ -12,6 +12,7 @@ run evaluates; they have a label and a row position only (`BASELINES`).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,8 @@ from mft.data.builders import (
     pooled_examples,
     star_examples,
 )
-from mft.records import DebateRecord
+from mft.debate.engine import agent_id_prompt
+from mft.records import DebateRecord, Message
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,34 @@ def star_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext
     return _one_model(star_examples(records, eq))
 
 
+def pooled_society_data(
+    records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext
+) -> dict[str, Dataset]:
+    """Ours with pooled data: every generator on the D_G of all agents, every critic on the critic data of
+    all agents (each agent's own D_C- / D_C+ mix, pooled). N models still; no agent has data of its own."""
+    own = society_data(records, eq, ctx)  # each agent's own datasets, as Ours builds them
+    gens = [ex for n in range(ctx.agents) for ex in own[f"gen_{n}"].examples]
+    critics = [ex for n in range(ctx.agents) for ex in own[f"critic_{n}"].examples]
+    out: dict[str, Dataset] = {}
+    for n in range(ctx.agents):  # the same examples, each agent in its own seeded order
+        rng = random.Random(f"{ctx.seed}:{ctx.iteration}:pooled:{n}")
+        out[f"gen_{n}"] = Dataset(rng.sample(gens, len(gens)), {"examples": len(gens)})
+        out[f"critic_{n}"] = Dataset(rng.sample(critics, len(critics)), {"examples": len(critics)})
+    return out
+
+
+def unique_id_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
+    """Unique ID: one model on every agent's own generator and critic data (as Ours builds them), each
+    example opened by the system message that names its agent (generation or critic agent n)."""
+    examples: list[Example] = []
+    for n, data in society_data(records, eq, ctx).items():
+        role, slot = n.split("_")
+        prompt = agent_id_prompt(int(slot), 0 if role == "gen" else 1)
+        examples += [[Message(role="system", content=prompt), *ex] for ex in data.examples]
+    random.Random(f"{ctx.seed}:{ctx.iteration}:unique_id").shuffle(examples)
+    return _one_model(examples)
+
+
 @dataclass(frozen=True)
 class Method:
     key: str  # row key: reproduce.json, the report, the run sub-directory of `mft reproduce`
@@ -111,6 +141,10 @@ class Method:
     rank: int  # position of its row in the report (the paper's Table 1 order, then the ablations)
     colour: str  # its colour in every plot
     about: str = ""  # what it finetunes on what, for `--method`'s help (where it is a run's `method`)
+    # the finetuned model is told which agent it plays: a system message naming the role and number
+    # (`debate.engine.agent_id_prompt`) opens every request it answers and every example it trains on
+    agent_ids: bool = False
+    in_default: bool = True  # run by a plain `mft reproduce` (the others only when named in --methods)
 
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
@@ -152,8 +186,20 @@ METHODS: tuple[Method, ...] = (
         build=star_data, rank=3, colour="#8c564b",
         about="one model on its samples that match the ground truth",
     ),
+    # Experiments beyond the main comparison: run by `mft reproduce --methods ...` only.
+    Method(
+        "ours_pooled", "Ours (pooled data)", run_as="ours_pooled", summarize=True, slots="society",
+        one_round=False, build=pooled_society_data, rank=9, colour="#17becf", in_default=False,
+        about="N generators + N critics, each on the pooled data of all agents",
+    ),
+    Method(
+        "unique_id", "Unique ID", run_as="unique_id", summarize=True, slots="one_model", one_round=False,
+        build=unique_id_data, rank=10, colour="#7f7f7f", agent_ids=True, in_default=False,
+        about="one model on every agent's data, told which agent it plays",
+    ),
 )  # fmt: skip
 BY_KEY = {m.key: m for m in METHODS}
+DEFAULT_KEYS: tuple[str, ...] = tuple(m.key for m in METHODS if m.in_default)  # a plain `mft reproduce`
 # RunConfig.method's choices: what a single run can be asked to do (and its help text).
 RUN_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m.run_as for m in METHODS))
 RUN_METHODS_HELP = ", ".join(f"{m.run_as} ({m.about})" for m in METHODS if m.about)
@@ -169,6 +215,22 @@ BASELINES: dict[str, tuple[str, int]] = {
 LABELS: dict[str, str] = {**{k: v[0] for k, v in BASELINES.items()}, **{m.key: m.label for m in METHODS}}
 _RANKS = {**{k: v[1] for k, v in BASELINES.items()}, **{m.key: m.rank for m in METHODS}}
 REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
+
+
+# The paper's names of these rows (in its Tables 1, 2, 4 and 5), for the report's "paper vs this run" table
+# (`report/paper.py` holds the paper's numbers under these names).
+PAPER_NAMES: dict[str, str] = {
+    "Base": "base",
+    "Majority": "majority",
+    "Debate": "debate",
+    "STaR": "star",
+    "Majority FT": "majority_ft",
+    "Ours": "ours",
+    "Multiagent FT w/o summary": "ours_no_summary",
+    "Multiagent FT w/o critic": "ours_no_critic",
+    "Single-agent FT": "single_ft",
+    "Unique ID": "unique_id",
+}
 
 
 def of_run(method: str, summarize: bool) -> Method:

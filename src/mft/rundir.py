@@ -9,7 +9,8 @@
     runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
     runs/<name>/iter_<k>/diversity.json   diversity of the new society on the test split (final round)
 
-A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method.
+A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method. A run's
+`transfer/<task>/` is itself a run directory: its societies evaluated on another task (`pipeline/transfer`).
 The pipeline writes these files, and the server and the report read them, through `RunDir`.
 
 Every directory mft writes a run, a debate or a reproduction into is locked while a process writes it
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 REPRODUCE = "reproduce.json"
+TRANSFER = "transfer"  # RUN/transfer/<task>/: a run's societies evaluated on another task (`mft eval`)
 # Settings added after runs were made, with the value that does what those runs did: a run directory whose
 # manifest lacks one continues only with that value (and is refused with any other, as for any setting).
 SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {

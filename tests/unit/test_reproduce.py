@@ -9,7 +9,7 @@ import pytest
 
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.methods import METHODS
+from mft.methods import DEFAULT_KEYS, METHODS
 from mft.pipeline.reproduce import KEYS, method_configs, reproduce
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
@@ -40,8 +40,8 @@ def test_each_method_gets_its_own_run_with_the_same_settings(tmp_path: Path) -> 
 def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_path: Path) -> None:
     root = reproduce(_base(tmp_path), progress=False, runner=_runner(scripted))
     index = json.loads((root / "reproduce.json").read_text())
-    assert index["task"] == "arithmetic" and index["methods"] == {k: k for k in KEYS}
-    for key in KEYS:
+    assert index["task"] == "arithmetic" and index["methods"] == {k: k for k in DEFAULT_KEYS}
+    for key in DEFAULT_KEYS:
         assert json.loads((root / key / "iter_2/eval/results.json").read_text())["iteration"] == 2
     # a shared stage equals what the method computes on its own
     alone = _base(tmp_path, name="alone", method="star", summarize=True)
@@ -51,7 +51,9 @@ def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_p
     # base readings are one measurement: the same records in every method with the summary setting of Ours
     base = (root / "ours/iter_0/eval/debate.jsonl").read_bytes()
     assert all(
-        (root / k / "iter_0/eval/debate.jsonl").read_bytes() == base for k in KEYS if k != "ours_no_summary"
+        (root / k / "iter_0/eval/debate.jsonl").read_bytes() == base
+        for k in DEFAULT_KEYS
+        if k != "ours_no_summary"
     )
     assert (root / "ours_no_summary/iter_0/eval/debate.jsonl").read_bytes() != base  # no summaries in it
     # ours and single_ft debate alike in iteration 1; majority_ft and star sample one round

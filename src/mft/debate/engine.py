@@ -63,6 +63,23 @@ class DebateSettings:
     sampling: Sampling = field(default_factory=Sampling)
     seed: int = 0
     chunk_size: int = 64
+    # every agent's request opens with a system message naming the agent it plays (`agent_id_prompt`):
+    # the Unique ID baseline, one model conditioned on agent ids. Records keep the conversations without it.
+    agent_ids: bool = False
+
+
+def agent_id_prompt(slot: int, round_: int) -> str:
+    """The system message that tells one model which agent answers: generation agent n in round 1,
+    critic agent n later (the paper's unique ID per generation or critic agent)."""
+    role = "generation" if round_ == 0 else "critic"
+    return f"You are {role} agent {slot + 1}."
+
+
+def _request(
+    society: Society, settings: DebateSettings, slot: int, round_: int, conv: list[Message]
+) -> GenerationRequest:
+    opening = [Message(role="system", content=agent_id_prompt(slot, round_))] if settings.agent_ids else []
+    return GenerationRequest(society.agent(slot, round_).name, opening + list(conv))
 
 
 def _seed(*parts: object) -> int:
@@ -112,9 +129,7 @@ def debate_chunk(
                             Message(role="user", content=task.debate_prompt(_others(prev[p], s)))
                         )
         reqs = [
-            GenerationRequest(society.agent(s, r).name, list(convs[p][s]))
-            for p in range(len(problems))
-            for s in range(n)
+            _request(society, settings, s, r, convs[p][s]) for p in range(len(problems)) for s in range(n)
         ]
         flat = backend.generate(reqs, sampling)
         for p in range(len(problems)):

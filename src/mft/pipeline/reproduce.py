@@ -25,7 +25,7 @@ from typing import Any
 
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
-from mft.methods import BY_KEY, METHODS
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS
 from mft.pipeline.run import open_run, run
 from mft.pipeline.stages import method_of
 from mft.records import write_json_atomic
@@ -100,8 +100,9 @@ def reproduce(
     progress: bool = True,
     runner: Callable[..., list[dict[str, Any]]] | None = None,
 ) -> Path:
-    """Run every method (resumable: finished stages are kept) and write the report; returns the directory."""
-    methods = list(KEYS) if methods is None else methods
+    """Run the methods (default: the main comparison, `DEFAULT_KEYS`; resumable: finished stages are kept)
+    and write the report; returns the directory."""
+    methods = list(DEFAULT_KEYS) if methods is None else methods
     unknown = [m for m in methods if m not in BY_KEY]
     if unknown:
         raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(KEYS)}")

@@ -9,6 +9,7 @@ moment and re-running the same command continues from the last finished unit.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 
 from mft.backends.base import Agent, Backend, FinetuneSettings, Sampling
@@ -82,6 +83,12 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
     )
 
 
+def tells_ids(cfg: RunConfig, k: int) -> bool:
+    """Whether the society of iteration k is told which agent each request is for: only a model finetuned
+    with agent ids (Unique ID, k >= 1); the base model never saw them, so it debates as in every method."""
+    return method_of(cfg).agent_ids and k >= 1
+
+
 def society_after(cfg: RunConfig, k: int) -> Society:
     """The society that iteration k produced (k = 0: N copies of the base, generators and critics alike)."""
     return RunDir(cfg.run_dir).society(k, cfg.agents)
@@ -105,7 +112,7 @@ def stage_debate(
         task,
         train,
         society_after(cfg, k - 1),
-        debate_settings(cfg, task, cfg.seed + k, rounds=rounds),
+        replace(debate_settings(cfg, task, cfg.seed + k, rounds=rounds), agent_ids=tells_ids(cfg, k - 1)),
         RunDir(cfg.run_dir).train_debate(k),
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),
@@ -207,7 +214,7 @@ def stage_eval(
         task,
         test,
         society_after(cfg, k),
-        debate_settings(cfg, task, cfg.seed + 1000 + k),
+        replace(debate_settings(cfg, task, cfg.seed + 1000 + k), agent_ids=tells_ids(cfg, k)),
         rd.eval_debate(k),
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),

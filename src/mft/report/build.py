@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, write_document
+from mft.report.experiments import paper_blocks, transfer_blocks
 from mft.report.load import DIVERSITY_METRICS, Run, Study, load
 from mft.report.series import (
     accuracy_series,
@@ -81,6 +82,8 @@ def build_report(study: Study) -> Document:
     b.append(Para(TABLE_NOTE))
     notes = [column_detail(study.task, study)] + unfinished(study) + study.notes
     b.append(Bullets(notes))
+
+    b += paper_blocks(study) + transfer_blocks(study)
 
     b.append(Heading(2, "Accuracy per iteration"))
     harness = (study.base_from or study.runs[0]).harness  # the harness of the base readings

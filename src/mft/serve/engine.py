@@ -147,6 +147,7 @@ class Engine:
             sampling=sampling,
             seed=sampling.seed,
             chunk_size=len(problems),
+            agent_ids=served.agent_ids,
         )
         usage = _UsageByProblem(self.backend, len(problems))
         records = debate_chunk(usage, self.task, problems, served.society, settings, 0)

@@ -33,6 +33,7 @@ class ServedSociety:
     source: str = "base model"  # for people: where the agents came from
     summarize: bool = False  # show agents a summary of the others' answers (a run's own setting)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # a run's own template options
+    agent_ids: bool = False  # requests name the agent answering them (a Unique ID run's finetuned model)
 
     def agents(self) -> list[Agent]:
         """Generators then critics, each name once."""
@@ -106,6 +107,7 @@ def build_served(
 ) -> ServedSociety:
     """What `mft serve` serves. With a run directory, unset options default to that run's settings."""
     from mft.config import build_task
+    from mft.methods import of_run
     from mft.tasks import get_task
 
     if iteration is not None and run_dir is None:
@@ -123,6 +125,7 @@ def build_served(
         source = f"{run_dir} iteration {k}"
         summarize = cfg.summarize
         template_kwargs = dict(cfg.chat_template_kwargs)
+        agent_ids = of_run(cfg.method, cfg.summarize).agent_ids and k >= 1
     else:
         society = Society.of_base(agents or 3)
         the_task = get_task(task or "arithmetic")
@@ -131,10 +134,11 @@ def build_served(
         source = "base model"
         summarize = False
         template_kwargs = {}
+        agent_ids = False
     if n_rounds < 1 or society.size < 1:
         raise MftError("a served society needs at least 1 agent and 1 round")
     served = ServedSociety(
-        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs
+        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs, agent_ids
     )
     ids = served.model_ids()
     clash = sorted({i for i in ids if ids.count(i) > 1})
