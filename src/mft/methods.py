@@ -22,6 +22,7 @@ from mft.data.builders import (
     critic_split,
     generator_examples,
     majority_examples,
+    mask_first_answer,
     mix_critic,
     pooled_examples,
     star_examples,
@@ -42,9 +43,10 @@ class BuildContext:
     """What a data builder may use besides the records: no labels, no model."""
 
     agents: int
-    critic_positive_fraction: float
+    critic_corrected_share: float  # w: the share of D_C- in a critic's data
     seed: int
     iteration: int
+    mask_critic_first_answer: bool = False  # the critic's first answer is context, not trained on
 
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
@@ -52,13 +54,15 @@ Slots = Literal["society", "generators", "one_model"]
 
 
 def society_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
-    """Ours: generator n on D_G^n; critic n on D_C- mixed with D_C+ (w = critic_positive_fraction)."""
+    """Ours: generator n on D_G^n; critic n on D_C- and D_C+ mixed with a share w of D_C-."""
     out: dict[str, Dataset] = {}
     for n in range(ctx.agents):
         gen = generator_examples(records, n, eq)
         out[f"gen_{n}"] = Dataset(gen, {"examples": len(gen)})
         split = critic_split(records, n, eq)
-        critic = mix_critic(split, ctx.critic_positive_fraction, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+        critic = mix_critic(split, ctx.critic_corrected_share, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+        if ctx.mask_critic_first_answer:
+            critic = [mask_first_answer(ex) for ex in critic]
         out[f"critic_{n}"] = Dataset(
             critic,
             {
@@ -86,7 +90,8 @@ def _one_model(examples: list[Example]) -> dict[str, Dataset]:
 def pooled_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
     """Single-agent FT: every agent's generator and critic data, pooled for one model."""
     seed = f"{ctx.seed}:{ctx.iteration}"
-    return _one_model(pooled_examples(records, eq, ctx.critic_positive_fraction, seed=seed))
+    examples = pooled_examples(records, eq, ctx.critic_corrected_share, seed, ctx.mask_critic_first_answer)
+    return _one_model(examples)
 
 
 def majority_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:

@@ -68,10 +68,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def renamed_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's config with settings renamed since then under their new names: `critic_positive_fraction`
+    (the share of D_C+) is `critic_corrected_share` = 1 - it (the share of D_C-, the same mix wherever the
+    agent had any D_C-)."""
+    if "critic_positive_fraction" not in config:
+        return config
+    out = {k: v for k, v in config.items() if k != "critic_positive_fraction"}
+    old = config["critic_positive_fraction"]
+    out.setdefault("critic_corrected_share", 1 - old if isinstance(old, int | float) else old)
+    return out
+
+
 def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
     """The settings of `cfg` that differ from a manifest's `old_config` (those that change results)."""
     config = json.loads(cfg.model_dump_json())
-    before = {**SETTINGS_BEFORE_THEY_EXISTED, **old_config}
+    old_config = renamed_settings(old_config)
+    # STaR's rationalization came with its setting: an older STaR run made none; for other methods the
+    # setting does nothing, so an older run of theirs continues with the default
+    rationalized = {"star_rationalize": old_config.get("method") != "star"}
+    before = {**SETTINGS_BEFORE_THEY_EXISTED, **rationalized, **old_config}
     return sorted(k for k in config if k not in RESUMABLE_CHANGES and before.get(k) != config[k])
 
 
@@ -288,7 +304,7 @@ class RunDir:
 
         self.require_run(hint)
         try:
-            config = json.loads(self.manifest.read_text(encoding="utf-8"))["config"]
+            config = renamed_settings(json.loads(self.manifest.read_text(encoding="utf-8"))["config"])
             return RunConfig.model_validate(
                 {**config, "runs_dir": str(self.path.parent), "name": self.path.name}
             )

@@ -125,7 +125,13 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
             f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
             hint="finish the debate stage first",
         )
-    ctx = BuildContext(cfg.agents, cfg.critic_positive_fraction, cfg.seed, k)
+    ctx = BuildContext(
+        cfg.agents,
+        cfg.critic_corrected_share,
+        cfg.seed,
+        k,
+        mask_critic_first_answer=cfg.critic_mask_first_answer,
+    )
     datasets = method_of(cfg).build(records, task.is_equivalent, ctx)
     for slot, dataset in datasets.items():
         write_examples(rd.examples(k, slot), dataset.examples)
