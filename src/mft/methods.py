@@ -25,9 +25,10 @@ from mft.data.builders import (
     mask_first_answer,
     mix_critic,
     pooled_examples,
+    rationalized_examples,
     star_examples,
 )
-from mft.records import DebateRecord
+from mft.records import DebateRecord, Rationale
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,14 @@ class Dataset:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a data builder may use besides the records: no labels, no model."""
+    """What a data builder may use besides the records: no model, and no labels but STaR's rationales."""
 
     agents: int
     critic_corrected_share: float  # w: the share of D_C- in a critic's data
     seed: int
     iteration: int
     mask_critic_first_answer: bool = False  # the critic's first answer is context, not trained on
+    rationales: Sequence[Rationale] | None = None  # STaR's rationalizations (None: not made)
 
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
@@ -100,8 +102,14 @@ def majority_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildCon
 
 
 def star_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
-    """STaR: the samples whose answer matches the ground truth (the one builder that reads labels)."""
-    return _one_model(star_examples(records, eq))
+    """STaR: the samples whose answer matches the ground truth, plus the rationalized ones (hinted
+    regenerations of the wrong samples that reach it), if any (the one builder that reads labels)."""
+    right = star_examples(records, eq)
+    hinted = [] if ctx.rationales is None else rationalized_examples(records, ctx.rationales, eq)
+    sizes = {"examples": len(right) + len(hinted)}
+    if ctx.rationales is not None:
+        sizes["rationalized"] = len(hinted)
+    return {"model": Dataset(right + hinted, sizes)}
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class Method:
     rank: int  # position of its row in the report (the paper's Table 1 order, then the ablations)
     colour: str  # its colour in every plot
     about: str = ""  # what it finetunes on what, for `--method`'s help (where it is a run's `method`)
+    rationalizes: bool = False  # regenerates its wrong samples with the gold answer as a hint (STaR)
 
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
@@ -155,13 +164,17 @@ METHODS: tuple[Method, ...] = (
     Method(
         "star", "STaR", run_as="star", summarize=True, slots="one_model", one_round=True,
         build=star_data, rank=3, colour="#8c564b",
-        about="one model on its samples that match the ground truth",
+        about="one model on its samples that match the ground truth (and, with star_rationalize, on its "
+        "hinted regenerations of the others that do)",
+        rationalizes=True,
     ),
 )  # fmt: skip
 BY_KEY = {m.key: m for m in METHODS}
 # RunConfig.method's choices: what a single run can be asked to do (and its help text).
 RUN_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m.run_as for m in METHODS))
 RUN_METHODS_HELP = ", ".join(f"{m.run_as} ({m.about})" for m in METHODS if m.about)
+# The run methods that use `star_rationalize` (for the others it does nothing).
+RATIONALIZING: frozenset[str] = frozenset(m.run_as for m in METHODS if m.rationalizes)
 
 # The base society's readings (iteration 0 of every run), each a report row: key -> (label, rank).
 BASELINES: dict[str, tuple[str, int]] = {

@@ -87,6 +87,17 @@ class DebateRecord(BaseModel):
         return len(self.responses[0]) if self.responses else 0
 
 
+class Rationale(BaseModel):
+    """STaR's rationalization of one wrong round-1 sample: the same agent asked again with the gold answer as
+    a hint (`hinted_prompt`, kept for reading; training pairs the response with the prompt without it)."""
+
+    problem_id: str
+    slot: int = Field(description="The agent slot whose round-1 sample was wrong.")
+    hinted_prompt: str
+    response: str
+    answer: str | None = Field(description="The answer the hinted response states (None: none).")
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

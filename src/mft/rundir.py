@@ -4,6 +4,7 @@
     runs/<name>/timings.json              seconds per stage
     runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
     runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
+    runs/<name>/iter_<k>/rationalize.jsonl  STaR only: its wrong samples regenerated with the answer as a hint
     runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl (or model.jsonl), sizes.json
     runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (adapters), society.json
     runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 from mft.backends.base import Agent
 from mft.debate.engine import Society
 from mft.errors import MftError
+from mft.methods import RATIONALIZING
 from mft.records import Problem, problem_hashes, problems_digest, remove_stale_temps_under, write_json_atomic
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
     old_config = renamed_settings(old_config)
     # STaR's rationalization came with its setting: an older STaR run made none; for other methods the
     # setting does nothing, so an older run of theirs continues with the default
-    rationalized = {"star_rationalize": old_config.get("method") != "star"}
+    rationalized = {"star_rationalize": old_config.get("method") not in RATIONALIZING}
     before = {**SETTINGS_BEFORE_THEY_EXISTED, **rationalized, **old_config}
     return sorted(k for k in config if k not in RESUMABLE_CHANGES and before.get(k) != config[k])
 
@@ -209,6 +211,9 @@ class RunDir:
 
     def results(self, k: int) -> Path:
         return self.eval_dir(k) / "results.json"
+
+    def rationales(self, k: int) -> Path:
+        return self.iteration(k) / "rationalize.jsonl"
 
     def diversity(self, k: int) -> Path:
         return self.iteration(k) / "diversity.json"

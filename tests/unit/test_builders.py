@@ -147,3 +147,25 @@ def test_test_split_records_never_feed_a_dataset() -> None:
     for build in (lambda: generator_examples(leaked, 0, eq), lambda: critic_split(leaked, 0, eq)):
         with pytest.raises(MftError, match="not from the training split"):
             build()
+
+
+def test_rationalized_examples_are_right_hinted_answers_without_the_hint() -> None:
+    from mft.data.builders import rationalized_examples, wrong_samples
+    from mft.records import Rationale
+
+    gold = eq  # the gold of every record below is 999
+    records = [_rec("r1", ["999", "5", None], ["999", "5", None], "999")]
+    assert [(r.problem.id, s) for r, s in wrong_samples(records, gold)] == [("r1", 1), ("r1", 2)]
+
+    def hinted(slot: int, answer: str | None) -> Rationale:
+        prompt = f"Q r1\n\nHint: the correct answer is 999. ({slot})"
+        return Rationale(
+            problem_id="r1", slot=slot, hinted_prompt=prompt, response=f"{answer}!", answer=answer
+        )
+
+    rationales = [hinted(0, "999"), hinted(1, "999"), hinted(2, "4")]  # slot 0 was right: not rationalized
+    examples = rationalized_examples(records, rationales, gold)
+    assert [[m.content for m in ex] for ex in examples] == [
+        ["Q r1", "999!"]
+    ]  # slot 1 only: slot 2 still wrong
+    assert examples[0][0] == records[0].conversations[1][0]  # the round-1 prompt, without the hint

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mft.errors import MftError
-from mft.records import DebateRecord, Message
+from mft.records import DebateRecord, Message, Rationale
 
 Equivalent = Callable[[str | None, str | None], bool]
 Example = list[Message]
@@ -120,11 +120,37 @@ def majority_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -
 
 
 def star_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[Example]:
-    """STaR (no rationalization): round-1 responses whose answer matches the GROUND TRUTH.
+    """STaR: round-1 responses whose answer matches the GROUND TRUTH.
 
     The one builder that reads labels, as the baseline requires; still train-split records only.
     """
     return round1_examples(records, lambda r, a: equivalent(a, r.problem.answer))
+
+
+def wrong_samples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[tuple[DebateRecord, int]]:
+    """(record, slot) of every round-1 sample whose answer is not the ground truth (none counts as wrong):
+    what STaR rationalizes, in record then slot order."""
+    check_train_only(records)
+    return [
+        (r, slot)
+        for r in records
+        for slot in range(r.n_agents)
+        if not equivalent(r.answers[0][slot], r.problem.answer)
+    ]
+
+
+def rationalized_examples(
+    records: Sequence[DebateRecord], rationales: Sequence[Rationale], equivalent: Equivalent
+) -> list[Example]:
+    """STaR's rationalization: each wrong round-1 sample's hinted regeneration that reaches the ground truth,
+    as (the round-1 prompt WITHOUT the hint, the regenerated response)."""
+    by_sample = {(x.problem_id, x.slot): x for x in rationales}
+    out = []
+    for r, slot in wrong_samples(records, equivalent):
+        x = by_sample.get((r.problem.id, slot))
+        if x is not None and equivalent(x.answer, r.problem.answer):
+            out.append([r.conversations[slot][0], Message(role="assistant", content=x.response)])
+    return out
 
 
 def pooled_examples(
