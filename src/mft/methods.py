@@ -6,8 +6,13 @@ N critics, N generators only, or one model that plays every agent), whether its 
 of independent samples, the builder of each slot's dataset from the debate records, and its report label,
 row position and plot colour. Adding a method to the comparison is one `Method(...)` here plus its builder.
 
-Base, Majority and Debate are not methods: they are readings of the base society (iteration 0) that every
-run evaluates; they have a label and a row position only (`BASELINES`).
+Every evaluation records three readings of the society's test debate: `single` (one agent's first answer,
+mean over the agents), `majority` (the vote of the N independent first answers) and `debate` (the vote of
+the last round). A method's row shows the reading the paper evaluates it by (`reading`): the debate for the
+multiagent methods, the majority vote of the finetuned model's N samples for Majority FT. Base, Majority and
+Debate are not methods: they are the readings of the base society (iteration 0) that every run evaluates;
+they have a label and a row position only (`BASELINES`). `EXTRA_ROWS` are further readings of a method's
+run that the paper reports as rows of their own (Single-agent FT without debate).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class BuildContext:
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
 Slots = Literal["society", "generators", "one_model"]
+Reading = Literal["single", "majority", "debate"]  # the readings of an evaluation (`results.json`)
 
 
 def society_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
@@ -125,6 +131,7 @@ class Method:
     colour: str  # its colour in every plot
     about: str = ""  # what it finetunes on what, for `--method`'s help (where it is a run's `method`)
     rationalizes: bool = False  # regenerates its wrong samples with the gold answer as a hint (STaR)
+    reading: Reading = "debate"  # the reading its report row shows
 
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
@@ -160,6 +167,7 @@ METHODS: tuple[Method, ...] = (
         "majority_ft", "Majority FT", run_as="majority_ft", summarize=True, slots="one_model",
         one_round=True, build=majority_data, rank=4, colour="#2ca02c",
         about="one model on its N samples that agree with their vote",
+        reading="majority",  # the paper evaluates it as it is trained: a majority vote of its N samples
     ),
     Method(
         "star", "STaR", run_as="star", summarize=True, slots="one_model", one_round=True,
@@ -183,9 +191,40 @@ BASELINES: dict[str, tuple[str, int]] = {
     "debate": ("Debate", 2),
 }
 
-# Every row's label, and the rows in the report's order (methods and baselines alike).
-LABELS: dict[str, str] = {**{k: v[0] for k, v in BASELINES.items()}, **{m.key: m.label for m in METHODS}}
-_RANKS = {**{k: v[1] for k, v in BASELINES.items()}, **{m.key: m.rank for m in METHODS}}
+
+@dataclass(frozen=True)
+class ExtraRow:
+    """A report row that is another reading of a method's run."""
+
+    key: str
+    label: str
+    of: str  # the method key of the run it reads
+    reading: Reading
+    rank: int
+
+
+EXTRA_ROWS: tuple[ExtraRow, ...] = (
+    # the paper's ablation: the single finetuned model answering alone, without a debate
+    ExtraRow("single_ft_no_debate", "Single-agent FT (no debate)", of="single_ft", reading="single", rank=9),
+)
+
+
+def reading_of(key: str) -> Reading:
+    """The reading a row of method `key` shows (the debate for a method the table does not know)."""
+    return BY_KEY[key].reading if key in BY_KEY else "debate"
+
+
+# Every row's label, and the rows in the report's order (methods, baselines and extra rows alike).
+LABELS: dict[str, str] = {
+    **{k: v[0] for k, v in BASELINES.items()},
+    **{m.key: m.label for m in METHODS},
+    **{r.key: r.label for r in EXTRA_ROWS},
+}
+_RANKS = {
+    **{k: v[1] for k, v in BASELINES.items()},
+    **{m.key: m.rank for m in METHODS},
+    **{r.key: r.rank for r in EXTRA_ROWS},
+}
 REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
 
 
