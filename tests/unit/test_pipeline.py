@@ -216,3 +216,17 @@ def test_star_rationalizes_wrong_samples_with_the_answer_as_a_hint(scripted, tmp
     calls = len(fs.backend.calls)
     run(cfg, progress=False, backend=fs.backend)  # resumed: nothing is asked again
     assert len(fs.backend.calls) == calls
+
+
+def test_star_data_waits_for_its_rationalization(scripted, tmp_path) -> None:
+    from mft.pipeline.stages import stage_build_data
+
+    cfg = _cfg(tmp_path, method="star", agents=3, iterations=1)
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = _hint_helps
+    run(cfg, progress=False, backend=fs.backend)
+    lines = (cfg.run_dir / "iter_1/rationalize.jsonl").read_text().splitlines()
+    (cfg.run_dir / "iter_1/rationalize.jsonl").write_text("\n".join(lines[:-2]) + "\n")  # two not done
+    (cfg.run_dir / "iter_1/data/sizes.json").unlink()
+    with pytest.raises(MftError, match="iteration 1: 2 wrong sample.*not rationalized yet"):
+        stage_build_data(cfg, 1, get_task("arithmetic"))
