@@ -240,7 +240,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         annotation = info.annotation
         if typing.get_origin(annotation) is dict:
             continue  # mappings are set in the YAML file
-        help_text = f"{info.description} (default: {info.default})"
+        default = info.default
+        if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
+            default = f"{default:.4g}"
+        help_text = f"{info.description} (default: {default})"
         if annotation is bool:
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -285,7 +288,7 @@ class RunConfig(SharedConfig):
     method: MethodName = Field(
         "ours",
         description=f"What is finetuned on what: {RUN_METHODS_HELP}. Every method is evaluated by the same "
-        "N x M debate.",
+        "N x M debate (Majority FT is reported by the vote of its N first answers).",
     )
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
