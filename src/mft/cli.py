@@ -489,7 +489,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     study = load(root)
     table = methods_table([(study.task, study)])
-    shown = Table(title=f"{cfg.task}: test accuracy, N agents x M rounds debate after the last iteration")
+    shown = Table(title=f"{cfg.task}: test accuracy after the last iteration (readings: see the report)")
     for i, col in enumerate(table.header):
         shown.add_column(col, justify="left" if i == 0 else "right")
     for row in table.rows:

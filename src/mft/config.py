@@ -205,10 +205,22 @@ def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any
         data.update(given)
         if path is not None:
             source = f"{path} + command line"
+    check_renamed(data, source)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, list(cls.model_fields))) from None
+
+
+def check_renamed(data: dict[str, Any], source: str) -> None:
+    """A setting that was renamed (its old name read the other way round) is one line with its new value."""
+    if "critic_positive_fraction" in data:
+        old = data["critic_positive_fraction"]
+        new = f"{1 - old:g}" if isinstance(old, int | float) and 0 <= old <= 1 else "1 - its value"
+        raise ConfigError(
+            f"{source}: field 'critic_positive_fraction' (the share of D_C+) is now critic_corrected_share, "
+            f"the share of D_C- (the paper's w): write critic_corrected_share: {new}"
+        )
 
 
 # The groups of settings in `--help` (and in docs), in this order. Every field of every config class is in
@@ -219,7 +231,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
     "sampling": ("temperature", "top_p", "max_new_tokens"),
     "seeds": ("seed", "split_seed"),
-    "method": ("method", "iterations", "critic_positive_fraction", "min_examples"),
+    "method": (
+        "method", "iterations", "critic_corrected_share", "critic_mask_first_answer", "star_rationalize",
+        "min_examples",
+    ),
     "finetuning": (
         "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
         "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
@@ -246,7 +261,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         annotation = info.annotation
         if typing.get_origin(annotation) is dict:
             continue  # mappings are set in the YAML file
-        help_text = f"{info.description} (default: {info.default})"
+        default = info.default
+        if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
+            default = f"{default:.4g}"
+        help_text = f"{info.description} (default: {default})"
         if annotation is bool:
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -291,14 +309,32 @@ class RunConfig(SharedConfig):
     method: MethodName = Field(
         "ours",
         description=f"What is finetuned on what: {RUN_METHODS_HELP}. Every method is evaluated by the same "
-        "N x M debate.",
+        "N x M debate (Majority FT is reported by the vote of its N first answers).",
     )
     iterations: int = Field(3, ge=1, le=50, description="Finetuning iterations.")
     n_train: int = Field(500, ge=1, description="Training problems (debated each iteration; no labels used).")
     n_test: int = Field(500, ge=1, description="Held-out problems for evaluation.")
     chunk_size: int = Field(100, ge=1, description="Problems debated together (one resumable unit).")
-    critic_positive_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="w: share of the critic data drawn from D_C+ (answers kept) vs D_C-."
+    # The paper's w (D_C = w D_C- + (1 - w) D_C+). Its official code keeps every D_C- conversation and adds
+    # a D_C+ one with probability 1/2 after each: 2/3 D_C- on average, the default here.
+    critic_corrected_share: float = Field(
+        2 / 3,
+        ge=0.0,
+        le=1.0,
+        description="w, the paper's critic mix: share of each critic's data from D_C- (conversations where "
+        "the debate corrected its first answer), the rest from D_C+ (first answer kept); 1: D_C- only, 0: "
+        "D_C+ only. Default 2/3, the official code's mix.",
+    )
+    critic_mask_first_answer: bool = Field(
+        False,
+        description="Keep the critic's first answer out of its loss (trained on its later answers only). "
+        "Off: the whole conversation is trained on, as the official trainer does.",
+    )
+    star_rationalize: bool = Field(
+        True,
+        description="STaR: regenerate each wrong round-1 sample with the gold answer as a hint and train on "
+        "the hinted regenerations that reach it, without the hint in the prompt (rationalization, as in "
+        "STaR). Used by method star only.",
     )
     min_examples: int = Field(8, ge=1, description="An agent with fewer examples keeps its previous weights.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank.")

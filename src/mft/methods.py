@@ -6,8 +6,13 @@ N critics, N generators only, or one model that plays every agent), whether its 
 of independent samples, the builder of each slot's dataset from the debate records, and its report label,
 row position and plot colour. Adding a method to the comparison is one `Method(...)` here plus its builder.
 
-Base, Majority and Debate are not methods: they are readings of the base society (iteration 0) that every
-run evaluates; they have a label and a row position only (`BASELINES`).
+Every evaluation records three readings of the society's test debate: `single` (one agent's first answer,
+mean over the agents), `majority` (the vote of the N independent first answers) and `debate` (the vote of
+the last round). A method's row shows the reading the paper evaluates it by (`reading`): the debate for the
+multiagent methods, the majority vote of the finetuned model's N samples for Majority FT. Base, Majority and
+Debate are not methods: they are the readings of the base society (iteration 0) that every run evaluates;
+they have a label and a row position only (`BASELINES`). `EXTRA_ROWS` are further readings of a method's
+run that the paper reports as rows of their own (Single-agent FT without debate).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from mft.data.builders import (
     critic_split,
     generator_examples,
     majority_examples,
+    mask_first_answer,
     mix_critic,
     pooled_examples,
+    rationalized_examples,
     star_examples,
 )
 from mft.debate.engine import agent_id_prompt
-from mft.records import DebateRecord, Message
+from mft.records import DebateRecord, Message, Rationale
 
 
 @dataclass(frozen=True)
@@ -41,26 +48,31 @@ class Dataset:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a data builder may use besides the records: no labels, no model."""
+    """What a data builder may use besides the records: no model, and no labels but STaR's rationales."""
 
     agents: int
-    critic_positive_fraction: float
+    critic_corrected_share: float  # w: the share of D_C- in a critic's data
     seed: int
     iteration: int
+    mask_critic_first_answer: bool = False  # the critic's first answer is context, not trained on
+    rationales: Sequence[Rationale] | None = None  # STaR's rationalizations (None: not made)
 
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
 Slots = Literal["society", "generators", "one_model"]
+Reading = Literal["single", "majority", "debate"]  # the readings of an evaluation (`results.json`)
 
 
 def society_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
-    """Ours: generator n on D_G^n; critic n on D_C- mixed with D_C+ (w = critic_positive_fraction)."""
+    """Ours: generator n on D_G^n; critic n on D_C- and D_C+ mixed with a share w of D_C-."""
     out: dict[str, Dataset] = {}
     for n in range(ctx.agents):
         gen = generator_examples(records, n, eq)
         out[f"gen_{n}"] = Dataset(gen, {"examples": len(gen)})
         split = critic_split(records, n, eq)
-        critic = mix_critic(split, ctx.critic_positive_fraction, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+        critic = mix_critic(split, ctx.critic_corrected_share, seed=f"{ctx.seed}:{ctx.iteration}:{n}")
+        if ctx.mask_critic_first_answer:
+            critic = [mask_first_answer(ex) for ex in critic]
         out[f"critic_{n}"] = Dataset(
             critic,
             {
@@ -88,7 +100,8 @@ def _one_model(examples: list[Example]) -> dict[str, Dataset]:
 def pooled_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
     """Single-agent FT: every agent's generator and critic data, pooled for one model."""
     seed = f"{ctx.seed}:{ctx.iteration}"
-    return _one_model(pooled_examples(records, eq, ctx.critic_positive_fraction, seed=seed))
+    examples = pooled_examples(records, eq, ctx.critic_corrected_share, seed, ctx.mask_critic_first_answer)
+    return _one_model(examples)
 
 
 def majority_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
@@ -97,8 +110,14 @@ def majority_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildCon
 
 
 def star_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext) -> dict[str, Dataset]:
-    """STaR: the samples whose answer matches the ground truth (the one builder that reads labels)."""
-    return _one_model(star_examples(records, eq))
+    """STaR: the samples whose answer matches the ground truth, plus the rationalized ones (hinted
+    regenerations of the wrong samples that reach it), if any (the one builder that reads labels)."""
+    right = star_examples(records, eq)
+    hinted = [] if ctx.rationales is None else rationalized_examples(records, ctx.rationales, eq)
+    sizes = {"examples": len(right) + len(hinted)}
+    if ctx.rationales is not None:
+        sizes["rationalized"] = len(hinted)
+    return {"model": Dataset(right + hinted, sizes)}
 
 
 def pooled_society_data(
@@ -145,6 +164,8 @@ class Method:
     # (`debate.engine.agent_id_prompt`) opens every request it answers and every example it trains on
     agent_ids: bool = False
     in_default: bool = True  # run by a plain `mft reproduce` (the others only when named in --methods)
+    rationalizes: bool = False  # regenerates its wrong samples with the gold answer as a hint (STaR)
+    reading: Reading = "debate"  # the reading its report row shows
 
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
@@ -180,21 +201,24 @@ METHODS: tuple[Method, ...] = (
         "majority_ft", "Majority FT", run_as="majority_ft", summarize=True, slots="one_model",
         one_round=True, build=majority_data, rank=4, colour="#2ca02c",
         about="one model on its N samples that agree with their vote",
+        reading="majority",  # the paper evaluates it as it is trained: a majority vote of its N samples
     ),
     Method(
         "star", "STaR", run_as="star", summarize=True, slots="one_model", one_round=True,
         build=star_data, rank=3, colour="#8c564b",
-        about="one model on its samples that match the ground truth",
+        about="one model on its samples that match the ground truth (and, with star_rationalize, on its "
+        "hinted regenerations of the others that do)",
+        rationalizes=True,
     ),
     # Experiments beyond the main comparison: run by `mft reproduce --methods ...` only.
     Method(
         "ours_pooled", "Ours (pooled data)", run_as="ours_pooled", summarize=True, slots="society",
-        one_round=False, build=pooled_society_data, rank=9, colour="#17becf", in_default=False,
+        one_round=False, build=pooled_society_data, rank=10, colour="#17becf", in_default=False,
         about="N generators + N critics, each on the pooled data of all agents",
     ),
     Method(
         "unique_id", "Unique ID", run_as="unique_id", summarize=True, slots="one_model", one_round=False,
-        build=unique_id_data, rank=10, colour="#7f7f7f", agent_ids=True, in_default=False,
+        build=unique_id_data, rank=11, colour="#7f7f7f", agent_ids=True, in_default=False,
         about="one model on every agent's data, told which agent it plays",
     ),
 )  # fmt: skip
@@ -203,6 +227,8 @@ DEFAULT_KEYS: tuple[str, ...] = tuple(m.key for m in METHODS if m.in_default)  #
 # RunConfig.method's choices: what a single run can be asked to do (and its help text).
 RUN_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m.run_as for m in METHODS))
 RUN_METHODS_HELP = ", ".join(f"{m.run_as} ({m.about})" for m in METHODS if m.about)
+# The run methods that use `star_rationalize` (for the others it does nothing).
+RATIONALIZING: frozenset[str] = frozenset(m.run_as for m in METHODS if m.rationalizes)
 
 # The base society's readings (iteration 0 of every run), each a report row: key -> (label, rank).
 BASELINES: dict[str, tuple[str, int]] = {
@@ -211,9 +237,40 @@ BASELINES: dict[str, tuple[str, int]] = {
     "debate": ("Debate", 2),
 }
 
-# Every row's label, and the rows in the report's order (methods and baselines alike).
-LABELS: dict[str, str] = {**{k: v[0] for k, v in BASELINES.items()}, **{m.key: m.label for m in METHODS}}
-_RANKS = {**{k: v[1] for k, v in BASELINES.items()}, **{m.key: m.rank for m in METHODS}}
+
+@dataclass(frozen=True)
+class ExtraRow:
+    """A report row that is another reading of a method's run."""
+
+    key: str
+    label: str
+    of: str  # the method key of the run it reads
+    reading: Reading
+    rank: int
+
+
+EXTRA_ROWS: tuple[ExtraRow, ...] = (
+    # the paper's ablation: the single finetuned model answering alone, without a debate
+    ExtraRow("single_ft_no_debate", "Single-agent FT (no debate)", of="single_ft", reading="single", rank=9),
+)
+
+
+def reading_of(key: str) -> Reading:
+    """The reading a row of method `key` shows (the debate for a method the table does not know)."""
+    return BY_KEY[key].reading if key in BY_KEY else "debate"
+
+
+# Every row's label, and the rows in the report's order (methods, baselines and extra rows alike).
+LABELS: dict[str, str] = {
+    **{k: v[0] for k, v in BASELINES.items()},
+    **{m.key: m.label for m in METHODS},
+    **{r.key: r.label for r in EXTRA_ROWS},
+}
+_RANKS = {
+    **{k: v[1] for k, v in BASELINES.items()},
+    **{m.key: m.rank for m in METHODS},
+    **{r.key: r.rank for r in EXTRA_ROWS},
+}
 REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
 
 
@@ -229,6 +286,7 @@ PAPER_NAMES: dict[str, str] = {
     "Multiagent FT w/o summary": "ours_no_summary",
     "Multiagent FT w/o critic": "ours_no_critic",
     "Single-agent FT": "single_ft",
+    "Single-agent FT w/o debate": "single_ft_no_debate",
     "Unique ID": "unique_id",
 }
 

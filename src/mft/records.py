@@ -15,9 +15,9 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from mft.errors import MftError
 from mft.faults import checkpoint
@@ -38,10 +38,22 @@ class Problem(BaseModel):
 
 
 class Message(BaseModel):
-    """One chat message, as sent to a chat template or an OpenAI-compatible API."""
+    """One chat message, as sent to a chat template or an OpenAI-compatible API.
+
+    `weight` is for training examples only: 0 keeps an assistant turn out of the loss (the fine-tuning API's
+    chat format has the same field). It is written only where it is set, so every other file is unchanged.
+    """
 
     role: str
     content: str
+    weight: Literal[0, 1] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_weight(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("weight") is None:
+            data.pop("weight", None)
+        return data
 
 
 class DebateRecord(BaseModel):
@@ -73,6 +85,17 @@ class DebateRecord(BaseModel):
     @property
     def n_agents(self) -> int:
         return len(self.responses[0]) if self.responses else 0
+
+
+class Rationale(BaseModel):
+    """STaR's rationalization of one wrong round-1 sample: the same agent asked again with the gold answer as
+    a hint (`hinted_prompt`, kept for reading; training pairs the response with the prompt without it)."""
+
+    problem_id: str
+    slot: int = Field(description="The agent slot whose round-1 sample was wrong.")
+    hinted_prompt: str
+    response: str
+    answer: str | None = Field(description="The answer the hinted response states (None: none).")
 
 
 M = TypeVar("M", bound=BaseModel)

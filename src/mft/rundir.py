@@ -4,6 +4,7 @@
     runs/<name>/timings.json              seconds per stage
     runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
     runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
+    runs/<name>/iter_<k>/rationalize.jsonl  STaR only: its wrong samples regenerated with the answer as a hint
     runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl (or model.jsonl), sizes.json
     runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (adapters), society.json
     runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from mft.backends.base import Agent
 from mft.debate.engine import Society
 from mft.errors import MftError
+from mft.methods import RATIONALIZING
 from mft.records import Problem, problem_hashes, problems_digest, remove_stale_temps_under, write_json_atomic
 
 if TYPE_CHECKING:
@@ -70,10 +72,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def renamed_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's config with settings renamed since then under their new names: `critic_positive_fraction`
+    (the share of D_C+) is `critic_corrected_share` = 1 - it (the share of D_C-, the same mix wherever the
+    agent had any D_C-)."""
+    if "critic_positive_fraction" not in config:
+        return config
+    out = {k: v for k, v in config.items() if k != "critic_positive_fraction"}
+    old = config["critic_positive_fraction"]
+    out.setdefault("critic_corrected_share", 1 - old if isinstance(old, int | float) else old)
+    return out
+
+
 def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
     """The settings of `cfg` that differ from a manifest's `old_config` (those that change results)."""
     config = json.loads(cfg.model_dump_json())
-    before = {**SETTINGS_BEFORE_THEY_EXISTED, **old_config}
+    old_config = renamed_settings(old_config)
+    # STaR's rationalization came with its setting: an older STaR run made none; for other methods the
+    # setting does nothing, so an older run of theirs continues with the default
+    rationalized = {"star_rationalize": old_config.get("method") not in RATIONALIZING}
+    before = {**SETTINGS_BEFORE_THEY_EXISTED, **rationalized, **old_config}
     return sorted(k for k in config if k not in RESUMABLE_CHANGES and before.get(k) != config[k])
 
 
@@ -196,6 +214,9 @@ class RunDir:
     def results(self, k: int) -> Path:
         return self.eval_dir(k) / "results.json"
 
+    def rationales(self, k: int) -> Path:
+        return self.iteration(k) / "rationalize.jsonl"
+
     def diversity(self, k: int) -> Path:
         return self.iteration(k) / "diversity.json"
 
@@ -290,7 +311,7 @@ class RunDir:
 
         self.require_run(hint)
         try:
-            config = json.loads(self.manifest.read_text(encoding="utf-8"))["config"]
+            config = renamed_settings(json.loads(self.manifest.read_text(encoding="utf-8"))["config"])
             return RunConfig.model_validate(
                 {**config, "runs_dir": str(self.path.parent), "name": self.path.name}
             )

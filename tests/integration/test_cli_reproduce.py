@@ -17,8 +17,19 @@ def test_reproduce_runs_the_methods_and_writes_the_report(tmp_path: Path, capsys
     assert main(args) == 0
     root = tmp_path / "reproduce-arithmetic"
     printed = capsys.readouterr().out
-    for label in ("Base", "Majority", "Debate", "STaR", "Ours", "Single-agent FT"):
+    for label in (
+        "Base",
+        "Majority",
+        "Debate",
+        "STaR",
+        "Ours",
+        "Single-agent FT",
+        "Single-agent FT (no debate)",
+    ):
         assert label in printed
+    # STaR rationalizes its wrong samples on the real model: the file, and their count in sizes.json
+    assert "rationalized" in json.loads((root / "star/iter_1/data/sizes.json").read_text())["model"]
+    assert (root / "star/iter_1/rationalize.jsonl").exists()
     assert json.loads((root / "reproduce.json").read_text())["methods"] == {
         "ours": "ours", "single_ft": "single_ft", "star": "star"
     }  # fmt: skip

@@ -143,3 +143,14 @@ def test_reply_ids_end_at_the_stop_token(toy_tok: Any) -> None:
     ids, n = chat.reply_ids(CHAT[:1], "The answer is 2.")
     assert tok.decode(ids[-n:]) == "The answer is 2.<|end|>"  # not the "\n" + eos the template adds after it
     assert ids[:-n] == chat.prompt_ids(CHAT[:1])
+
+
+@pytest.mark.parametrize("template", [None, PHI3_LIKE], ids=["generation tags", "prefix check"])
+def test_a_turn_of_weight_0_is_context_not_trained_on(toy_tok: Any, template: str | None) -> None:
+    tok = toy_tok if template is None else _with_template(toy_tok, template)
+    chat = ChatFormat(tok)
+    masked = [m.model_copy(update={"weight": 0}) if i == 1 else m for i, m in enumerate(CHAT)]
+    ids, labels = chat.training_ids(masked)
+    assert ids == chat.training_ids(CHAT)[0]  # the same chat, fewer labels
+    decoded = [tok.decode(s) for s in _spans(ids, labels)]
+    assert decoded == [m.content + "<|end|>" for m in CHAT[2:] if m.role == "assistant"]

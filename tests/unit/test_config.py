@@ -93,3 +93,15 @@ def test_choices_come_from_the_registries() -> None:
     assert choices(DebateConfig, "task") == TASKS and choices(DebateConfig, "backend") == BACKENDS
     assert choices(RunConfig, "backend") == FINETUNING_BACKENDS
     assert set(choices(RunConfig, "method")) == {m.run_as for m in METHODS}
+
+
+def test_the_old_critic_mix_name_is_one_line_with_its_new_value(tmp_path: Path, capsys) -> None:
+    from mft.config import RunConfig
+
+    f = tmp_path / "old.yaml"
+    f.write_text("critic_positive_fraction: 0.25\n")
+    with pytest.raises(ConfigError, match="critic_corrected_share: 0.75"):
+        load_config(RunConfig, f)
+    assert main(["run", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "critic_positive_fraction" in err and len(err.strip().splitlines()) == 1

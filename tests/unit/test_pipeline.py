@@ -122,7 +122,8 @@ def test_single_model_methods_sample_one_round_and_train_one_model(scripted, tmp
     sizes = json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())
     # 6 problems x 3 agents; agent_1 is wrong. STaR keeps the right ones (2 per problem); the majority of
     # (right, 1, right) is right, so Majority FT keeps the same 2 per problem here
-    assert sizes == {"model": {"examples": 12}}
+    # STaR asks agent_1 again with the answer as a hint; this script still answers 1, so nothing is added
+    assert sizes == {"model": {"examples": 12, **({"rationalized": 0} if method == "star" else {})}}
     examples = _examples(cfg.run_dir / "iter_1/data/model.jsonl")
     assert all(ex[1]["content"] != "The answer is 1." for ex in examples)
     # one model, continued from its own previous weights, plays every agent in every eval round
@@ -190,3 +191,51 @@ def test_each_iteration_records_the_societys_diversity(scripted, tmp_path) -> No
     off = _cfg(tmp_path, name="off", iterations=1, diversity_problems=0)
     run(off, progress=False, backend=FinetuningScripted(scripted).backend)
     assert not (off.run_dir / "iter_1/diversity.json").exists()
+
+
+def _hint_helps(req: GenerationRequest) -> str:
+    # agent_1 answers 1 (wrong) unless the gold answer is given as a hint, which it then follows
+    question = req.messages[0].content
+    expr = question.split("result of ")[1].split("?")[0]
+    if req.agent == "agent_1" and "Hint:" not in question:
+        return "The answer is 1."
+    return f"The answer is {eval(expr)}."  # noqa: S307 - our own arithmetic prompt
+
+
+@pytest.mark.parametrize("rationalize", [True, False])
+def test_star_rationalizes_wrong_samples_with_the_answer_as_a_hint(scripted, tmp_path, rationalize) -> None:
+    cfg = _cfg(tmp_path, method="star", agents=3, iterations=1, star_rationalize=rationalize)
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = _hint_helps
+    run(cfg, progress=False, backend=fs.backend)
+    sizes = json.loads((cfg.run_dir / "iter_1/data/sizes.json").read_text())
+    examples = _examples(cfg.run_dir / "iter_1/data/model.jsonl")
+    hinted = [r for call in fs.backend.calls for r in call if "Hint:" in r.messages[0].content]
+    assert all(ex[0]["content"].count("Hint:") == 0 for ex in examples)  # the hint is never trained on
+    if not rationalize:
+        assert sizes == {"model": {"examples": 12}} and not hinted
+        assert not (cfg.run_dir / "iter_1/rationalize.jsonl").exists()
+        return
+    # 6 problems: agent_1's wrong sample of each is asked again, of agent_1, with the gold answer as a hint
+    assert len(hinted) == 6 and {r.agent for r in hinted} == {"agent_1"}
+    assert sizes == {"model": {"examples": 18, "rationalized": 6}}
+    train = [json.loads(x) for x in (cfg.run_dir / "iter_1/debate.jsonl").read_text().splitlines()]
+    prompts = {r["conversations"][1][0]["content"] for r in train}
+    assert sum(ex[0]["content"] in prompts for ex in examples) == 18  # round-1 prompts, as the debate's
+    calls = len(fs.backend.calls)
+    run(cfg, progress=False, backend=fs.backend)  # resumed: nothing is asked again
+    assert len(fs.backend.calls) == calls
+
+
+def test_star_data_waits_for_its_rationalization(scripted, tmp_path) -> None:
+    from mft.pipeline.stages import stage_build_data
+
+    cfg = _cfg(tmp_path, method="star", agents=3, iterations=1)
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = _hint_helps
+    run(cfg, progress=False, backend=fs.backend)
+    lines = (cfg.run_dir / "iter_1/rationalize.jsonl").read_text().splitlines()
+    (cfg.run_dir / "iter_1/rationalize.jsonl").write_text("\n".join(lines[:-2]) + "\n")  # two not done
+    (cfg.run_dir / "iter_1/data/sizes.json").unlink()
+    with pytest.raises(MftError, match="iteration 1: 2 wrong sample.*not rationalized yet"):
+        stage_build_data(cfg, 1, get_task("arithmetic"))

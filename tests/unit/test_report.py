@@ -30,30 +30,34 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # From arithmetic/*/iter_*/eval/results.json: Base / Majority / Debate = ours iter_0 single / majority /
 # debate (0.412±0.018, 0.456±0.0222, 0.498±0.0233); each method = its iter_2 debate reading:
-# majority 0.533±0.0251, ours 0.576±0.0208, no_critic 0.541±0.0189, single 0.507±0.0236.
+# ours 0.576±0.0208, no_critic 0.541±0.0189, single 0.507±0.0236; but Majority FT = its iter_2 majority
+# reading 0.50±0.0224 (its debate reading is 0.533), and Single-agent FT (no debate) = single's iter_2
+# single reading 0.46±0.0223.
 EXPECTED_ARITHMETIC = """\
 | method | arithmetic |
 |---|---:|
 | Base | 41.2 ± 1.8 |
 | Majority | 45.6 ± 2.2 |
 | Debate | 49.8 ± 2.3 |
-| Majority FT | 53.3 ± 2.5 |
+| Majority FT | 50.0 ± 2.2 |
 | Ours | 57.6 ± 2.1 |
 | Ours (no critics) | 54.1 ± 1.9 |
-| Single-agent FT | 50.7 ± 2.4 |"""
+| Single-agent FT | 50.7 ± 2.4 |
+| Single-agent FT (no debate) | 46.0 ± 2.2 |"""
 
 # gsm8k: ours iter_0 0.652±0.021, 0.70±0.0207, 0.724±0.02; ours iter_2 0.768±0.0189;
-# single iter_2 0.731±0.0198.
+# single iter_2 0.731±0.0198 (debate), 0.67±0.021 (single).
 EXPECTED_COMPARE = """\
 | method | arithmetic | gsm8k |
 |---|---:|---:|
 | Base | 41.2 ± 1.8 | 65.2 ± 2.1 |
 | Majority | 45.6 ± 2.2 | 70.0 ± 2.1 |
 | Debate | 49.8 ± 2.3 | 72.4 ± 2.0 |
-| Majority FT | 53.3 ± 2.5 | n/a |
+| Majority FT | 50.0 ± 2.2 | n/a |
 | Ours | 57.6 ± 2.1 | 76.8 ± 1.9 |
 | Ours (no critics) | 54.1 ± 1.9 | n/a |
-| Single-agent FT | 50.7 ± 2.4 | 73.1 ± 2.0 |"""
+| Single-agent FT | 50.7 ± 2.4 | 73.1 ± 2.0 |
+| Single-agent FT (no debate) | 46.0 ± 2.2 | 67.0 ± 2.1 |"""
 
 EXPECTED_SINGLE_RUN = """\
 | method | arithmetic |
@@ -108,6 +112,7 @@ def test_rows_in_paper_order_with_pm_format_and_missing_methods_omitted() -> Non
         "Ours",
         "Ours (no critics)",
         "Single-agent FT",
+        "Single-agent FT (no debate)",
     ]
     assert "STaR" not in labels and "Ours (no summary)" not in labels  # not in reproduce.json
     for row in rows:
@@ -142,6 +147,7 @@ def test_all_rows_in_order_when_every_method_is_present(tmp_path: Path) -> None:
         "Ours (no summary)",
         "Ours (no critics)",
         "Single-agent FT",
+        "Single-agent FT (no debate)",
     ]
     assert rows[3][1] == "50.0 ± 1.0" and rows[6][1] == "56.0 ± 1.0"
 
@@ -270,7 +276,7 @@ def test_compare_same_task_uses_directory_names(tmp_path: Path) -> None:
     run = copy_fixture(tmp_path, "arithmetic/ours", "seed1")
     md = write_compare([a, run], tmp_path / "cmp").read_text(encoding="utf-8")
     assert "| method | seed0 | seed1 |" in md
-    assert "| Majority FT | 53.3 ± 2.5 | n/a |" in md
+    assert "| Majority FT | 50.0 ± 2.2 | n/a |" in md
     assert "| Ours | 57.6 ± 2.1 | 57.6 ± 2.1 |" in md
 
 
@@ -413,3 +419,30 @@ def test_a_diversity_file_of_the_older_definition_is_not_shown(tmp_path: Path) -
     md = write_report(root).read_text(encoding="utf-8")
     assert "older definition (round-1 metrics) for Ours: iteration 2" in md
     assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | n/a | n/a |" in md
+
+
+def test_majority_ft_is_read_by_its_majority_vote_and_single_ft_also_alone() -> None:
+    from mft.report.series import accuracy_series
+    from mft.report.tables import table_entries
+
+    study = load(FIXTURES / "arithmetic")
+    entries = table_entries(study)
+    majority_ft, single_ft = study.run("majority_ft"), study.run("single_ft")
+    assert majority_ft is not None and majority_ft.last is not None
+    assert single_ft is not None and single_ft.last is not None
+    maj = majority_ft.last.accuracy
+    assert maj["majority"] != maj["debate"]  # the fixture tells the readings apart
+    assert entries["majority_ft"] == ("Majority FT", maj["majority"])
+    # its line in the accuracy plot is the same reading, the base's included
+    line = accuracy_series(study, majority_ft, "Majority FT", "#000")
+    assert study.base is not None
+    readings = [study.base.accuracy["majority"]] + [
+        it.accuracy["majority"] for it in majority_ft.iterations.values()
+    ]
+    assert line.ys == [100 * e.mean for e in readings]
+    # Single-agent FT: its debate row, and the same model answering alone as a row of its own
+    assert entries["single_ft"] == ("Single-agent FT", single_ft.last.accuracy["debate"])
+    assert entries["single_ft_no_debate"] == (
+        "Single-agent FT (no debate)",
+        single_ft.last.accuracy["single"],
+    )

@@ -96,3 +96,30 @@ def test_runs_made_before_a_setting_existed_continue_with_the_value_they_used(tm
     assert settings_diff(old, cfg) == ["ft_group_by_length", "ft_precision"]  # the new defaults differ
     legacy = cfg.model_copy(update={"ft_group_by_length": False, "ft_precision": "fp32"})
     assert settings_diff(old, legacy) == []
+
+
+def test_a_manifest_with_the_old_critic_mix_name_is_read_as_the_share_of_corrected(tmp_path: Path) -> None:
+    from mft.rundir import RunDir, settings_diff
+
+    cfg = _base(tmp_path, critic_corrected_share=0.75)
+    old = json.loads(cfg.model_dump_json())
+    del old["critic_corrected_share"]
+    old["critic_positive_fraction"] = 0.25  # a run made when the setting named the share of D_C+
+    assert settings_diff(old, cfg) == []
+    assert settings_diff(old, _base(tmp_path)) == ["critic_corrected_share"]  # the default (2/3) differs
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "manifest.json").write_text(json.dumps({"config": old}))
+    assert RunDir(cfg.run_dir).run_config("").critic_corrected_share == 0.75
+
+
+def test_older_star_runs_continue_without_rationalization_others_with_the_default(tmp_path: Path) -> None:
+    from mft.rundir import settings_diff
+
+    for method, before in (("star", False), ("ours", True)):
+        cfg = _base(tmp_path, method=method)
+        old = json.loads(cfg.model_dump_json())
+        del old["star_rationalize"]  # a manifest written before the setting existed
+        assert settings_diff(old, cfg.model_copy(update={"star_rationalize": before})) == []
+        assert settings_diff(old, cfg.model_copy(update={"star_rationalize": not before})) == [
+            "star_rationalize"
+        ]

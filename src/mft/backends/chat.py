@@ -95,7 +95,7 @@ class ChatFormat:
     # -- rendering ------------------------------------------------------------------------------------------
     def render(self, messages: list[Message], generation_prompt: bool, template: str | None = None) -> str:
         text: str = self.tokenizer.apply_chat_template(
-            [m.model_dump() for m in messages],
+            [{"role": m.role, "content": m.content} for m in messages],
             tokenize=False,
             add_generation_prompt=generation_prompt,
             chat_template=template or self.template,
@@ -161,11 +161,12 @@ class ChatFormat:
 
     def training_ids(self, messages: list[Message]) -> tuple[list[int], list[int]]:
         """Ids of the whole chat and labels that are -100 except on the assistant turns (their content and
-        end-of-turn token; whitespace a training template keeps after it may be included)."""
+        end-of-turn token; whitespace a training template keeps after it may be included). An assistant
+        turn with `weight` 0 is left out of the labels (context only)."""
         template = self.training_template()
         if template is not None:
             out = self.tokenizer.apply_chat_template(
-                [m.model_dump() for m in messages],
+                [{"role": m.role, "content": m.content} for m in messages],
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
@@ -176,14 +177,38 @@ class ChatFormat:
             mask = list(out["assistant_masks"])
             if any(m.role == "assistant" and m.content for m in messages) and not any(mask):
                 raise MftError(f"the training chat template of {self._name()} marks no assistant token")
+            if any(m.weight == 0 for m in messages):
+                mask = self._unweighted(messages, mask)
             return ids, [t if m else -100 for t, m in zip(ids, mask, strict=True)]
         return self._labels_by_prefix(messages)
+
+    def _unweighted(self, messages: list[Message], mask: list[int]) -> list[int]:
+        """The template's assistant mask without the turns of weight 0: its runs of marked tokens are the
+        assistant turns with content, in order (refused where they are not, rather than mislabelled)."""
+        runs: list[tuple[int, int]] = []
+        for i, m in enumerate(mask):
+            if m and (i == 0 or not mask[i - 1]):
+                runs.append((i, i + 1))
+            elif m:
+                runs[-1] = (runs[-1][0], i + 1)
+        turns = [m for m in messages if m.role == "assistant" and m.content]
+        if len(runs) != len(turns):
+            raise MftError(
+                f"the training chat template of {self._name()} marks {len(runs)} assistant spans for "
+                f"{len(turns)} assistant turns, so a turn of weight 0 cannot be left out of the loss",
+                hint="train on every turn (critic_mask_first_answer: false)",
+            )
+        out = list(mask)
+        for (start, end), turn in zip(runs, turns, strict=True):
+            if turn.weight == 0:
+                out[start:end] = [0] * (end - start)
+        return out
 
     def _labels_by_prefix(self, messages: list[Message]) -> tuple[list[int], list[int]]:
         full = self.ids(self.render(messages, False))
         labels = [-100] * len(full)
         for i, m in enumerate(messages):
-            if m.role != "assistant":
+            if m.role != "assistant" or m.weight == 0:
                 continue
             prefix = self.prompt_ids(messages[:i])
             start = len(prefix)

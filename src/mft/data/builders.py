@@ -6,11 +6,12 @@ Critic n: agent n's whole conversation -- its round-1 answer, the prompt with th
 its later responses -- where its final answer equals the consensus, split into
   D_C-: its first answer differed (it was corrected by the debate), and
   D_C+: its first answer already agreed (it kept a right answer),
-mixed so that a fraction `critic_positive_fraction` (w) of the critic's examples come from D_C+, as far as
-the available examples allow. Default w = 0.5: the critic sees as many "keep" as "correct" examples; with
-only D_C- it would learn to always change its answer, with the natural mix (mostly D_C+) it would rarely
-learn to correct. The critic trains on exactly the conversation the engine builds, so train and inference
-formats cannot drift apart.
+mixed as the paper's D_C = w D_C- + (1 - w) D_C+, w = `critic_corrected_share`: all of D_C- and enough
+of D_C+ that D_C- makes up a share w of the critic's data (less D_C+ where too little is available, so the
+share of D_C- is never below w); w = 1 is D_C- only, w = 0 is D_C+ only. Default w = 2/3, the official
+code's mix: with only D_C- a critic learns to always change its answer, with the natural mix (mostly D_C+)
+it rarely learns to correct. The critic trains on exactly the conversation the engine builds, so train and
+inference formats cannot drift apart; `mask_first_answer` keeps its first answer out of the loss.
 
 Only records of the training split may feed a dataset: a test-split record raises (leakage guard).
 """
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mft.errors import MftError
-from mft.records import DebateRecord, Message
+from mft.records import DebateRecord, Message, Rationale
 
 Equivalent = Callable[[str | None, str | None], bool]
 Example = list[Message]
@@ -68,22 +69,32 @@ def critic_split(records: Sequence[DebateRecord], slot: int, equivalent: Equival
     return split
 
 
-def mix_critic(split: CriticSplit, positive_fraction: float, seed: str) -> list[Example]:
-    """All of D_C- plus enough of D_C+ that D_C+ makes up `positive_fraction` of the result (if available).
+def mix_critic(split: CriticSplit, corrected_share: float, seed: str) -> list[Example]:
+    """D_C- and D_C+ mixed so that D_C- is a share `corrected_share` (w) of the result.
 
-    With no D_C- at all, D_C+ is used alone (a critic that has never needed to correct still learns to keep).
+    0 < w <= 1: all of D_C- plus round(|D_C-| (1 - w) / w) of D_C+ (all of D_C+ where it has fewer), so an
+    agent without D_C- gets no critic data, as in the official code. w = 0: all of D_C+ and none of D_C-.
     The D_C+ subsample is drawn with `random.Random(seed)`; the result is shuffled with the same generator.
     """
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise MftError(f"critic_positive_fraction must be in [0, 1], got {positive_fraction}")
+    if not 0.0 <= corrected_share <= 1.0:
+        raise MftError(f"critic_corrected_share must be in [0, 1], got {corrected_share}")
     rng = random.Random(seed)
-    kept = list(split.kept)
-    if split.corrected and positive_fraction < 1.0:
-        want = round(len(split.corrected) * positive_fraction / (1.0 - positive_fraction))
-        kept = rng.sample(kept, min(want, len(kept)))
-    examples = list(split.corrected) + kept
+    if corrected_share == 0.0:
+        examples = list(split.kept)
+    else:
+        want = round(len(split.corrected) * (1.0 - corrected_share) / corrected_share)
+        examples = list(split.corrected) + rng.sample(list(split.kept), min(want, len(split.kept)))
     rng.shuffle(examples)
     return examples
+
+
+def mask_first_answer(example: Example) -> Example:
+    """The conversation with its first assistant turn kept out of the loss (`weight` 0, as in the
+    fine-tuning API's chat format); every later answer is still trained on."""
+    first = next((i for i, m in enumerate(example) if m.role == "assistant"), None)
+    if first is None:
+        return list(example)
+    return [m.model_copy(update={"weight": 0}) if i == first else m for i, m in enumerate(example)]
 
 
 # -- single-model baselines ------------------------------------------------------------------------------
@@ -109,21 +120,52 @@ def majority_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -
 
 
 def star_examples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[Example]:
-    """STaR (no rationalization): round-1 responses whose answer matches the GROUND TRUTH.
+    """STaR: round-1 responses whose answer matches the GROUND TRUTH.
 
     The one builder that reads labels, as the baseline requires; still train-split records only.
     """
     return round1_examples(records, lambda r, a: equivalent(a, r.problem.answer))
 
 
+def wrong_samples(records: Sequence[DebateRecord], equivalent: Equivalent) -> list[tuple[DebateRecord, int]]:
+    """(record, slot) of every round-1 sample whose answer is not the ground truth (none counts as wrong):
+    what STaR rationalizes, in record then slot order."""
+    check_train_only(records)
+    return [
+        (r, slot)
+        for r in records
+        for slot in range(r.n_agents)
+        if not equivalent(r.answers[0][slot], r.problem.answer)
+    ]
+
+
+def rationalized_examples(
+    records: Sequence[DebateRecord], rationales: Sequence[Rationale], equivalent: Equivalent
+) -> list[Example]:
+    """STaR's rationalization: each wrong round-1 sample's hinted regeneration that reaches the ground truth,
+    as (the round-1 prompt WITHOUT the hint, the regenerated response)."""
+    by_sample = {(x.problem_id, x.slot): x for x in rationales}
+    out = []
+    for r, slot in wrong_samples(records, equivalent):
+        x = by_sample.get((r.problem.id, slot))
+        if x is not None and equivalent(x.answer, r.problem.answer):
+            out.append([r.conversations[slot][0], Message(role="assistant", content=x.response)])
+    return out
+
+
 def pooled_examples(
-    records: Sequence[DebateRecord], equivalent: Equivalent, positive_fraction: float, seed: str
+    records: Sequence[DebateRecord],
+    equivalent: Equivalent,
+    corrected_share: float,
+    seed: str,
+    mask_critic_first_answer: bool = False,
 ) -> list[Example]:
     """Single-agent FT: every agent's generator and critic data from the debate, pooled for one model."""
     out: list[Example] = []
     n_agents = records[0].n_agents if records else 0
     for slot in range(n_agents):
         out += generator_examples(records, slot, equivalent)
-        out += mix_critic(critic_split(records, slot, equivalent), positive_fraction, f"{seed}:{slot}")
+        critic = mix_critic(critic_split(records, slot, equivalent), corrected_share, f"{seed}:{slot}")
+        out += [mask_first_answer(ex) for ex in critic] if mask_critic_first_answer else critic
     random.Random(seed).shuffle(out)
     return out

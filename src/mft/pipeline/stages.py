@@ -8,19 +8,31 @@ moment and re-running the same command continues from the last finished unit.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import replace
 from typing import Any, Literal
 
-from mft.backends.base import Agent, Backend, FinetuneSettings, Sampling
+from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
 from mft.config import DebateConfig, RunConfig, backend_options
+from mft.data.builders import wrong_samples
 from mft.data.examples import read_examples, write_examples
 from mft.debate.engine import DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.methods import BuildContext, Method, of_run
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
-from mft.records import DebateRecord, Problem, read_debates, write_json_atomic
+from mft.records import (
+    DebateRecord,
+    Message,
+    Problem,
+    Rationale,
+    append_jsonl,
+    read_debates,
+    read_jsonl,
+    write_json_atomic,
+)
 from mft.rundir import RunDir
 from mft.tasks.base import Task
 
@@ -107,7 +119,7 @@ def stage_debate(
 ) -> list[DebateRecord]:
     """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
     rounds = 1 if method_of(cfg).one_round else cfg.rounds  # majority FT and STaR: N independent samples
-    return run_debate(
+    records = run_debate(
         backend,
         task,
         train,
@@ -117,6 +129,75 @@ def stage_debate(
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),
     )
+    if rationalizing(cfg):
+        stage_rationalize(cfg, k, backend, task, records, progress)
+    return records
+
+
+def rationalizing(cfg: RunConfig) -> bool:
+    return method_of(cfg).rationalizes and cfg.star_rationalize
+
+
+def stage_rationalize(
+    cfg: RunConfig, k: int, backend: Backend, task: Task, records: list[DebateRecord], progress: bool = True
+) -> list[Rationale]:
+    """STaR's rationalization of iteration k's training samples: every wrong round-1 sample is asked again of
+    the agent that wrote it, with the gold answer as a hint (`Task.hint_prompt`). Appended per chunk of
+    requests, each chunk sampled with a seed of its own index, so a resumed run writes what an uninterrupted
+    one would."""
+    from tqdm.auto import tqdm
+
+    path = RunDir(cfg.run_dir).rationales(k)
+    done = {(x.problem_id, x.slot) for x in read_jsonl(path, Rationale)}
+    society = society_after(cfg, k - 1)
+    for agent in society.generators:
+        backend.add_agent(agent)
+    sampling = debate_settings(cfg, task, cfg.seed + k).sampling
+    wrong = wrong_samples(records, task.is_equivalent)
+    size = cfg.chunk_size * cfg.agents
+    chunks = [wrong[i : i + size] for i in range(0, len(wrong), size)]
+    for c, chunk in enumerate(tqdm(chunks, desc=f"rationalize iter {k}", unit="chunk", disable=not progress)):
+        if all((r.problem.id, slot) in done for r, slot in chunk):
+            continue
+        prompts = [task.hint_prompt(r.problem) for r, _ in chunk]
+        requests = [
+            GenerationRequest(society.generators[slot].name, [Message(role="user", content=prompt)])
+            for (_, slot), prompt in zip(chunk, prompts, strict=True)
+        ]
+        digest = hashlib.blake2b(f"{cfg.seed + k}:rationalize:{c}".encode(), digest_size=4).digest()
+        responses = backend.generate(requests, dataclasses.replace(sampling, seed=int.from_bytes(digest)))
+        append_jsonl(
+            path,
+            [
+                Rationale(
+                    problem_id=r.problem.id,
+                    slot=slot,
+                    hinted_prompt=prompt,
+                    response=response,
+                    answer=task.extract_answer(response),
+                )
+                for (r, slot), prompt, response in zip(chunk, prompts, responses, strict=True)
+                if (r.problem.id, slot) not in done
+            ],
+        )
+    return read_jsonl(path, Rationale)
+
+
+def read_rationales(
+    cfg: RunConfig, k: int, records: list[DebateRecord], task: Task
+) -> list[Rationale] | None:
+    """Iteration k's rationalizations (None where the run makes none), all of them or an MftError."""
+    if not rationalizing(cfg):
+        return None
+    rationales = read_jsonl(RunDir(cfg.run_dir).rationales(k), Rationale)
+    have = {(x.problem_id, x.slot) for x in rationales}
+    missing = sum((r.problem.id, slot) not in have for r, slot in wrong_samples(records, task.is_equivalent))
+    if missing:
+        raise MftError(
+            f"iteration {k}: {missing} wrong sample(s) of the training debate are not rationalized yet",
+            hint=f"finish the debate stage first (mft debate-train --iteration {k})",
+        )
+    return rationales
 
 
 # -- 2. per-agent data ------------------------------------------------------------------------------------
@@ -132,7 +213,14 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
             f"iteration {k}: debate has {len(records)} of {cfg.n_train} problems",
             hint="finish the debate stage first",
         )
-    ctx = BuildContext(cfg.agents, cfg.critic_positive_fraction, cfg.seed, k)
+    ctx = BuildContext(
+        cfg.agents,
+        cfg.critic_corrected_share,
+        cfg.seed,
+        k,
+        mask_critic_first_answer=cfg.critic_mask_first_answer,
+        rationales=read_rationales(cfg, k, records, task),
+    )
     datasets = method_of(cfg).build(records, task.is_equivalent, ctx)
     for slot, dataset in datasets.items():
         write_examples(rd.examples(k, slot), dataset.examples)

@@ -90,13 +90,14 @@ def build_report(study: Study) -> Document:
     series = [accuracy_series(study, r, r.label, plots.colour(r.key, i)) for i, r in enumerate(study.runs)]
     doc.add_plot(
         "accuracy",
-        plots.line_plot(series, f"{study.task}: debate accuracy per iteration", "test accuracy, debate (%)"),
-        "debate accuracy per iteration",
+        plots.line_plot(series, f"{study.task}: test accuracy per iteration", "test accuracy (%)"),
+        "test accuracy per iteration",
     )
     b.append(
         Para(
-            f"The debate reading ({harness}, majority of the last round) after each iteration, "
-            "with ± 1 standard error bars; iteration 0 is the shared base model."
+            f"Each method's reading in the table after each iteration: the debate ({harness}, majority of "
+            "the last round), Majority FT's majority vote of its N samples; with ± 1 standard error bars; "
+            "iteration 0 is the shared base model in the same reading."
         )
     )
 

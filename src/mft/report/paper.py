@@ -145,7 +145,7 @@ def paper_model(model: str) -> str | None:
 
 def matching_rows(model: str, task: str, agents: int, rounds: int) -> dict[str, PaperRow]:
     """The paper's rows for this setting (its model, task, N agents x M rounds), by this project's row key;
-    a paper row with no counterpart here (Single-agent FT w/o debate) is left out."""
+    a paper row with no counterpart here is left out."""
     name = paper_model(model)
     if name is None:
         return {}

@@ -29,9 +29,10 @@ def with_base(run: Run, study: Study) -> dict[int, Iteration]:
 
 
 def accuracy_series(study: Study, run: Run, label: str, colour: str) -> plots.Series:
-    """The run's debate accuracy in % per iteration (from the shared base on), ± 1 standard error."""
+    """The run's accuracy in % per iteration (from the shared base on), ± 1 standard error, in the reading
+    its table row shows (the debate; Majority FT's majority vote)."""
     its = with_base(run, study)
-    acc = [it.accuracy["debate"] for it in its.values()]
+    acc = [it.accuracy[methods.reading_of(run.key)] for it in its.values()]
     return plots.Series(label, list(its), [100 * a.mean for a in acc], [100 * a.err for a in acc], colour)
 
 

@@ -27,9 +27,11 @@ STAGE_ORDER = ("debate", "build_data", "finetune", "eval")
 TABLE_NOTE = (
     "Test accuracy in % (mean ± standard error). Base, Majority and Debate are iteration 0, the base model "
     "before any finetuning: one agent's first answer (mean over the agents), the majority vote of the N "
-    "agents' independent first answers, and their debate. Every finetuned method is scored by the same "
-    "inference harness, N agents x M rounds of debate with the majority vote of the last round: its number "
-    "is that debate reading after its last iteration."
+    "agents' independent first answers, and their debate. A finetuned method's number is read after its last "
+    "iteration, as the paper evaluates it: Majority FT by the majority vote of the finetuned model's N "
+    "independent samples; Single-agent FT (no debate) is the Single-agent FT model answering alone (one "
+    "sample, mean over the N); every other method by the N agents x M rounds debate of its society, majority "
+    "vote of the last round."
 )
 
 
@@ -43,7 +45,11 @@ def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
             out[key] = (methods.LABELS[key], study.base.accuracy[reading])
     for run in study.runs:
         if run.last is not None:
-            out[run.key] = (run.label, run.last.accuracy["debate"])
+            out[run.key] = (run.label, run.last.accuracy[methods.reading_of(run.key)])
+    for row in methods.EXTRA_ROWS:
+        of = study.run(row.of)
+        if of is not None and of.last is not None:
+            out[row.key] = (row.label, of.last.accuracy[row.reading])
     return out
 
 

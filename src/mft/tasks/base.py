@@ -76,6 +76,8 @@ DEBATE_PROMPT = (
     "Make sure to state your answer at the end of the response."
 )
 SOLUTION_ITEM = "One agent solution: ```{response}```"
+# STaR's rationalization (Zelikman et al. 2022): the answer is given, the model writes the reasoning to it.
+HINT = "\n\nHint: the correct answer is {answer}. Explain step by step how to reach it."
 SUMMARIZE_PROMPT = (
     "Here are a list of opinions from different agents:\n\n{solutions}\n\n"
     "Write a summary of the different opinions from each of the individual agents."
@@ -124,6 +126,10 @@ class Task(ABC):
     def summary_debate_prompt(self, summary: str) -> str:
         """The round r > 1 user message in summary mode: a summary instead of the responses themselves."""
         return SUMMARY_DEBATE_PROMPT.format(summary=summary)
+
+    def hint_prompt(self, problem: Problem) -> str:
+        """STaR's rationalization request: the round-1 prompt with the gold answer given as a hint."""
+        return self.question_prompt(problem) + HINT.format(answer=problem.answer)
 
     def score(self, response: str, gold: str) -> bool:
         """Whether `response` is right: extract, then compare with the gold answer as the reference."""
