@@ -78,7 +78,8 @@ class SharedConfig(BaseModel):
     max_new_tokens: int | None = Field(
         None,
         ge=1,
-        description="Maximum tokens per response (default: the task's, e.g. 160 arithmetic, 512 gsm8k).",
+        description="Maximum tokens per response (default: the task's: 2048 gsm8k and math as in the "
+        "paper, 160 arithmetic for the bundled model, 512 custom).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     backend_options: dict[str, Any] = Field(
