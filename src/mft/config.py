@@ -115,7 +115,7 @@ def build_task(cfg: SharedConfig) -> Task:
     """The configured task with its settings; a bad setting is an MftError before any model work."""
     from mft.tasks import get_task
 
-    return get_task(cfg.task, data=str(cfg.data) if cfg.data else None, **cfg.task_options)
+    return get_task(cfg.task, cfg.task_options, data=str(cfg.data) if cfg.data else None)
 
 
 def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
