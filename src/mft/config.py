@@ -268,6 +268,14 @@ class RunConfig(SharedConfig):
         "API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
+    # On by default here, off for `mft debate`: the paper's method makes its debate data with summaries (its
+    # official code's --summarize, as its instructions run it), while a plain multiagent debate (Du et al.)
+    # shows the others' answers themselves. `summarize: false` is the "Ours (no summary)" ablation.
+    summarize: bool = Field(
+        True,
+        description="Show agents a summary of the others' answers (written by the base model) instead of the "
+        "answers themselves, as the paper's method does (false: the no-summary ablation).",
+    )
     method: MethodName = Field(
         "ours",
         description=f"What is finetuned on what: {RUN_METHODS_HELP}. Every method is evaluated by the same "
