@@ -21,7 +21,7 @@ actors and the finetunes as tasks, one CPU each, so one torch thread each): on a
 the threads of one process for processes.
 
     python benchmarks/iteration_time.py [--n-train 60] [--n-test 20] [--compare] [--executor ray]
-        [--ray-workers 2] [--chunk-size 100] [--kv-cache filled|static|dynamic]
+        [--ray-workers 2] [--chunk-size 100] [--kv-cache filled|static|dynamic] [--no-summarize]
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ def main() -> None:
     )
     ap.add_argument("--ray-workers", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=default("chunk_size"))
+    ap.add_argument(
+        "--summarize",
+        action=argparse.BooleanOptionalAction,
+        default=default("summarize"),
+        help="debate with summaries (default: a run's default, on; docs/performance.md's figures are "
+        "--no-summarize, the default when they were measured)",
+    )
     ap.add_argument(
         "--kv-cache",
         choices=["filled", "static", "dynamic"],
@@ -105,6 +112,7 @@ def measure(args: argparse.Namespace) -> float:
             executor=args.executor,
             ray_workers=args.ray_workers,
             chunk_size=args.chunk_size,
+            summarize=args.summarize,
         )
         load_before = os.getloadavg()[0]
         t = time.perf_counter()

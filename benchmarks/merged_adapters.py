@@ -64,7 +64,7 @@ def debate_rounds(
         p, s = divmod(k, n)
         others = [answers[p * n + j] for j in range(n) if j != s]
         conv2 = [*conv, Message(role="assistant", content=answers[k])]
-        conv2.append(Message(role="user", content=task.debate_prompt(others)))
+        conv2.append(Message(role="user", content=task.debate_prompt(problems[p], others)))
         round2.append(GenerationRequest(f"{prefix}{s}", conv2))
     return round1, round2
 

@@ -249,9 +249,24 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return load_config(RunConfig, args.config, {k: getattr(args, k, None) for k in RunConfig.model_fields})
 
 
+def results_table(title: str, header: list[str], rows: list[list[str]], first_left: bool = True) -> Any:
+    """A results table for the terminal: its title as a line of its own above it, not as the table's title,
+    which rich wraps to the table's width (a narrow table turned an 80-column title into three centred
+    fragments); the first column left-aligned, the numbers right-aligned."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 and first_left else "right")
+    for row in rows:
+        table.add_row(*row)
+    return Group(Text(title, style="italic"), table)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from mft.pipeline.run import run
 
@@ -259,19 +274,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _print_memory(cfg)
     results = run(cfg, progress=not args.no_progress)
-    table = Table(title=f"{cfg.name}: test accuracy of the society's debate per iteration")
-    for col in ("iteration", "single agent", "majority", "debate"):
-        table.add_column(col, justify="right")
-    for res in results:
-        acc = res["accuracy"]
-        table.add_row(
+    rows = [
+        [
             "base" if res["iteration"] == 0 else str(res["iteration"]),
             *(
-                f"{100 * acc[m]['mean']:.1f}% ± {100 * acc[m]['se']:.1f}"
+                f"{100 * res['accuracy'][m]['mean']:.1f}% ± {100 * res['accuracy'][m]['se']:.1f}"
                 for m in ("single", "majority", "debate")
             ),
-        )
-    Console().print(table)
+        ]
+        for res in results
+    ]
+    title = f"{cfg.name}: test accuracy of the society's debate per iteration"
+    header = ["iteration", "single agent", "majority", "debate"]
+    Console().print(results_table(title, header, rows, first_left=False))
     from mft.report import write_report
 
     print(f"report: {write_report(cfg.run_dir)}")
@@ -364,7 +379,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_debate(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from mft.pipeline.debate import debate
 
@@ -372,18 +386,14 @@ def cmd_debate(args: argparse.Namespace) -> int:
     cfg = load_config(DebateConfig, args.config, overrides)
     outcome = debate(cfg, progress=not args.no_progress)
     size = f"{outcome.problems} problems, {cfg.agents} agents x {cfg.rounds} rounds"
-    table = Table(title=f"{cfg.task} / {cfg.split}: {size}")
-    table.add_column("method")
-    table.add_column("accuracy (± s.e.)", justify="right")
     labels = {
         "single": "single agent (round 1, mean over agents)",
         "majority": f"majority vote of {cfg.agents} independent answers",
         "debate": f"debate ({cfg.rounds} rounds, majority of last round)",
     }
-    for key, est in outcome.accuracy.items():
-        table.add_row(labels[key], str(est))
+    rows = [[labels[key], str(est)] for key, est in outcome.accuracy.items()]
     console = Console()
-    console.print(table)
+    console.print(results_table(f"{cfg.task} / {cfg.split}: {size}", ["method", "accuracy (± s.e.)"], rows))
     console.print(f"records: {cfg.out / 'debate.jsonl'}   summary: {cfg.out / 'summary.json'}")
     return 0
 
@@ -473,6 +483,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce_title(task: str) -> str:
+    return f"{task}: test accuracy after the last iteration (readings: see the report)"
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from mft.pipeline.reproduce import reproduce
 
@@ -483,18 +497,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     root = reproduce(cfg, methods, progress=not args.no_progress)
     from rich.console import Console
-    from rich.table import Table
 
     from mft.report import load, methods_table
 
     study = load(root)
     table = methods_table([(study.task, study)])
-    shown = Table(title=f"{cfg.task}: test accuracy after the last iteration (readings: see the report)")
-    for i, col in enumerate(table.header):
-        shown.add_column(col, justify="left" if i == 0 else "right")
-    for row in table.rows:
-        shown.add_row(*row)
-    Console().print(shown)
+    Console().print(results_table(reproduce_title(study.task), table.header, table.rows))
     print(f"report: {root / 'report.md'} (and report.html, plots in {root / 'plots'})")
     return 0
 

@@ -78,7 +78,8 @@ class SharedConfig(BaseModel):
     max_new_tokens: int | None = Field(
         None,
         ge=1,
-        description="Maximum tokens per response (default: the task's, e.g. 160 arithmetic, 512 gsm8k).",
+        description="Maximum tokens per response (default: the task's: 2048 gsm8k and math as in the "
+        "paper, 160 arithmetic for the bundled model, 512 custom).",
     )
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     backend_options: dict[str, Any] = Field(
@@ -114,7 +115,7 @@ def build_task(cfg: SharedConfig) -> Task:
     """The configured task with its settings; a bad setting is an MftError before any model work."""
     from mft.tasks import get_task
 
-    return get_task(cfg.task, data=str(cfg.data) if cfg.data else None, **cfg.task_options)
+    return get_task(cfg.task, cfg.task_options, data=str(cfg.data) if cfg.data else None)
 
 
 def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
@@ -306,6 +307,14 @@ class RunConfig(SharedConfig):
         "API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
+    # On by default here, off for `mft debate`: the paper's method makes its debate data with summaries (its
+    # official code's --summarize, as its instructions run it), while a plain multiagent debate (Du et al.)
+    # shows the others' answers themselves. `summarize: false` is the "Ours (no summary)" ablation.
+    summarize: bool = Field(
+        True,
+        description="Show agents a summary of the others' answers (written by the base model) instead of the "
+        "answers themselves, as the paper's method does (false: the no-summary ablation).",
+    )
     method: MethodName = Field(
         "ours",
         description=f"What is finetuned on what: {RUN_METHODS_HELP}. Every method is evaluated by the same "

@@ -242,8 +242,9 @@ class RunDir:
     def write_or_check_manifest(
         self, cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task
     ) -> None:
-        """First run: write the manifest. Later runs: refuse to mix a run directory with another config, or
-        with problems other than those it was made from (its data changed)."""
+        """First run: write the manifest. Later runs (`mft run` and every stage command alike): refuse to mix
+        a run directory with another config, another version of the task (its prompts or scoring), or
+        problems other than those it was made from (its data changed)."""
         hashes = {"train": problem_hashes(train), "test": problem_hashes(test)}
         if self.manifest.exists():
             old = json.loads(self.manifest.read_text(encoding="utf-8"))
@@ -251,6 +252,15 @@ class RunDir:
             if diff:
                 raise MftError(
                     f"{self.path} was made with other settings ({', '.join(diff)} differ)",
+                    hint="use another --name, or delete that directory to start fresh",
+                )
+            made = old.get("task")
+            if isinstance(made, dict) and made.get("version") not in (None, task.version):
+                # the same settings, but the task's prompts or scoring changed since (another mft version):
+                # its records would mix with this version's
+                raise MftError(
+                    f"{self.path} was made with task {made.get('name')!r} version {made['version']}, not "
+                    f"{task.version} (its prompts or scoring changed since)",
                     hint="use another --name, or delete that directory to start fresh",
                 )
             if isinstance(old.get("problem_hashes"), dict):  # runs made before they were recorded: no check

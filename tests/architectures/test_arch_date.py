@@ -42,7 +42,7 @@ def _messages() -> list[Message]:
     return [
         Message(role="user", content=task.question_prompt(p)),
         Message(role="assistant", content="The answer is 7."),
-        Message(role="user", content=task.debate_prompt(["The answer is 7."])),
+        Message(role="user", content=task.debate_prompt(p, ["The answer is 7."])),
     ]
 
 

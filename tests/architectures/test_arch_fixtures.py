@@ -71,10 +71,10 @@ def test_template_renders_a_debate_and_ends_turns_with_the_stop_token(tiny_model
     chat = [
         {"role": "user", "content": task.question_prompt(p)},
         {"role": "assistant", "content": REPLY},
-        {"role": "user", "content": task.debate_prompt([REPLY])},
+        {"role": "user", "content": task.debate_prompt(p, [REPLY])},
     ]
     prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    assert task.question_prompt(p) in prompt and task.debate_prompt([REPLY]) in prompt
+    assert task.question_prompt(p) in prompt and task.debate_prompt(p, [REPLY]) in prompt
     assert REPLY + spec.end_of_turn in prompt  # the earlier assistant turn is closed by the stop token
     ids = tok.encode(prompt, add_special_tokens=False)
     assert ids.count(tok.convert_tokens_to_ids(spec.end_of_turn)) >= 1
@@ -154,7 +154,7 @@ def test_taught_model_replies_and_ends_its_turn(tiny_models: TinyModels, family:
     rows, labels = [], []
     for p in task.load("test", 6)[3:]:
         q = {"role": "user", "content": task.question_prompt(p)}
-        debate = {"role": "user", "content": task.debate_prompt([REPLY, "The answer is 12."])}
+        debate = {"role": "user", "content": task.debate_prompt(p, [REPLY, "The answer is 12."])}
         for chat in ([q], [q, {"role": "assistant", "content": REPLY}, debate]):
             prompt = tok.encode(
                 tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),

@@ -37,7 +37,7 @@ def critic_conversation() -> list[Message]:
     messages = [Message(role="user", content=task.question_prompt(p))]
     for r, answer in enumerate(answers):
         if r > 0:
-            messages.append(Message(role="user", content=task.debate_prompt(others[r - 1])))
+            messages.append(Message(role="user", content=task.debate_prompt(p, others[r - 1])))
         messages.append(Message(role="assistant", content=answer))
     return messages
 

@@ -36,6 +36,7 @@ def _args(model: Path, runs_dir: Path, name: str) -> list[str]:
         str(model),
         "--agents",
         "2",
+        "--no-summarize",  # no summaries: fewer generations (a run's default has them)
         "--iterations",
         "1",
         "--n-train",

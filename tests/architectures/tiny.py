@@ -292,7 +292,7 @@ def corpus() -> list[str]:
     problems = task.load("train", 12) + task.load("test", 12)
     replies = [f"The answer is {n}." for n in range(-20, 40)] + ["Let me think step by step."]
     texts = [task.question_prompt(p) for p in problems]
-    texts += [task.debate_prompt(replies[i : i + 2]) for i in range(0, 20, 2)]
+    texts += [task.debate_prompt(problems[i], replies[i : i + 2]) for i in range(0, 20, 2)]
     texts += replies + ["You are a helpful assistant. hello world system user assistant model"]
     return texts
 
@@ -469,7 +469,7 @@ def debate_chats(n: int, reply: str, seed: int = 0, split: str = "train") -> lis
     for p in task.load(split, n):
         question = {"role": "user", "content": task.question_prompt(p)}
         others = [reply if rng.random() < 0.7 else f"The answer is {rng.randint(0, 99)}." for _ in range(2)]
-        debate = {"role": "user", "content": task.debate_prompt(others[: rng.randint(1, 2)])}
+        debate = {"role": "user", "content": task.debate_prompt(p, others[: rng.randint(1, 2)])}
         chats += [[question], [question, {"role": "assistant", "content": reply}, debate]]
     return chats
 

@@ -16,6 +16,7 @@ def _run(tmp_path: Path, name: str, seed: int) -> Path:
         name=name,
         runs_dir=tmp_path,
         agents=2,
+        summarize=False,  # no summaries: fewer generations (a run's default has them)
         iterations=1,
         n_train=4,
         n_test=2,

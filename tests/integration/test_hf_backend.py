@@ -177,7 +177,7 @@ def test_kv_caches_give_the_dynamic_caches_answers(backend) -> None:
             [
                 *_req("agent_0", i).messages,
                 Message(role="assistant", content=first[i]),
-                Message(role="user", content=task.debate_prompt(first[: i + 1])),
+                Message(role="user", content=task.debate_prompt(task.load("test", i + 1)[i], first[: i + 1])),
             ],
         )
         for i in range(4)

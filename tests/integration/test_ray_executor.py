@@ -25,6 +25,7 @@ def test_ray_executor_matches_local(tmp_path: Path) -> None:
     small = {
         "name": "small",
         "agents": 2,
+        "summarize": False,  # no summaries: fewer generations (a run's default has them)
         "iterations": 1,
         "n_train": 6,
         "n_test": 4,

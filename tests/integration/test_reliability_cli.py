@@ -24,6 +24,7 @@ TINY = """
 task: arithmetic
 agents: 2
 rounds: 2
+summarize: false  # no summaries: fewer generations (a run's default has them)
 iterations: 1
 n_train: 2
 n_test: 4

@@ -20,6 +20,7 @@ task: arithmetic
 model: bundled
 agents: 2
 rounds: 2
+summarize: false  # no summaries: fewer generations (a run's default has them)
 iterations: 1
 n_train: 8
 n_test: 4

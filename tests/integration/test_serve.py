@@ -126,7 +126,7 @@ def test_debate_through_the_server_with_the_openai_backend(server: str, tmp_path
             assert [m.role for m in conv] == ["user", "assistant", "user", "assistant"]
             assert conv[0].content == task.question_prompt(problem)
             assert conv[1].content == rec.responses[0][slot]
-            assert conv[2].content == task.debate_prompt([rec.responses[0][1 - slot]])
+            assert conv[2].content == task.debate_prompt(problem, [rec.responses[0][1 - slot]])
             assert conv[3].content == rec.responses[1][slot]
         expected = majority_vote(rec.answers[-1], task.is_equivalent, tie_key=f"0:{problem.id}:1")
         assert rec.consensus == expected and len(rec.round_consensus) == 2
@@ -156,7 +156,7 @@ def test_society_model_answers_with_the_consensus_and_the_transcript(server: str
     # the conversation is the engine's: the question as round 1, the others' answers in the debate prompt
     for slot, conv in enumerate(debate["conversations"]):
         assert conv[0] == {"role": "user", "content": question}
-        assert conv[2] == {"role": "user", "content": task.debate_prompt([responses[0][1 - slot]])}
+        assert conv[2] == {"role": "user", "content": task.debate_prompt(problem, [responses[0][1 - slot]])}
     consensus, slot = debate["consensus"], debate["consensus_slot"]
     if any(a is not None for a in answers[-1]):
         assert consensus in answers[-1]
@@ -290,7 +290,8 @@ def test_serving_a_run_iteration_with_adapters_critics_and_summaries(tmp_path: P
             "bundled",
             "society",
         ]
-        messages = [{"role": "user", "content": task.question_prompt(task.load("test", 1)[0])}]
+        problem = task.load("test", 1)[0]
+        messages = [{"role": "user", "content": task.question_prompt(problem)}]
         greedy = {"messages": messages, "max_tokens": 24, "temperature": 0.0}
         replies = {
             m: client.chat.completions.create(model=m, **greedy).choices[0].message.content
@@ -303,5 +304,5 @@ def test_serving_a_run_iteration_with_adapters_critics_and_summaries(tmp_path: P
     assert debate["agents"] == [["gen_0", "gen_1"], ["critic_0", "critic_1"]]  # critics answer round 2
     assert len(debate["summaries"]) == 1 and all(debate["summaries"][0])
     for slot, conv in enumerate(debate["conversations"]):
-        assert conv[2]["content"] == task.summary_debate_prompt(debate["summaries"][0][slot])
+        assert conv[2]["content"] == task.summary_debate_prompt(problem, debate["summaries"][0][slot])
     assert completion.choices[0].message.content == debate["responses"][-1][debate["consensus_slot"]]

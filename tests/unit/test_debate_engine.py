@@ -38,7 +38,7 @@ def test_round_two_prompt_holds_exactly_the_other_agents_previous_answers(script
         conv = rec.conversations[slot]
         assert [m.role for m in conv] == ["user", "assistant", "user", "assistant"]
         others = [rec.responses[0][s] for s in range(3) if s != slot]
-        assert conv[2].content == task.debate_prompt(others)
+        assert conv[2].content == task.debate_prompt(problems[0], others)
         assert (
             rec.responses[0][slot] not in conv[2].content
         )  # its own answer is in its history, not the prompt
@@ -60,7 +60,7 @@ def test_summaries_replace_answers(scripted) -> None:
         0
     ]
     assert rec.summaries[0][0] == "SUMMARY 1,2"
-    assert rec.conversations[0][2].content == task.summary_debate_prompt("SUMMARY 1,2")
+    assert rec.conversations[0][2].content == task.summary_debate_prompt(problems[0], "SUMMARY 1,2")
     summary_calls = [c for c in backend.calls if c[0].agent == "summarizer"]
     assert len(summary_calls) == 1 and len(summary_calls[0]) == 3
 

@@ -104,7 +104,9 @@ def _respond(req: GenerationRequest) -> str:
 
 def test_unique_id_model_is_told_its_agent_in_every_request_it_answers(scripted, tmp_path: Path) -> None:
     # every first answer is right: no D_C-, so the critics' data is D_C+ only (share of D_C- 0)
-    cfg = _cfg(tmp_path, method="unique_id", agents=3, iterations=1, summarize=True, critic_corrected_share=0.0)
+    cfg = _cfg(
+        tmp_path, method="unique_id", agents=3, iterations=1, summarize=True, critic_corrected_share=0.0
+    )
     fs = FinetuningScripted(scripted)
     fs.backend.respond = _respond
     run(cfg, progress=False, backend=fs.backend)

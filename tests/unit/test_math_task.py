@@ -272,6 +272,20 @@ def test_level_filter() -> None:
     assert all(p.meta["level"] == 1 for s in ("train", "test") for p in only_one.load(s))
 
 
+def test_levels_null_in_a_config_keeps_every_level(tmp_path: Path) -> None:
+    """`levels: null` in a config's task_options asks for all levels, not for the default 1-3."""
+    from mft.config import DebateConfig, build_task, load_config
+
+    path = tmp_path / "math.yaml"
+    path.write_text(f"task: math\ndata: {MATH_FILE}\ntask_options:\n  levels: null\n")
+    every = build_task(load_config(DebateConfig, path))
+    assert isinstance(every, MathTask) and every.levels is None
+    assert set(_gold_by_line(every)) == set(range(1, 13))  # levels 4, 5 and "Level ?" too
+    path.write_text(f"task: math\ndata: {MATH_FILE}\n")
+    default = build_task(load_config(DebateConfig, path))
+    assert isinstance(default, MathTask) and default.levels == (1, 2, 3)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"), [("Level 2", 2), ("level 5", 5), (3, 3), ("4", 4), ("Level ?", None), (None, None)]
 )

@@ -29,6 +29,7 @@ LLAMA3_8B = {
 
 # The other two open bases of the paper, as published (config.json): Mistral-7B-Instruct-v0.2 (the Llama
 # body with a 32k vocabulary) and Phi-3-mini-4k-instruct (fused qkv / gate-up layers, no grouped-query heads)
+# (the preset's 128k-context variant has the same shapes; only its rope settings differ)
 MISTRAL_7B = {
     **LLAMA3_8B,
     "architectures": ["MistralForCausalLM"],

@@ -28,6 +28,7 @@ backend_options:
   max_lora_rank: 8
 agents: 2
 rounds: 2
+summarize: false  # no summaries: fewer generations (a run's default has them)
 iterations: 1
 n_train: 4
 n_test: 4

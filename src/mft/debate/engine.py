@@ -107,7 +107,11 @@ def debate_chunk(
                 reqs = [
                     GenerationRequest(
                         society.summarizer.name,
-                        [Message(role="user", content=task.summarize_prompt(_others(prev[p], s)))],
+                        [
+                            Message(
+                                role="user", content=task.summarize_prompt(problems[p], _others(prev[p], s))
+                            )
+                        ],
                     )
                     for p in range(len(problems))
                     for s in range(n)
@@ -120,13 +124,15 @@ def debate_chunk(
                     summaries[p].append(flat[p * n : (p + 1) * n])
                     for s in range(n):
                         convs[p][s].append(
-                            Message(role="user", content=task.summary_debate_prompt(flat[p * n + s]))
+                            Message(
+                                role="user", content=task.summary_debate_prompt(problems[p], flat[p * n + s])
+                            )
                         )
             else:
                 for p in range(len(problems)):
                     for s in range(n):
                         convs[p][s].append(
-                            Message(role="user", content=task.debate_prompt(_others(prev[p], s)))
+                            Message(role="user", content=task.debate_prompt(problems[p], _others(prev[p], s)))
                         )
         reqs = [
             _request(society, settings, s, r, convs[p][s]) for p in range(len(problems)) for s in range(n)

@@ -18,6 +18,7 @@ from mft.pipeline.stages import check_max_new_tokens, debate_settings
 from mft.records import problems_digest, write_json_atomic
 from mft.rundir import lock_dir
 from mft.tasks.base import load_split
+from mft.toy import check_split_seed
 
 
 @dataclass
@@ -29,6 +30,7 @@ class DebateOutcome:
 def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
     """Debate `cfg.limit` problems of `cfg.split`; writes the records and the summary into `cfg.out`."""
     task = build_task(cfg)
+    check_split_seed(cfg.model, task.name, cfg.split_seed)
     problems = load_split(task, cfg.split, cfg.limit, cfg.split_seed, "--limit")
     lock_dir(cfg.out, "output directory", "--out")  # another process debating into it: refused at once
     backend = build_backend(cfg)

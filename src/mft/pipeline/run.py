@@ -28,6 +28,7 @@ from mft.pipeline.stages import (
 from mft.records import Problem, write_json_atomic, write_text_atomic
 from mft.rundir import RunDir, timing_key
 from mft.tasks.base import Task, load_split
+from mft.toy import check_split_seed
 
 R = TypeVar("R")
 
@@ -35,6 +36,7 @@ R = TypeVar("R")
 def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     """Load the run's problems and lock its directory (before any model work), then write or check its
     manifest (the settings and the problems it was made from)."""
+    check_split_seed(cfg.model, task.name, cfg.split_seed)
     train = load_split(task, "train", cfg.n_train, cfg.split_seed, "--n-train")
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(cfg.run_dir)

@@ -71,14 +71,28 @@ class AsAsked(Task):
     def is_equivalent(self, a: str | None, b: str | None) -> bool:
         return self.inner.is_equivalent(a, b)
 
-    def debate_prompt(self, other_responses: list[str]) -> str:
-        return self.inner.debate_prompt(other_responses)
+    # A later round restates the question (GSM8K, MATH): a message written as the task's round-1 prompt gives
+    # back the question inside it, so it is restated as the engine restates it; any other message is the
+    # question itself.
+    def asked(self, problem: Problem) -> Problem:
+        """`problem` with the question inside the task's round-1 prompt, when its message is one."""
+        marker = "\x00question\x00"
+        prefix, _, suffix = self.inner.question_prompt(
+            Problem(id=problem.id, question=marker, answer="")
+        ).partition(marker)
+        text = problem.question
+        if len(text) > len(prefix) + len(suffix) and text.startswith(prefix) and text.endswith(suffix):
+            return problem.model_copy(update={"question": text[len(prefix) : len(text) - len(suffix)]})
+        return problem
 
-    def summarize_prompt(self, other_responses: list[str]) -> str:
-        return self.inner.summarize_prompt(other_responses)
+    def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        return self.inner.debate_prompt(self.asked(problem), other_responses)
 
-    def summary_debate_prompt(self, summary: str) -> str:
-        return self.inner.summary_debate_prompt(summary)
+    def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        return self.inner.summarize_prompt(self.asked(problem), other_responses)
+
+    def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
+        return self.inner.summary_debate_prompt(self.asked(problem), summary)
 
 
 def load_run_society(run_dir: Path, iteration: int | None = None) -> tuple[Society, RunConfig, int]:

@@ -32,12 +32,13 @@ def task_settings(name: str) -> list[str]:
     return TABLE.settings(name)
 
 
-def get_task(name: str, **settings: Any) -> Task:
-    """The task `name`, built with `settings` (e.g. data=PATH, strict=True); None values mean 'default'.
+def get_task(name: str, options: dict[str, Any] | None = None, **settings: Any) -> Task:
+    """The task `name`, built with `options` (a config's `task_options`) and `settings` (e.g. data=PATH).
 
-    None is dropped rather than passed so that a config or CLI flag left unset never overrides a task's own
-    default. A setting the task does not take is an MftError naming it, so a config cannot silently ignore
-    one (a None-valued unknown setting is dropped first, as before: it asks for nothing).
+    None in `settings` means 'default' and is dropped, so that a config or CLI flag left unset never
+    overrides a task's own default. `options` are written on purpose and passed as given: `levels: null`
+    for MATH asks for every level, not for the default levels. A setting the task does not take is an
+    MftError naming it, so a config cannot silently ignore one.
     """
-    given = {k: v for k, v in settings.items() if v is not None}
+    given = {**{k: v for k, v in settings.items() if v is not None}, **(options or {})}
     return TABLE.build(name, **given)

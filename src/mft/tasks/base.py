@@ -68,8 +68,11 @@ class BadGold(Exception):
     """
 
 
-# The paper's debate prompts (Du et al. 2023 / Subramaniam et al. 2025), lightly shortened. Round r > 1
-# shows an agent the other agents' round r-1 responses, or a summary of them.
+# The shared default debate prompts, after Du et al. (2023)'s arithmetic ones: they name no question (the
+# agent's own first turn holds it) and ask for no answer format. Round r > 1 shows an agent the other
+# agents' round r-1 responses, or a summary of them. The arithmetic task and the bundled toy model
+# (pretrained on exactly these texts) use them; GSM8K and MATH override them with the paper's, which
+# restate the question and ask for \boxed{answer}.
 DEBATE_PROMPT = (
     "These are the solutions to the problem from other agents:\n\n{solutions}\n\n"
     "Using the reasoning from other agents as additional advice, can you give an updated answer? "
@@ -87,6 +90,21 @@ SUMMARY_DEBATE_PROMPT = (
     "Use this summary carefully as additional advice, can you give an updated answer? "
     "Make sure to state your answer at the end of the response."
 )
+# The paper's summariser prompt (as in its official code, grammar fixed), which GSM8K and MATH use: the
+# summary also explains each solution's reasoning, so an agent reading it can check that reasoning, not only
+# count answers.
+PAPER_SUMMARIZE_PROMPT = (
+    "Here is a list of opinions from different agents:\n\n{solutions}\n\n"
+    "Write a summary of the different opinions from each of the individual agents and explain the "
+    "reasoning in each solution."
+)
+PAPER_SUMMARY_ITEM = "One agent response: ```{response}```"
+
+
+def paper_summarize_prompt(other_responses: list[str]) -> str:
+    """The paper's summariser request for `other_responses` (GSM8K and MATH)."""
+    items = "\n\n".join(PAPER_SUMMARY_ITEM.format(response=r) for r in other_responses)
+    return PAPER_SUMMARIZE_PROMPT.format(solutions=items)
 
 
 class Task(ABC):
@@ -94,7 +112,8 @@ class Task(ABC):
 
     name: str = "task"
     version: str = "1"
-    max_new_tokens: int = 512  # default response budget; worked solutions of real benchmarks are long
+    # default response budget (a custom task's); GSM8K and MATH use the paper's 2048, the toy arithmetic 160
+    max_new_tokens: int = 512
 
     @abstractmethod
     def load(self, split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
@@ -113,17 +132,19 @@ class Task(ABC):
         """Whether two extracted/gold answers are the same answer. None is never equivalent to anything."""
 
     # -- debate prompts (shared default; a task may override) ---------------------------------------------
-    def debate_prompt(self, other_responses: list[str]) -> str:
+    # Each gets the problem debated, so a task's later-round prompts can restate its question (the paper's
+    # GSM8K and MATH prompts do); the shared default does not use it.
+    def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
         """The round r > 1 user message: the other agents' previous responses, asking for an update."""
         items = "\n\n".join(SOLUTION_ITEM.format(response=r) for r in other_responses)
         return DEBATE_PROMPT.format(solutions=items)
 
-    def summarize_prompt(self, other_responses: list[str]) -> str:
+    def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
         """The summariser's request, in summary mode (the paper's cheaper variant of the debate round)."""
         items = "\n\n".join(SOLUTION_ITEM.format(response=r) for r in other_responses)
         return SUMMARIZE_PROMPT.format(solutions=items)
 
-    def summary_debate_prompt(self, summary: str) -> str:
+    def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
         """The round r > 1 user message in summary mode: a summary instead of the responses themselves."""
         return SUMMARY_DEBATE_PROMPT.format(summary=summary)
 

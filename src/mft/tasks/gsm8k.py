@@ -15,14 +15,36 @@ from __future__ import annotations
 from typing import Any
 
 from mft.records import Problem
+from mft.tasks.base import paper_summarize_prompt
 from mft.tasks.dataset import DatasetTask
 from mft.tasks.numbers import NumberAnswers
 from mft.tasks.sources import DataSource, Row
 
-# The prompt of Du et al. (2023) for GSM8K, which the paper uses.
-PROMPT = (
-    "Can you solve the following math problem? {question} Explain your reasoning. Your final answer should "
-    "be a single numerical number, in the form \\boxed{answer}, at the end of your response."
+# The prompts of Du et al. (2023) for GSM8K, which the paper uses. Later rounds restate the question and the
+# answer form, so an agent that follows another's reasoning still answers this problem, in a form the
+# scorer reads. Substitution is by `str.replace`: a question or response may hold braces.
+ANSWER_FORM = (
+    "Your final answer should be a single numerical number, in the form \\boxed{answer}, at the end of your "
+    "response."
+)
+PROMPT = "Can you solve the following math problem? {question} Explain your reasoning. " + ANSWER_FORM
+DEBATE_PROMPT = (
+    "These are the solutions to the problem from other agents:\n\n{solutions}\n\n"
+    "Using the solutions from other agents as additional information, can you provide your answer to the "
+    "math problem? The original math problem is {question}. " + ANSWER_FORM
+)
+SOLUTION_ITEM = "One agent solution: ```{response}```"
+# Du et al. have no summary variant for GSM8K: this is their debate prompt with the paper's summary framing
+# (its MATH summary prompt) in place of the solutions.
+SUMMARY_DEBATE_PROMPT = (
+    "Here is a summary of solutions from several other agents: {summary}\n\n"
+    "Using the summary as additional information, can you provide your answer to the math problem? "
+    "The original math problem is {question}. " + ANSWER_FORM
+)
+# With no other agent (N = 1), Du et al. ask the agent to check its own answer.
+SELF_CHECK_PROMPT = (
+    "Can you double check that your answer is correct? Please reiterate your answer, with your final answer "
+    "a single numerical number, in the form \\boxed{answer}."
 )
 
 
@@ -34,6 +56,7 @@ class GSM8KTask(DatasetTask):
     answer_field = "answer"
     hub_name = "openai/gsm8k"
     hub_configs = ("main",)
+    max_new_tokens = 2048  # the paper's response budget with open models (its code: prompt + 2048 tokens)
 
     def __init__(
         self, data: DataSource | None = None, *, strict: bool = False, skip_bad_gold: bool = False
@@ -42,13 +65,27 @@ class GSM8KTask(DatasetTask):
         self.strict = strict
         self.answers = NumberAnswers(strict=strict)
         # a change of prompt or scoring bumps the number; strict and lenient scoring are different versions
-        self.version = "1-strict" if strict else "1-lenient"
+        # 2: later-round prompts restate the question and ask for \boxed{answer}; the paper's summariser
+        # prompt
+        self.version = "2-strict" if strict else "2-lenient"
 
     def parse_gold(self, value: Any, row: Row) -> str:
         return self.answers.parse_gold(value)
 
     def question_prompt(self, problem: Problem) -> str:
         return PROMPT.replace("{question}", problem.question)
+
+    def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        if not other_responses:
+            return SELF_CHECK_PROMPT
+        items = "\n\n".join(SOLUTION_ITEM.replace("{response}", r) for r in other_responses)
+        return DEBATE_PROMPT.replace("{question}", problem.question).replace("{solutions}", items)
+
+    def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        return paper_summarize_prompt(other_responses)
+
+    def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
+        return SUMMARY_DEBATE_PROMPT.replace("{question}", problem.question).replace("{summary}", summary)
 
     def extract_answer(self, response: str) -> str | None:
         return self.answers.extract(response)

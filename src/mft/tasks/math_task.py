@@ -4,8 +4,9 @@ Source: the hub dataset `EleutherAI/hendrycks_math` (one config per subject, all
 train pool, test -> test pool), another MATH-schema hub dataset (`hub_name`, `hub_configs`), or local
 JSONL/parquet/JSON files in the MATH schema: `problem`, `solution`, `level` ("Level 2"; an int is accepted)
 and `type`. The original release's layout (`MATH/train/algebra/1.json`, one problem per file) works as a
-directory. The paper uses levels 1-3 (the default `levels`); rows outside the levels are not candidates
-(rows whose level is "Level ?" never match a filter).
+directory. The paper uses levels 1-3 (the default `levels`; `levels: null` in a config's task_options asks
+for every level); rows outside the levels are not candidates (rows whose level is "Level ?" never match a
+filter).
 
 The gold answer is the content of the LAST \\boxed{...} (or \\fbox{...}, or `\\boxed 5`) in the solution,
 braces matched, so `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`; when a solution has no box and the row has an
@@ -25,7 +26,7 @@ from typing import Any
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.base import BadGold
+from mft.tasks.base import BadGold, paper_summarize_prompt
 from mft.tasks.dataset import DatasetTask
 from mft.tasks.latex import extract_latex_answer, latex_equal, require_math_verify
 from mft.tasks.sources import DataSource, Row
@@ -41,10 +42,30 @@ SUBJECTS = (
     "precalculus",
 )
 
-# The paper's MATH prompt (the GSM8K prompt of Du et al. 2023 without "a single numerical number").
+# The paper's MATH prompts, as in its official code (grammar fixed, spacing normalised). Round 1 asks for a
+# bullet-point summary of the reasoning; later rounds restate the question and the \boxed{} answer form, so
+# an agent that follows another's reasoning still answers this problem, in a form the scorer reads.
+# Substitution is by `str.replace`: LaTeX questions and responses are full of braces.
 PROMPT = (
-    "Can you solve the following math problem? {question} Explain your reasoning. Your final answer should "
-    "be in the form \\boxed{answer}, at the end of your response."
+    "Can you solve the following math problem? {question} Provide a bullet point summary of your reasoning. "
+    "Your final answer should be a single answer, in the form \\boxed{answer}, at the end of your response."
+)
+DEBATE_PROMPT = (
+    "Here are solutions from other agents:\n\n{solutions}\n\n"
+    "Using each response as additional advice, can you give an updated bullet by bullet answer to "
+    "{question}? Your final answer should be in the form \\boxed{answer} given at the end of your response."
+)
+SOLUTION_ITEM = "One agent response: {response}"
+SUMMARY_DEBATE_PROMPT = (
+    "Here is a summary of solutions from several other agents: {summary}\n\n"
+    "Examine each of these solutions as additional advice, can you solve {question} and give your updated "
+    "answer? Explain your reasoning.\nYour final answer should be in the form \\boxed{answer} given at the "
+    "end of your response."
+)
+# With no other agent (N = 1), the paper's code asks the agent to check its own answer.
+SELF_CHECK_PROMPT = (
+    "Can you double check that your answer is correct? Please reiterate your answer, with your final answer "
+    "a single answer of the form \\boxed{answer} at the end of your response."
 )
 
 
@@ -72,7 +93,10 @@ class MathTask(DatasetTask):
     """MATH. `levels`: which difficulty levels are candidates (None: all); `timeout_s`: per comparison."""
 
     name = "math"
-    version = "1"
+    # 2: the paper's prompts (bullet-point reasoning; later rounds restate the question and ask for
+    # \boxed{answer}; its summariser prompt)
+    version = "2"
+    max_new_tokens = 2048  # the paper's response budget with open models (its code: prompt + 2048 tokens)
     question_field = "problem"
     answer_field = "solution"
     hub_name = "EleutherAI/hendrycks_math"
@@ -133,6 +157,18 @@ class MathTask(DatasetTask):
 
     def question_prompt(self, problem: Problem) -> str:
         return PROMPT.replace("{question}", problem.question)
+
+    def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        if not other_responses:
+            return SELF_CHECK_PROMPT
+        items = "\n\n".join(SOLUTION_ITEM.replace("{response}", r) for r in other_responses)
+        return DEBATE_PROMPT.replace("{question}", problem.question).replace("{solutions}", items)
+
+    def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        return paper_summarize_prompt(other_responses)
+
+    def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
+        return SUMMARY_DEBATE_PROMPT.replace("{question}", problem.question).replace("{summary}", summary)
 
     def extract_answer(self, response: str) -> str | None:
         return extract_latex_answer(response)

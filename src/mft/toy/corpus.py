@@ -144,7 +144,8 @@ def _problem(ops: tuple[int, ...]) -> Problem:
 def sample_conversation(cfg: CorpusConfig, rng: random.Random) -> list[Message]:
     """One training conversation; all assistant turns are trained on."""
     ops = _train_ops(cfg, rng)
-    question = _TASK.question_prompt(_problem(ops))
+    problem = _problem(ops)
+    question = _TASK.question_prompt(problem)
     u = rng.random()
     own = solve(ops, cfg.slip_first, rng)
     msgs = [Message(role="user", content=question), Message(role="assistant", content=own.render())]
@@ -155,17 +156,21 @@ def sample_conversation(cfg: CorpusConfig, rng: random.Random) -> list[Message]:
     if u < cfg.p_single + cfg.p_debate:
         rounds = rng.choices([2, 3], weights=[5, 1])[0]
         for _ in range(rounds - 1):
-            msgs.append(Message(role="user", content=_TASK.debate_prompt([o.render() for o in others])))
+            msgs.append(
+                Message(role="user", content=_TASK.debate_prompt(problem, [o.render() for o in others]))
+            )
             msgs.append(Message(role="assistant", content=solve(ops, cfg.slip_debate, rng).render()))
             others = [solve(ops, cfg.slip_debate, rng) for _ in range(n_others)]
         return msgs
     if u < cfg.p_single + cfg.p_debate + cfg.p_summary_debate:
-        msgs.append(Message(role="user", content=_TASK.summary_debate_prompt(summarize(ops, others))))
+        msgs.append(
+            Message(role="user", content=_TASK.summary_debate_prompt(problem, summarize(ops, others)))
+        )
         msgs.append(Message(role="assistant", content=solve(ops, cfg.slip_debate, rng).render()))
         return msgs
     # summariser: a fresh conversation, as the debate engine asks for summaries
     return [
-        Message(role="user", content=_TASK.summarize_prompt([o.render() for o in others])),
+        Message(role="user", content=_TASK.summarize_prompt(problem, [o.render() for o in others])),
         Message(role="assistant", content=summarize(ops, others)),
     ]
 
