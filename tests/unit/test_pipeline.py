@@ -26,6 +26,7 @@ def _cfg(tmp_path: Path, **kw: object) -> RunConfig:
         "chunk_size": 3,
         "min_examples": 3,
         "embedding_model": None,
+        "summarize": False,  # scripted agents answer questions; a test that wants summaries says so
     }
     return RunConfig(**{**base, **kw})  # type: ignore[arg-type]
 
