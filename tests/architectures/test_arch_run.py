@@ -37,6 +37,9 @@ def _args(model: Path, runs_dir: Path, name: str) -> list[str]:
         "--agents",
         "2",
         "--no-summarize",  # no summaries: fewer generations (a run's default has them)
+        # the taught agents never change their answer (no D_C-): the critics train on D_C+ alone
+        "--critic-corrected-share",
+        "0",
         "--iterations",
         "1",
         "--n-train",

@@ -34,6 +34,8 @@ n_train: 4
 n_test: 4
 max_new_tokens: 48
 temperature: 0
+# greedy copies of one model never change their answer (no D_C-): the critics train on D_C+ alone
+critic_corrected_share: 0
 min_examples: 1
 ft_epochs: 1
 ft_batch_size: 4
