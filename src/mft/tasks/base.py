@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Literal
 
 from mft.errors import MftError
@@ -105,6 +106,31 @@ def paper_summarize_prompt(other_responses: list[str]) -> str:
     """The paper's summariser request for `other_responses` (GSM8K and MATH)."""
     items = "\n\n".join(PAPER_SUMMARY_ITEM.format(response=r) for r in other_responses)
     return PAPER_SUMMARIZE_PROMPT.format(solutions=items)
+
+
+@dataclass(frozen=True)
+class PaperPrompts:
+    """A task's prompts in the paper's form (GSM8K, MATH): `{question}`, `{solutions}`, `{summary}` and
+    `{response}` are filled with `str.replace`, never `format`, so LaTeX braces in a question stay as written.
+    `self_check` is the later-round prompt of a single agent (no other answers to read)."""
+
+    question: str
+    debate: str
+    solution_item: str
+    summary_debate: str
+    self_check: str
+
+    def question_prompt(self, problem: Problem) -> str:
+        return self.question.replace("{question}", problem.question)
+
+    def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
+        if not other_responses:
+            return self.self_check
+        items = "\n\n".join(self.solution_item.replace("{response}", r) for r in other_responses)
+        return self.debate.replace("{question}", problem.question).replace("{solutions}", items)
+
+    def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
+        return self.summary_debate.replace("{question}", problem.question).replace("{summary}", summary)
 
 
 class Task(ABC):

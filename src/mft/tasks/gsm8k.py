@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from mft.records import Problem
-from mft.tasks.base import paper_summarize_prompt
+from mft.tasks.base import PaperPrompts, paper_summarize_prompt
 from mft.tasks.dataset import DatasetTask
 from mft.tasks.numbers import NumberAnswers
 from mft.tasks.sources import DataSource, Row
@@ -48,6 +48,9 @@ SELF_CHECK_PROMPT = (
 )
 
 
+PROMPTS = PaperPrompts(PROMPT, DEBATE_PROMPT, SOLUTION_ITEM, SUMMARY_DEBATE_PROMPT, SELF_CHECK_PROMPT)
+
+
 class GSM8KTask(DatasetTask):
     """GSM8K. `data`: None (the hub) or a local file/directory/mapping; `strict`: no last-number fallback."""
 
@@ -73,19 +76,16 @@ class GSM8KTask(DatasetTask):
         return self.answers.parse_gold(value)
 
     def question_prompt(self, problem: Problem) -> str:
-        return PROMPT.replace("{question}", problem.question)
+        return PROMPTS.question_prompt(problem)
 
     def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
-        if not other_responses:
-            return SELF_CHECK_PROMPT
-        items = "\n\n".join(SOLUTION_ITEM.replace("{response}", r) for r in other_responses)
-        return DEBATE_PROMPT.replace("{question}", problem.question).replace("{solutions}", items)
+        return PROMPTS.debate_prompt(problem, other_responses)
 
     def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
         return paper_summarize_prompt(other_responses)
 
     def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
-        return SUMMARY_DEBATE_PROMPT.replace("{question}", problem.question).replace("{summary}", summary)
+        return PROMPTS.summary_debate_prompt(problem, summary)
 
     def extract_answer(self, response: str) -> str | None:
         return self.answers.extract(response)

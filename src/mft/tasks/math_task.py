@@ -26,7 +26,7 @@ from typing import Any
 
 from mft.errors import MftError
 from mft.records import Problem
-from mft.tasks.base import BadGold, paper_summarize_prompt
+from mft.tasks.base import BadGold, PaperPrompts, paper_summarize_prompt
 from mft.tasks.dataset import DatasetTask
 from mft.tasks.latex import extract_latex_answer, latex_equal, require_math_verify
 from mft.tasks.sources import DataSource, Row
@@ -87,6 +87,9 @@ def gold_from_solution(solution: str) -> str | None:
     if boxed is None:
         return None
     return strip_math_delimiters(boxed) or None
+
+
+PROMPTS = PaperPrompts(PROMPT, DEBATE_PROMPT, SOLUTION_ITEM, SUMMARY_DEBATE_PROMPT, SELF_CHECK_PROMPT)
 
 
 class MathTask(DatasetTask):
@@ -156,19 +159,16 @@ class MathTask(DatasetTask):
         return gold
 
     def question_prompt(self, problem: Problem) -> str:
-        return PROMPT.replace("{question}", problem.question)
+        return PROMPTS.question_prompt(problem)
 
     def debate_prompt(self, problem: Problem, other_responses: list[str]) -> str:
-        if not other_responses:
-            return SELF_CHECK_PROMPT
-        items = "\n\n".join(SOLUTION_ITEM.replace("{response}", r) for r in other_responses)
-        return DEBATE_PROMPT.replace("{question}", problem.question).replace("{solutions}", items)
+        return PROMPTS.debate_prompt(problem, other_responses)
 
     def summarize_prompt(self, problem: Problem, other_responses: list[str]) -> str:
         return paper_summarize_prompt(other_responses)
 
     def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
-        return SUMMARY_DEBATE_PROMPT.replace("{question}", problem.question).replace("{summary}", summary)
+        return PROMPTS.summary_debate_prompt(problem, summary)
 
     def extract_answer(self, response: str) -> str | None:
         return extract_latex_answer(response)
