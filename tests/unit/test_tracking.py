@@ -279,6 +279,10 @@ def test_a_trackers_missing_package_is_one_line_naming_the_extra(tmp_path: Path,
 
     from mft.cli import main
 
+    def no_run(*args: object) -> None:
+        raise AssertionError("the run started: the missing package was not refused first")
+
+    monkeypatch.setattr("mft.pipeline.run.open_run", no_run)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
@@ -289,3 +293,48 @@ def test_a_trackers_missing_package_is_one_line_naming_the_extra(tmp_path: Path,
     assert err.count("\n") == 1
     assert "report_to wandb needs the wandb package" in err and "pip install 'mft[track]'" in err
     assert not any(tmp_path.iterdir()), "refused before the run directory is made"
+
+
+def test_iteration_scalars_sum_each_agents_counts(tmp_path: Path) -> None:
+    from mft.records import write_json_atomic
+    from mft.rundir import RunDir
+    from mft.tracking.scalars import iteration_scalars
+
+    rd = RunDir(tmp_path)
+    critic = {"examples": 5, "corrected (D_C-)": 3, "kept available (D_C+)": 4}
+    write_json_atomic(
+        rd.sizes(1),
+        {
+            "gen_0": {"examples": 2},
+            "gen_1": {"examples": 7},
+            "critic_0": critic,
+            "critic_1": {**critic, "corrected (D_C-)": 1},
+        },
+    )
+    out = iteration_scalars(rd, 1)
+    assert (out["data/D_G"], out["data/D_C_minus"], out["data/D_C_plus"]) == (9, 4, 8)
+    assert (out["data/critic_1/D_C_minus"], out["data/critic_1/examples"]) == (1, 5)
+    write_json_atomic(rd.sizes(2), {"model": {"examples": 6, "rationalized": 2}})  # a one-model method
+    assert iteration_scalars(rd, 2) == {"data/model/examples": 6, "data/model/rationalized": 2}
+
+
+def test_a_tracker_added_later_is_sent_everything_logged_before(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mft.tracking import Tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    with Tracking.open(tmp_path, ["tensorboard"], "t") as tracking:
+        tracking.log({"accuracy/debate": 0.5}, 0)
+        tracking.log({"train/iter_1/gen_0/loss": 2.0}, 1)
+    with Tracking.open(tmp_path, ["tensorboard", "mlflow"], "t") as tracking:
+        tracking.log({"accuracy/debate": 0.9}, 0)  # logged before: not sent again
+        tracking.log({"accuracy/debate": 0.7}, 1)
+    state = json.loads((tmp_path / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    history = {
+        name: sorted((m.step, m.value) for m in client.get_metric_history(state["run_id"], name))
+        for name in ("accuracy/debate", "train/iter_1/gen_0/loss")
+    }
+    assert history == {"accuracy/debate": [(0, 0.5), (1, 0.7)], "train/iter_1/gen_0/loss": [(1, 2.0)]}
