@@ -338,3 +338,22 @@ def test_a_tracker_added_later_is_sent_everything_logged_before(tmp_path: Path, 
         for name in ("accuracy/debate", "train/iter_1/gen_0/loss")
     }
     assert history == {"accuracy/debate": [(0, 0.5), (1, 0.7)], "train/iter_1/gen_0/loss": [(1, 2.0)]}
+
+
+def test_reproduce_tracks_each_method_as_a_run_and_its_report_beside_them(tmp_path: Path) -> None:
+    from mft.pipeline.reproduce import reproduce
+
+    def runner(cfg: RunConfig, progress: bool, backend: object) -> list[dict[str, Any]]:
+        return run(cfg, progress=progress, backend=_backend())
+
+    base = _cfg(tmp_path, name="cmp", iterations=1, min_examples=1, report_to=["tensorboard"])
+    root = reproduce(base, methods=["ours", "majority_ft"], progress=False, runner=runner)
+    for method in ("ours", "majority_ft"):
+        events, _ = _tensorboard(RunConfig(**{**base.model_dump(), "runs_dir": root, "name": method}))
+        assert dict(events["accuracy/debate"]) == pytest.approx(_ledger_of(root / method)["accuracy/debate"])
+    _, images = _tensorboard(base)  # the reproduce directory's own: the comparison report's plots
+    assert "report/accuracy" in images
+
+
+def _ledger_of(path: Path) -> dict[str, dict[int, float]]:
+    return read_metrics(path / "metrics.json")
