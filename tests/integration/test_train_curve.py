@@ -26,6 +26,7 @@ def _examples(n: int) -> list[list[Message]]:
     ]
 
 
+@pytest.mark.slow
 def test_each_optimizer_step_reaches_the_callback_and_the_tracker(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
