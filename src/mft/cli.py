@@ -273,7 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     if args.dry_run:
         return _print_memory(cfg)
-    results = run(cfg, progress=not args.no_progress)
+    results = run(cfg, progress=not args.no_progress, report=True)
     rows = [
         [
             "base" if res["iteration"] == 0 else str(res["iteration"]),
@@ -287,9 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     title = f"{cfg.name}: test accuracy of the society's debate per iteration"
     header = ["iteration", "single agent", "majority", "debate"]
     Console().print(results_table(title, header, rows, first_left=False))
-    from mft.report import write_report
-
-    print(f"report: {write_report(cfg.run_dir)}")
+    print(f"report: {cfg.run_dir / 'report.md'}")
     print(f"artifacts: {cfg.run_dir}")
     return 0
 

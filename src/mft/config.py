@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mft.backends import BACKENDS, FINETUNING_BACKENDS
 from mft.errors import MftError
@@ -243,7 +243,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "diversity metrics": ("diversity_problems", "embedding_model"),
     "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
-    "output": ("out", "name", "runs_dir"),
+    "output": ("out", "name", "runs_dir", "report_to"),
 }  # fmt: skip
 
 
@@ -262,7 +262,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         annotation = info.annotation
         if typing.get_origin(annotation) is dict:
             continue  # mappings are set in the YAML file
-        default = info.default
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
         if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
             default = f"{default:.4g}"
         help_text = f"{info.description} (default: {default})"
@@ -287,6 +289,8 @@ def _literal_choices(annotation: Any) -> list[Any] | None:
 
 def _scalar_type(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is list:
+        return str  # a comma-separated list on the command line, split by the field's validator
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _scalar_type(args[0])
@@ -405,6 +409,23 @@ class RunConfig(SharedConfig):
     ray_workers: int = Field(2, ge=1, description="Ray actors that debate chunks, each with its own backend.")
     ray_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per Ray finetune task / debate actor.")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per Ray finetune task / debate actor.")
+    report_to: list[Literal["none", "tensorboard", "wandb", "mlflow"]] = Field(
+        ["none"],
+        description="Experiment trackers to log to (a list, or comma-separated on the command line): "
+        "tensorboard, wandb, mlflow, or none. Logged: accuracies, data sizes, diversity, seconds and tokens "
+        "per iteration, each agent's training curve, the config, the report's plots; files under the run "
+        "directory (W&B offline unless WANDB_MODE or an API key says otherwise). See docs/tracking.md.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_trackers(cls, value: Any) -> Any:
+        """'tensorboard,wandb' (the command line) is the list of both; 'none' with another is refused."""
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and "none" in value and len(set(value)) > 1:
+            raise ValueError("'none' cannot be combined with a tracker")
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
     @property
     def run_dir(self) -> Path:

@@ -2,6 +2,9 @@
 
     runs/<name>/manifest.json             config, seed, versions, problem digests, data source
     runs/<name>/timings.json              seconds per stage
+    runs/<name>/metrics.json              the scalars the experiment trackers were sent (`report_to`)
+    runs/<name>/tracking.json             the W&B / MLflow run ids a resumed run continues
+    runs/<name>/tensorboard/, wandb/, mlflow/   the trackers' own files (see `mft.tracking`)
     runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
     runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
     runs/<name>/iter_<k>/rationalize.jsonl  STaR only: its wrong samples regenerated with the answer as a hint
@@ -56,8 +59,9 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_warmup_ratio": 0.0,
     "ft_lr_schedule": "linear",
 }
-# Settings a run may change between invocations: moving the directory or asking for more iterations.
-RESUMABLE_CHANGES = frozenset({"runs_dir", "iterations"})
+# Settings a run may change between invocations: moving the directory, asking for more iterations, or
+# logging to other experiment trackers (they change no result).
+RESUMABLE_CHANGES = frozenset({"runs_dir", "iterations", "report_to"})
 
 
 def versions() -> dict[str, str]:
@@ -183,6 +187,30 @@ class RunDir:
     @property
     def timings(self) -> Path:
         return self.path / "timings.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def tracking(self) -> Path:
+        return self.path / "tracking.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        return self.path / "wandb"  # W&B makes this directory inside the `dir` it is given (the run's)
+
+    @property
+    def mlflow(self) -> Path:
+        return self.path / "mlflow"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"  # the report's PNGs (`mft report` writes them)
 
     def iteration(self, k: int) -> Path:
         return self.path / f"iter_{k}"

@@ -86,6 +86,21 @@ class FinetuneSettings:
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimizer step of a finetune, as a backend reports it to `finetune(..., on_step=...)` (the
+    training curve experiment trackers draw; the backend knows nothing of them)."""
+
+    step: int  # 1-based optimizer step of this finetune
+    loss: float  # mean loss per label token of the step's (effective) batch
+    lr: float  # the learning rate the step used
+    tokens: int  # tokens trained on so far in this finetune (every non-padding token of the batches)
+
+
+# Called after each optimizer step; a backend that trains elsewhere (a fine-tuning API) calls it never.
+StepCallback = Callable[[TrainStep], None]
+
+
 @dataclass
 class GenerationRequest:
     agent: str
@@ -131,9 +146,12 @@ class Backend(ABC):
         examples: list[list[Message]],
         out_dir: Path,
         settings: FinetuneSettings | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Agent:
         """Train `agent` on chat examples (loss on assistant turns), save it to `out_dir`, return it.
-        `settings` None: the backend's defaults."""
+        `settings` None: the backend's defaults. `on_step`, where given, is called after each optimizer
+        step the backend runs itself (its training curve)."""
         raise NotImplementedError(f"the {self.name} backend does not finetune yet")
 
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:

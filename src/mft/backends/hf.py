@@ -22,6 +22,7 @@ from mft.backends.base import (
     FinetuneSettings,
     GenerationRequest,
     Sampling,
+    StepCallback,
 )
 from mft.backends.chat import ChatFormat
 from mft.backends.hf_adapters import mergeable, merged
@@ -375,8 +376,11 @@ class HFBackend(Backend):
         examples: list[list[Message]],
         out_dir: Path,
         settings: FinetuneSettings | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Agent:
-        """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`."""
+        """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`;
+        `on_step` sees each optimizer step."""
         from mft.backends.hf_finetune import train_adapter, train_full
 
         cfg = settings or FinetuneSettings()
@@ -384,13 +388,13 @@ class HFBackend(Backend):
             start = (
                 agent.adapter if agent.adapter is not None and is_full_model(Path(agent.adapter)) else None
             )
-            model, _ = train_full(self, agent.name, start, examples, out_dir, cfg)
+            model, _ = train_full(self, agent.name, start, examples, out_dir, cfg, on_step)
             if self.model is not self.base and agent.name in self.model.peft_config:
                 self.model.delete_adapter(agent.name)
             self.full_models[agent.name] = model.to("cpu") if self.offload_full_models else model
         elif cfg.method == "lora":
             self.full_models.pop(agent.name, None)
-            train_adapter(self, agent.name, agent.adapter, examples, out_dir, cfg)
+            train_adapter(self, agent.name, agent.adapter, examples, out_dir, cfg, on_step)
         else:
             raise MftError(f"unknown finetuning method {cfg.method!r}", hint="use 'lora' or 'full'")
         trained = Agent(agent.name, str(out_dir))

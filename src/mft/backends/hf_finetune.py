@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mft.backends.base import FinetuneSettings, resolve_model_path
+from mft.backends.base import FinetuneSettings, StepCallback, resolve_model_path
 from mft.backends.hf_train import train_loop
 from mft.errors import MftError
 from mft.faults import checkpoint
@@ -33,6 +33,7 @@ def train_full(
     examples: list[list[Message]],
     out_dir: Path,
     settings: FinetuneSettings,
+    on_step: StepCallback | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Full finetuning (`method: full`): a copy of the base (or of this agent's previous full model) with
     every weight trained, saved with save_pretrained to `out_dir` (temp dir, then rename). Costs one model's
@@ -54,7 +55,13 @@ def train_full(
         p.requires_grad_(True)
     tok = backend.tokenizer
     result = train_loop(
-        model, params, [backend.chat.training_ids(ex) for ex in examples], tok.pad_token_id, settings, rng
+        model,
+        params,
+        [backend.chat.training_ids(ex) for ex in examples],
+        tok.pad_token_id,
+        settings,
+        rng,
+        on_step,
     )
     losses = result.losses
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -85,6 +92,7 @@ def train_adapter(
     examples: list[list[Message]],
     out_dir: Path,
     settings: FinetuneSettings,
+    on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (temp dir, then rename)."""
     import torch
@@ -123,7 +131,13 @@ def train_adapter(
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
     result = train_loop(
-        model, params, [backend.chat.training_ids(ex) for ex in examples], tok.pad_token_id, settings, rng
+        model,
+        params,
+        [backend.chat.training_ids(ex) for ex in examples],
+        tok.pad_token_id,
+        settings,
+        rng,
+        on_step,
     )
     losses = result.losses
     tmp = out_dir.with_name(out_dir.name + ".tmp")

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mft.backends.base import FinetuneSettings
+from mft.backends.base import FinetuneSettings, StepCallback, TrainStep
 from mft.backends.hf_model import accepts_logits_to_keep
 from mft.errors import MftError
 
@@ -191,8 +191,10 @@ def train_loop(
     pad_id: int,
     settings: FinetuneSettings,
     rng: random.Random,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
-    """Train `params` of `model` on `encoded` examples; the model is left in eval mode, nothing trainable."""
+    """Train `params` of `model` on `encoded` examples; the model is left in eval mode, nothing trainable.
+    `on_step` is told each optimizer step's loss, learning rate and the tokens trained on so far."""
     import torch
 
     result = TrainResult()
@@ -212,15 +214,20 @@ def train_loop(
     model.train()
     dtype = autocast_dtype(settings.precision, model.device)
     lengths = [len(ids) for ids, _ in encoded]
+    tokens = 0
     try:
         for _ in range(settings.epochs):
             for idx in batch_order(lengths, settings.batch_size, rng, settings.group_by_length):
                 step_loss = accumulate(model, [encoded[i] for i in idx], pad_id, micro, keep_logits, dtype)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
+                lr = opt.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 result.losses.append(step_loss)
+                tokens += sum(lengths[i] for i in idx)
+                if on_step is not None:
+                    on_step(TrainStep(len(result.losses), step_loss, lr, tokens))
     finally:
         _set_checkpointing(model, False)
         model.eval()

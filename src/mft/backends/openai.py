@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mft.backends import openai_finetune
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
+from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
 from mft.backends.openai_retry import Failure, backoff_delay, classify, run_sync
 from mft.backends.seeds import request_seed
 from mft.errors import MftError
@@ -304,11 +304,14 @@ class OpenAIBackend(Backend):
         examples: list[list[Message]],
         out_dir: Path,
         settings: FinetuneSettings | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Agent:
         """Fine-tune `agent` through the fine-tuning API, from its current model id; resumable.
 
         Of `settings` the API uses `epochs` (the job's n_epochs) and `seed`; the LoRA fields are the hf
         backend's. None: the API's defaults (neither is sent). Polling follows the constructor's `poll_*`.
+        The job trains on the server: `on_step` is never called (no training curve is streamed).
         """
         out_dir = Path(out_dir)
         done = openai_finetune.finished_agent(agent.name, out_dir)

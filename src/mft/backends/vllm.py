@@ -35,6 +35,7 @@ from mft.backends.base import (
     FinetuneSettings,
     GenerationRequest,
     Sampling,
+    StepCallback,
     resolve_model_path,
 )
 from mft.backends.chat import ChatFormat
@@ -413,6 +414,8 @@ class VLLMBackend(Backend):
         examples: list[list[Message]],
         out_dir: Path,
         settings: FinetuneSettings | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Agent:
         """Train `agent`'s LoRA adapter with the project's trainer (the hf backend's) and serve the new one.
 
@@ -427,7 +430,7 @@ class VLLMBackend(Backend):
         if self.sleeps:
             self.llm.sleep(level=1)
         try:
-            trained: Agent = trainer.finetune(agent, examples, out_dir, settings)
+            trained: Agent = trainer.finetune(agent, examples, out_dir, settings, on_step=on_step)
         finally:
             if self.sleeps:
                 self.llm.wake_up()

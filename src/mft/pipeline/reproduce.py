@@ -26,7 +26,7 @@ from typing import Any
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
 from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS
-from mft.pipeline.run import open_run, run
+from mft.pipeline.run import open_run, run, track_report
 from mft.pipeline.stages import method_of
 from mft.records import write_json_atomic
 from mft.rundir import REPRODUCE, RunDir, lock_dir, settings_diff
@@ -125,4 +125,5 @@ def reproduce(
     from mft.report import write_report
 
     write_report(root)
+    track_report(base, root)
     return root

@@ -26,9 +26,10 @@ from mft.pipeline.stages import (
     stage_finetune,
 )
 from mft.records import Problem, write_json_atomic, write_text_atomic
-from mft.rundir import RunDir, timing_key
+from mft.rundir import REPRODUCE, RunDir, timing_key
 from mft.tasks.base import Task, load_split
 from mft.toy import check_split_seed
+from mft.tracking import Tracking, check_trackers
 
 R = TypeVar("R")
 
@@ -73,9 +74,13 @@ def _flushing(path: Path, timings: dict[str, float], key: str, before: float, st
         thread.join()
 
 
-def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -> list[dict[str, Any]]:
-    """The whole loop; returns the per-iteration eval results (iteration 0 = the base society)."""
+def run(
+    cfg: RunConfig, progress: bool = True, backend: Backend | None = None, report: bool = False
+) -> list[dict[str, Any]]:
+    """The whole loop; returns the per-iteration eval results (iteration 0 = the base society). `report`:
+    then write the run's report (`mft report`) and send its plots to the trackers."""
     task = build_task(cfg)
+    check_trackers(cfg.report_to)  # a tracker's missing package stops here, before any model work
     train, test = open_run(cfg, task)
     if cfg.diversity_problems != 0 and cfg.embedding_model:
         from mft.eval.encoders import check_encoder
@@ -86,23 +91,48 @@ def run(cfg: RunConfig, progress: bool = True, backend: Backend | None = None) -
     check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     timings_path = RunDir(cfg.run_dir).timings
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    with open_tracking(cfg) as tracking:
 
-    def timed(key: str, fn: Callable[..., R], *args: Any) -> R:
-        before, t = timings.get(key, 0.0), time.time()
-        with _flushing(timings_path, timings, key, before, t):
-            out = fn(*args)
-        timings[key] = round(before + time.time() - t, 2)
-        write_json_atomic(timings_path, timings)
-        return out
+        def timed(key: str, fn: Callable[..., R], *args: Any) -> R:
+            before, t = timings.get(key, 0.0), time.time()
+            with _flushing(timings_path, timings, key, before, t):
+                out = fn(*args)
+            timings[key] = round(before + time.time() - t, 2)
+            write_json_atomic(timings_path, timings)
+            tracking.log_stage(key, timings[key])  # a finished stage's figures (none sent twice)
+            return out
 
-    results = [timed(timing_key(0, "eval"), stage_eval, cfg, 0, backend, task, test, progress)]
-    if cfg.diversity_problems != 0:
-        timed(timing_key(0, "diversity"), stage_diversity, cfg, 0, backend, task, progress)
-    for k in range(1, cfg.iterations + 1):
-        timed(timing_key(k, "debate"), stage_debate, cfg, k, backend, task, train, progress)
-        timed(timing_key(k, "build_data"), stage_build_data, cfg, k, task)
-        timed(timing_key(k, "finetune"), stage_finetune, cfg, k, backend, progress)
-        results.append(timed(timing_key(k, "eval"), stage_eval, cfg, k, backend, task, test, progress))
+        results = [timed(timing_key(0, "eval"), stage_eval, cfg, 0, backend, task, test, progress)]
         if cfg.diversity_problems != 0:
-            timed(timing_key(k, "diversity"), stage_diversity, cfg, k, backend, task, progress)
+            timed(timing_key(0, "diversity"), stage_diversity, cfg, 0, backend, task, progress)
+        for k in range(1, cfg.iterations + 1):
+            timed(timing_key(k, "debate"), stage_debate, cfg, k, backend, task, train, progress)
+            timed(timing_key(k, "build_data"), stage_build_data, cfg, k, task)
+            curves = tracking.train_curves(k)
+            timed(timing_key(k, "finetune"), stage_finetune, cfg, k, backend, progress, curves)
+            results.append(timed(timing_key(k, "eval"), stage_eval, cfg, k, backend, task, test, progress))
+            if cfg.diversity_problems != 0:
+                timed(timing_key(k, "diversity"), stage_diversity, cfg, k, backend, task, progress)
+        if report:
+            from mft.report import write_report
+
+            write_report(cfg.run_dir)
+            tracking.log_images(RunDir(cfg.run_dir).plots, cfg.iterations)
     return results
+
+
+def open_tracking(cfg: RunConfig) -> Tracking:
+    """The experiment trackers `cfg.report_to` names, on the run's directory, told the run's settings (a
+    reproduce's method runs are grouped under the reproduce directory's name)."""
+    group = cfg.runs_dir.name if (cfg.runs_dir / REPRODUCE).exists() else None
+    tracking = Tracking.open(cfg.run_dir, cfg.report_to, cfg.name, group)
+    tracking.log_params(json.loads(cfg.model_dump_json()))
+    return tracking
+
+
+def track_report(cfg: RunConfig, path: Path) -> None:
+    """Send the plots of the report just written in reproduce directory `path` (`path`/plots/*.png) to the
+    trackers of `cfg.report_to`, on that directory (grouped with its methods' runs), as images at the last
+    iteration. (A run's own report is sent by `run(..., report=True)`.)"""
+    with Tracking.open(path, cfg.report_to, path.name, path.name) as tracking:
+        tracking.log_images(RunDir(path).plots, cfg.iterations)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
+from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
 from mft.config import DebateConfig, RunConfig, backend_options
 from mft.data.builders import wrong_samples
 from mft.data.examples import read_examples, write_examples
@@ -230,8 +231,16 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
 
 
 # -- 3. finetune ------------------------------------------------------------------------------------------
-def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = True) -> Society:
-    """Finetune each agent on its own data, from its own previous weights; skip finished ones."""
+def stage_finetune(
+    cfg: RunConfig,
+    k: int,
+    backend: Backend,
+    progress: bool = True,
+    train_curves: Callable[[str], StepCallback] | None = None,
+) -> Society:
+    """Finetune each agent on its own data, from its own previous weights; skip finished ones.
+    `train_curves`, where given, maps an agent's slot to the callback its finetune reports each optimizer
+    step to (local executor only: Ray's finetunes run in other processes and stream nothing)."""
     from tqdm.auto import tqdm
 
     rd = RunDir(cfg.run_dir)
@@ -275,8 +284,9 @@ def stage_finetune(cfg: RunConfig, k: int, backend: Backend, progress: bool = Tr
     else:
         for job in tqdm(todo, desc=f"finetune iter {k}", unit="agent", disable=not progress):
             examples = read_examples(job.examples_path)
+            curve = {"on_step": train_curves(job.name)} if train_curves is not None else {}
             agents[job.name] = backend.finetune(
-                Agent(job.name, job.start_from), examples, job.out_dir, settings
+                Agent(job.name, job.start_from), examples, job.out_dir, settings, **curve
             )
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
