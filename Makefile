@@ -14,7 +14,7 @@ $(VENV)/.deps-ok: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,track]"
 	touch $@
 
 # The venv may be shared by several checkouts: always point the editable install at this one (seconds).
