@@ -24,6 +24,7 @@ from mft.debate.engine import run_debate
 from mft.pipeline.stages import debate_settings
 from mft.records import DebateRecord, read_jsonl
 from mft.tasks import get_task
+from tests.architectures.conftest import one_torch_thread  # noqa: F401 - tiny models run on one thread
 from tests.architectures.tiny import TinyModels
 from tests.integration.test_run_resume import _artifacts
 
@@ -92,14 +93,14 @@ summarize: false
 temperature: 0
 max_new_tokens: {tokens}
 iterations: 1
-n_train: 4
+n_train: 2
 n_test: 2
 chunk_size: 2
 min_examples: 1
 critic_corrected_share: 0
 ft_epochs: 1
 ft_batch_size: 4
-diversity_problems: 2
+diversity_problems: 1
 embedding_model: null
 """
 
@@ -155,7 +156,7 @@ def test_killed_mixed_run_resumes_to_the_same_society(
     args = ["run", "--config", str(config), "--runs-dir", str(runs), "--no-progress"]
     trace = tmp_path / "trace.log"
     at = points.index("save adapter gen_1") + 1  # killed while saving the Qwen agent's first adapter
-    env = {**os.environ, "MFT_FAULT": f"kill@{at}", "MFT_FAULT_LOG": str(trace)}
+    env = {**os.environ, "MFT_FAULT": f"kill@{at}", "MFT_FAULT_LOG": str(trace), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "mft", *args], env=env, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert trace.read_text().splitlines()[-1].split("\t")[1] == "save adapter gen_1"
