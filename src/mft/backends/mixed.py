@@ -127,6 +127,10 @@ class MixedBackend(Backend):
         done = self.backends[base or self.default].finished_agent(name, out_dir)
         return None if done is None else dataclasses.replace(done, base=base)
 
+    def can_score(self) -> bool:
+        """Whether every base's backend scores responses (the likelihood diversity metrics)."""
+        return all(hasattr(b, "score_responses") for b in self.backends.values())
+
     def score_responses(
         self,
         agent: str,

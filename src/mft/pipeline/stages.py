@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
 from mft.config import DebateConfig, RunConfig, backend_options
@@ -35,6 +35,9 @@ from mft.records import (
 )
 from mft.rundir import RunDir
 from mft.tasks.base import Task
+
+if TYPE_CHECKING:
+    from mft.eval.likelihood import Scorer
 
 
 def method_of(cfg: RunConfig) -> Method:
@@ -333,6 +336,15 @@ def stage_eval(
     return results
 
 
+def _scorer(backend: Backend) -> Scorer | None:
+    """The backend as a scorer of responses where it is one (hf; a mixed society where every base's
+    backend is), else None."""
+    from mft.backends.mixed import MixedBackend
+
+    scores = backend.can_score() if isinstance(backend, MixedBackend) else hasattr(backend, "score_responses")
+    return cast("Scorer", backend) if scores else None
+
+
 _ENCODERS: dict[str, Any] = {}
 # The base model as an agent of its own (no adapter), the reference of the KL-from-base metric.
 BASE_SCORER = "base_model"
@@ -357,7 +369,7 @@ def stage_diversity(
             _ENCODERS[cfg.embedding_model] = load_encoder(cfg.embedding_model)
         encoder = _ENCODERS[cfg.embedding_model]
     society = society_after(cfg, k)
-    scorer = backend if hasattr(backend, "score_responses") else None
+    scorer = _scorer(backend)
     agents = [*society.generators, *(society.critics or [])]
     # the reference of each agent's KL: the base model; in a mixed society, each agent's own base
     references = {b: Agent(f"{BASE_SCORER}_{i}", base=b) for i, b in enumerate(cfg.base_models())}
