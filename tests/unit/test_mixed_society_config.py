@@ -176,3 +176,20 @@ def test_a_plain_reproduce_of_a_mixed_society_runs_the_methods_with_a_model_per_
         mp.setattr("mft.report.write_report", lambda root: root)
         reproduce(_mixed(tmp_path, name="cmp"), progress=False, runner=runner)
     assert ran == ["ours", "ours_no_summary", "ours_no_critic"]
+
+
+def test_a_debate_file_of_a_society_on_other_bases_is_refused(scripted, tmp_path: Path) -> None:
+    from mft.debate.engine import DebateSettings, Society, run_debate
+    from mft.tasks import get_task
+
+    task = get_task("arithmetic")
+    problems = task.load("test", 2)
+    backend = MixedBackend({"base-a": scripted(_answers("a")), "base-b": scripted(_answers("b"))})
+    path = tmp_path / "debate.jsonl"
+    run_debate(
+        backend, task, problems, Society.of_base(2, ["base-a", "base-b"]), DebateSettings(), path, False
+    )
+    with pytest.raises(MftError, match="other settings .*2 agents on base-a, base-b"):
+        run_debate(
+            backend, task, problems, Society.of_base(2, ["base-b", "base-a"]), DebateSettings(), path, False
+        )
