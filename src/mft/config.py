@@ -75,8 +75,8 @@ class SharedConfig(BaseModel):
     )
     summarizer_model: str | None = Field(
         None,
-        description="Base model that writes the summaries (summarize: true) in a mixed society (default: "
-        "agent 0's base).",
+        description="Base model that writes the summaries (summarize: true); one other than the agents' "
+        "makes a mixed society (default: agent 0's base).",
     )
     summarize: bool = Field(
         False,

@@ -14,7 +14,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, GenerationStats, Sampling
+from mft.backends.base import (
+    Agent,
+    Backend,
+    FinetuneSettings,
+    GenerationRequest,
+    GenerationStats,
+    Sampling,
+    resolve_model_path,
+)
 from mft.errors import MftError
 from mft.records import Message
 
@@ -31,6 +39,8 @@ def society_backend(name: str, bases: list[str], options: dict[str, Any]) -> Bac
             f"a mixed society (agents on {len(bases)} base models) runs on the hf backend only, not {name}",
             hint="use backend: hf, or one base model for every agent",
         )
+    for base in bases:  # a missing local model is named before any base is loaded
+        resolve_model_path(base)
     return MixedBackend({base: get_backend(name, base, **options) for base in bases})
 
 
