@@ -7,6 +7,7 @@ turn), so every response shows which base wrote it: a request routed to the wron
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,21 @@ FORCED = "7" * NEW_TOKENS  # the Qwen agent's every reply (greedy)
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen2.5 whose greedy output is always the token '7'."""
-    return TinyModels(tmp_path_factory.mktemp("tiny")).forced("qwen2_5", "7")
+    with _one_thread():
+        return TinyModels(tmp_path_factory.mktemp("tiny")).forced("qwen2_5", "7")
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread in module fixtures too (they start before the function-scoped `one_torch_thread`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -113,7 +128,7 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, qwen: Path) -> tuple[Pat
     config = root / "mixed.yaml"
     config.write_text(RUN.format(qwen=qwen, tokens=NEW_TOKENS))
     log = root / "points.log"
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, _one_thread():
         mp.delenv("MFT_FAULT", raising=False)
         mp.setenv("MFT_FAULT_LOG", str(log))
         assert main(["run", "--config", str(config), "--runs-dir", str(root / "runs"), "--no-progress"]) == 0
@@ -211,3 +226,4 @@ def test_serving_a_mixed_society_answers_through_each_base(
         assert text("gen_0") != FORCED
         debate = ask("society")["mft_debate"]
         assert [r[1] for r in debate["responses"]] == [FORCED, FORCED]  # type: ignore[index]
+        assert debate["bases"] == ["bundled", str(qwen)]  # type: ignore[index]

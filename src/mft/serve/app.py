@@ -422,4 +422,5 @@ def _transcript(record: DebateRecord, slot: int) -> dict[str, Any]:
         "conversations": [[m.model_dump() for m in conv] for conv in record.conversations],
         "summaries": record.summaries,
         "seed": record.seed,
+        **({"bases": record.bases} if record.bases else {}),  # a mixed society: each slot's base model
     }
