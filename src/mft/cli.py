@@ -300,23 +300,24 @@ def _print_memory(cfg: RunConfig) -> int:
     if cfg.backend != "hf":
         raise MftError(f"--dry-run estimates the hf backend's memory, not {cfg.backend}'s")
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
-    plan = MemoryPlan(
-        model=cfg.model,
-        agents=cfg.agents,
-        rounds=cfg.rounds,
-        max_new_tokens=cfg.max_new_tokens or build_task(cfg).max_new_tokens,
-        batch_size=cfg.batch_size,
-        lora_rank=cfg.lora_rank,
-        ft_method=cfg.ft_method,
-        ft_batch_size=cfg.ft_batch_size,
-        ft_micro_batch_size=cfg.ft_micro_batch_size,
-        ft_max_length=cfg.ft_max_length,
-        gradient_checkpointing=cfg.ft_gradient_checkpointing,
-        dtype_bytes=dtype,
-        gpu=torch.cuda.is_available(),
-    )
-    print(f"{cfg.name}: estimated memory of {cfg.model} ({'GPU' if plan.gpu else 'CPU'}, docs/memory.md)")
-    print("\n".join(describe(estimate(plan))))
+    for model in cfg.base_models():  # a mixed society: each base with its own agents, all in memory at once
+        plan = MemoryPlan(
+            model=model,
+            agents=max(1, cfg.agent_models().count(model)),
+            rounds=cfg.rounds,
+            max_new_tokens=cfg.max_new_tokens or build_task(cfg).max_new_tokens,
+            batch_size=cfg.batch_size,
+            lora_rank=cfg.lora_rank,
+            ft_method=cfg.ft_method,
+            ft_batch_size=cfg.ft_batch_size,
+            ft_micro_batch_size=cfg.ft_micro_batch_size,
+            ft_max_length=cfg.ft_max_length,
+            gradient_checkpointing=cfg.ft_gradient_checkpointing,
+            dtype_bytes=dtype,
+            gpu=torch.cuda.is_available(),
+        )
+        print(f"{cfg.name}: estimated memory of {model} ({'GPU' if plan.gpu else 'CPU'}, docs/memory.md)")
+        print("\n".join(describe(estimate(plan))))
     return 0
 
 
@@ -383,10 +384,10 @@ def cmd_debate(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k, None) for k in DebateConfig.model_fields}
     cfg = load_config(DebateConfig, args.config, overrides)
     outcome = debate(cfg, progress=not args.no_progress)
-    size = f"{outcome.problems} problems, {cfg.agents} agents x {cfg.rounds} rounds"
+    size = f"{outcome.problems} problems, {cfg.n_agents} agents x {cfg.rounds} rounds"
     labels = {
         "single": "single agent (round 1, mean over agents)",
-        "majority": f"majority vote of {cfg.agents} independent answers",
+        "majority": f"majority vote of {cfg.n_agents} independent answers",
         "debate": f"debate ({cfg.rounds} rounds, majority of last round)",
     }
     rows = [[labels[key], str(est)] for key, est in outcome.accuracy.items()]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from mft.backends import BACKENDS, FINETUNING_BACKENDS
 from mft.errors import MftError
@@ -22,6 +23,7 @@ from mft.tasks import TASKS
 
 if typing.TYPE_CHECKING:
     from mft.backends.base import Backend
+    from mft.debate.engine import Society
     from mft.tasks.base import Task
 
     # The choices below come from the registries (one list of names each); a type checker sees plain str.
@@ -65,7 +67,17 @@ class SharedConfig(BaseModel):
         "{enable_thinking: false} for Qwen3. A template that prints today's date gets a fixed one. See "
         "docs/backends.md.",
     )
-    agents: int = Field(3, ge=1, le=64, description="Number of agents N.")
+    agents: int | list[str] = Field(
+        3,
+        description="Number of agents N (all on `model`), or (YAML) a list naming each agent's base model, "
+        "e.g. [bundled, bundled, ./other-model]: a mixed society, each distinct base loaded once with its "
+        "agents as adapters on it (hf backend). See docs/societies.md.",
+    )
+    summarizer_model: str | None = Field(
+        None,
+        description="Base model that writes the summaries (summarize: true); one other than the agents' "
+        "makes a mixed society (default: agent 0's base).",
+    )
     summarize: bool = Field(
         False,
         description="Show agents a summary of the others' answers (written by the base model) instead of the "
@@ -90,6 +102,100 @@ class SharedConfig(BaseModel):
     seed: int = Field(0, description="Seed for generation, data mixing, finetuning and vote ties.")
     split_seed: int = Field(0, description="Seed that assigns problems to the disjoint train/test pools.")
 
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agent_entries(cls, value: Any) -> Any:
+        """A count, or one base model per agent: a model name, or a mapping {model: name} (a bad entry is
+        named by its index)."""
+        if isinstance(value, list):
+            if not 1 <= len(value) <= MAX_AGENTS:
+                raise PydanticCustomError(
+                    "agents", "a list of 1 to {max} agents, not {n}", {"max": MAX_AGENTS, "n": len(value)}
+                )
+            return [_agent_model(i, entry) for i, entry in enumerate(value)]
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_AGENTS:
+            raise PydanticCustomError(
+                "agents", "the number of agents must be 1 to {max}, not {n}", {"max": MAX_AGENTS, "n": value}
+            )
+        return value
+
+    @property
+    def n_agents(self) -> int:
+        """N, the number of agents (of the count, or of the list of their base models)."""
+        return self.agents if isinstance(self.agents, int) else len(self.agents)
+
+    def agent_models(self) -> list[str]:
+        """Each agent's base model, by slot: `model` for every agent, or the list `agents` gives."""
+        return [self.model] * self.agents if isinstance(self.agents, int) else list(self.agents)
+
+    def summarizer_base(self) -> str:
+        """The base model that writes summaries: `summarizer_model`, else agent 0's base."""
+        return self.summarizer_model or self.agent_models()[0]
+
+    def base_models(self) -> list[str]:
+        """The distinct base models of the society, agents' first (in slot order), then the summarizer's."""
+        return list(dict.fromkeys([*self.agent_models(), self.summarizer_base()]))
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the society runs on more than one base model (each agent on the base the list names)."""
+        return len(self.base_models()) > 1
+
+    @property
+    def primary_model(self) -> str:
+        """Agent 0's base: the one base model of a society that is not mixed (`model` with `agents: N`)."""
+        return self.agent_models()[0]
+
+
+MAX_AGENTS = 64
+
+
+def _agent_model(index: int, entry: Any) -> str:
+    """The base model of the list entry `agents[index]`: a name, or a mapping {model: name}."""
+    if isinstance(entry, dict) and set(entry) == {"model"}:
+        entry = entry["model"]
+    if isinstance(entry, str) and entry.strip():
+        return entry
+    raise PydanticCustomError(
+        "agents",
+        "entry {index} ({entry}) is not a base model: write a model name (bundled, a local path or a hub "
+        "id) or {{model: NAME}}",
+        {"index": index, "entry": repr(entry)},
+    )
+
+
+def _bases_of(info: ValidationInfo) -> set[str]:
+    """The distinct base models of the society validated so far (`agents`, `model`, `summarizer_model`)."""
+    agents = info.data.get("agents", 3)
+    models = list(agents) if isinstance(agents, list) else [info.data.get("model", "bundled")]
+    return {*models, info.data.get("summarizer_model") or models[0]}
+
+
+def check_society_backend(backend: str, info: ValidationInfo) -> str:
+    """A mixed society (agents on several base models) runs on the hf backend only: one line otherwise."""
+    if backend != "hf" and len(_bases_of(info)) > 1:
+        raise PydanticCustomError(
+            "mixed_society",
+            "a mixed society (agents on several base models) runs on the hf backend only, not {backend}: "
+            "use backend: hf, or one base model for every agent",
+            {"backend": backend},
+        )
+    return backend
+
+
+def check_society_method(method: str, info: ValidationInfo) -> str:
+    """A method that finetunes one model for every agent cannot keep agents on different bases."""
+    from mft.methods import of_run
+
+    if of_run(method, True).slots == "one_model" and len(_bases_of(info)) > 1:
+        raise PydanticCustomError(
+            "mixed_society",
+            "{method} finetunes one model for every agent, which a mixed society (agents on several base "
+            "models) cannot share: use a method with a model per agent (ours, ours_no_critic, ours_pooled)",
+            {"method": method},
+        )
+    return method
+
 
 class DebateConfig(SharedConfig):
     """Settings of one multiagent debate run (`mft debate`)."""
@@ -107,6 +213,8 @@ class DebateConfig(SharedConfig):
     limit: int | None = Field(100, ge=1, description="Number of problems (None: the task's default size).")
     out: Path = Field(Path("runs/demo"), description="Output directory (debate.jsonl, summary.json).")
 
+    _one_backend = field_validator("backend")(check_society_backend)
+
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -119,10 +227,20 @@ def build_task(cfg: SharedConfig) -> Task:
 
 
 def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
-    """The configured backend on the configured model; a bad backend option is an MftError naming it."""
-    from mft.backends import get_backend
+    """The configured backend on the configured model (a mixed society: one backend per distinct base, see
+    `backends/mixed.py`); a bad backend option is an MftError naming it."""
+    from mft.backends.mixed import society_backend
 
-    return get_backend(cfg.backend, cfg.model, **backend_options(cfg))
+    return society_backend(cfg.backend, cfg.base_models(), backend_options(cfg))
+
+
+def base_society(cfg: SharedConfig) -> Society:
+    """The society of N copies of the base model(s): every agent on its own base in a mixed society."""
+    from mft.debate.engine import Society
+
+    if cfg.mixed:
+        return Society.of_base(cfg.n_agents, cfg.agent_models(), cfg.summarizer_base())
+    return Society.of_base(cfg.n_agents)
 
 
 def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
@@ -135,11 +253,11 @@ def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
         # the longest sequence a debate builds (vLLM's max_model_len is the smaller of it and the model's
         # context), and no more sequences in flight than a chunk's requests (agents x problems)
         options["context_hint"] = debate_context(cfg, cfg.max_new_tokens or build_task(cfg).max_new_tokens)
-        options["max_num_seqs"] = min(VLLM_MAX_NUM_SEQS, cfg.agents * cfg.chunk_size)
+        options["max_num_seqs"] = min(VLLM_MAX_NUM_SEQS, cfg.n_agents * cfg.chunk_size)
     if cfg.backend == "vllm" and isinstance(cfg, RunConfig):
         # every agent's adapter in one batch: N generators, N critics, and the all-zero adapter base
         # agents run as on a CPU; LoRA slots as large as the run's adapters (vLLM's ranks: 8, 16, 32, ...)
-        options["max_loras"] = 2 * cfg.agents + 1
+        options["max_loras"] = 2 * cfg.n_agents + 1
         options["max_lora_rank"] = vllm_lora_rank(cfg.lora_rank)
     return {**options, **cfg.backend_options}  # a run's own backend_options win
 
@@ -158,7 +276,7 @@ def debate_context(cfg: DebateConfig | RunConfig, max_new: int) -> int:
     """Tokens the longest debate sequence can need: a last-round critic's conversation holds, per round, the
     prompt (the question, restated) and, per earlier round, its own answer and the others' N-1 answers (or
     one summary of them), then its reply; every answer at most `max_new` tokens. Rounded up to 256."""
-    per_round = max_new * (2 if cfg.summarize else cfg.agents)
+    per_round = max_new * (2 if cfg.summarize else cfg.n_agents)
     tokens = cfg.rounds * QUESTION_TOKENS + (cfg.rounds - 1) * per_round + max_new
     return -(-tokens // 256) * 256
 
@@ -228,7 +346,9 @@ def check_renamed(data: dict[str, Any], source: str) -> None:
 # exactly one group (a test checks it), so a new setting cannot go unlisted.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "task and data": ("task", "data", "task_options", "split", "limit", "n_train", "n_test"),
-    "model and backend": ("model", "backend", "batch_size", "backend_options", "chat_template_kwargs"),
+    "model and backend": (
+        "model", "summarizer_model", "backend", "batch_size", "backend_options", "chat_template_kwargs",
+    ),
     "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
     "sampling": ("temperature", "top_p", "max_new_tokens"),
     "seeds": ("seed", "split_seed"),
@@ -311,6 +431,8 @@ class RunConfig(SharedConfig):
         "API; each agent is a fine-tuned model id).",
     )
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
+    _one_backend = field_validator("backend")(check_society_backend)
+    _one_method = field_validator("method")(check_society_method)
     # On by default here, off for `mft debate`: the paper's method makes its debate data with summaries (its
     # official code's --summarize, as its instructions run it), while a plain multiagent debate (Du et al.)
     # shows the others' answers themselves. `summarize: false` is the "Ours (no summary)" ablation.

@@ -61,6 +61,8 @@ class DebateRecord(BaseModel):
 
     Indexing is `[round][agent]`. `conversations[n]` is agent n's whole chat (what its critic later
     continues and trains on), `summaries[r][n]` the summary agent n was shown in round r+1 (if summarising).
+    `bases[n]` is slot n's base model in a mixed society; it is written only there, so every other file is
+    unchanged.
     """
 
     task: str
@@ -77,6 +79,16 @@ class DebateRecord(BaseModel):
         description="Consensus equals gold (evaluation only; never used for training data)."
     )
     seed: int = 0
+    bases: list[str] | None = Field(
+        None, description="Base model per slot in a mixed society (None: one base model for all)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_bases(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("bases") is None:
+            data.pop("bases", None)
+        return data
 
     @property
     def n_rounds(self) -> int:

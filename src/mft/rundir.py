@@ -58,6 +58,7 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_gradient_checkpointing": False,
     "ft_warmup_ratio": 0.0,
     "ft_lr_schedule": "linear",
+    "summarizer_model": None,
 }
 # Settings a run may change between invocations: moving the directory, asking for more iterations, or
 # logging to other experiment trackers (they change no result).
@@ -359,13 +360,26 @@ class RunDir:
             raise MftError(f"{self.manifest}: not a valid run manifest ({exc})") from None
 
     # -- societies ---------------------------------------------------------------------------------------
-    def society(self, k: int, agents: int) -> Society:
-        """The society iteration k produced (k = 0: `agents` copies of the base, as generators and critics).
+    def society_for(self, k: int, cfg: RunConfig) -> Society:
+        """The society iteration k of a run with config `cfg` produced (see `society`), every agent on the
+        base model its slot names in a mixed society, the summarizer on `cfg.summarizer_base()`."""
+        if not cfg.mixed:
+            return self.society(k, cfg.n_agents)
+        return self.society(k, cfg.n_agents, cfg.agent_models(), cfg.summarizer_base())
 
-        Adapters are stored relative to the run directory; the agents hold paths under this directory.
+    def society(
+        self, k: int, agents: int, bases: list[str] | None = None, summarizer: str | None = None
+    ) -> Society:
+        """The society iteration k produced (k = 0: `agents` copies of the base, as generators and critics;
+        a mixed society: agent i on `bases[i]`, the summarizer on `summarizer`).
+
+        Adapters are stored relative to the run directory; the agents hold paths under this directory. In a
+        mixed society each entry names its agent's base; an entry without one (impossible unless edited) is
+        on its slot's base.
         """
+        base_society = Society.of_base(agents, bases, summarizer)
         if k == 0:
-            return Society.of_base(agents)
+            return base_society
         path = self.society_file(k)
         if not path.exists():
             raise MftError(
@@ -374,27 +388,31 @@ class RunDir:
             )
         data = json.loads(path.read_text(encoding="utf-8"))
 
-        def agent(entry: dict[str, Any]) -> Agent:
+        def agent(entry: dict[str, Any], slot: int) -> Agent:
+            base = entry.get("base") or (bases[slot] if bases is not None else None)
             if entry.get("model_id"):  # a model id a server knows (openai backend), stored verbatim
-                return Agent(entry["name"], entry["model_id"])
+                return Agent(entry["name"], entry["model_id"], base)
             adapter = entry["adapter"]
-            return Agent(entry["name"], None if adapter is None else str(self.path / adapter))
+            return Agent(entry["name"], None if adapter is None else str(self.path / adapter), base)
 
         critics = data.get("critics") or None  # none: the generators answer every round
         return Society(
-            generators=[agent(a) for a in data["generators"]],
-            critics=None if critics is None else [agent(a) for a in critics],
+            generators=[agent(a, n) for n, a in enumerate(data["generators"])],
+            critics=None if critics is None else [agent(a, n) for n, a in enumerate(critics)],
+            summarizer=base_society.summarizer,
         )
 
     def _stored(self, agent: Agent) -> dict[str, Any]:
-        """society.json's entry: an adapter directory inside the run relative to it, anything else as is."""
+        """society.json's entry: an adapter directory inside the run relative to it, anything else as is;
+        in a mixed society, the agent's base model too."""
+        on = {} if agent.base is None else {"base": agent.base}
         if agent.adapter is None:
-            return {"name": agent.name, "adapter": None}
+            return {"name": agent.name, "adapter": None, **on}
         path = Path(agent.adapter)
         root = self.path.resolve()
         if path.is_dir() and path.resolve().is_relative_to(root):
-            return {"name": agent.name, "adapter": str(path.resolve().relative_to(root))}
-        return {"name": agent.name, "adapter": None, "model_id": agent.adapter}
+            return {"name": agent.name, "adapter": str(path.resolve().relative_to(root)), **on}
+        return {"name": agent.name, "adapter": None, "model_id": agent.adapter, **on}
 
     def write_society(
         self, k: int, generators: list[Agent], critics: list[Agent] | None, skipped: dict[str, str]

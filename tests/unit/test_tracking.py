@@ -357,3 +357,15 @@ def test_reproduce_tracks_each_method_as_a_run_and_its_report_beside_them(tmp_pa
 
 def _ledger_of(path: Path) -> dict[str, dict[int, float]]:
     return read_metrics(path / "metrics.json")
+
+
+def test_a_mixed_society_draws_every_agents_curve_through_its_base(tmp_path: Path) -> None:
+    # the composite backend hands each finetune's step callback to the backend of the agent's base
+    from mft.backends.mixed import MixedBackend
+
+    cfg = _cfg(tmp_path, agents=["base-a", "base-b"], iterations=1, min_examples=1, report_to=["tensorboard"])
+    run(cfg, progress=False, backend=MixedBackend({"base-a": _backend(), "base-b": _backend()}), report=False)
+    trained = {name.split("/")[2] for name in _ledger(cfg) if name.startswith("train/iter_1/")}
+    sizes = json.loads((cfg.run_dir / "iter_1" / "data" / "sizes.json").read_text())
+    assert trained == {slot for slot, size in sizes.items() if size["examples"] >= 1}
+    assert {slot[-1] for slot in trained} == {"0", "1"}  # agents of both bases

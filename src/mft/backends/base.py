@@ -39,10 +39,13 @@ def resolve_model_path(model: str) -> str:
 
 @dataclass(frozen=True)
 class Agent:
-    """A named agent: `adapter` is a LoRA adapter directory, or None for the base model itself."""
+    """A named agent: `adapter` is a LoRA adapter directory, or None for the base model itself. `base` names
+    the base model it sits on in a mixed society (`backends/mixed.py` routes it there); None: the backend's
+    one model."""
 
     name: str
     adapter: str | None = None
+    base: str | None = None
 
 
 @dataclass(frozen=True)

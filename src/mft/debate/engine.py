@@ -30,18 +30,35 @@ from mft.tasks.base import Task
 ChunkRunner = Callable[..., Iterable[list[DebateRecord]]]
 
 
+SUMMARIZER = "summarizer"  # the agent that writes the summaries (the base model, or agent 0's in a mixed one)
+
+
 @dataclass
 class Society:
     """Who answers what: generators answer round 1, critics the later rounds (default: the generators)."""
 
     generators: list[Agent]
     critics: list[Agent] | None = None
-    summarizer: Agent = field(default_factory=lambda: Agent("summarizer"))
+    summarizer: Agent = field(default_factory=lambda: Agent(SUMMARIZER))
 
     @classmethod
-    def of_base(cls, n: int) -> Society:
-        """N copies of the base model (iteration 0 of the method)."""
-        return cls(generators=[Agent(f"agent_{i}") for i in range(n)])
+    def of_base(cls, n: int, bases: list[str] | None = None, summarizer: str | None = None) -> Society:
+        """N copies of the base model (iteration 0 of the method); in a mixed society agent i is a copy of
+        `bases[i]` and the summarizer of `summarizer`."""
+        if bases is None:
+            return cls(generators=[Agent(f"agent_{i}") for i in range(n)])
+        if len(bases) != n:
+            raise MftError(f"{n} agents but {len(bases)} base models")
+        return cls(
+            generators=[Agent(f"agent_{i}", base=bases[i]) for i in range(n)],
+            summarizer=Agent(SUMMARIZER, base=summarizer or bases[0]),
+        )
+
+    def bases(self) -> list[str] | None:
+        """Each slot's base model in a mixed society (None: every agent on the backend's one model)."""
+        if all(a.base is None for a in self.all_agents()):
+            return None
+        return [a.base or "" for a in self.generators]
 
     @property
     def size(self) -> int:
@@ -163,6 +180,7 @@ def debate_chunk(
                 round_consensus=round_consensus,
                 correct=task.is_equivalent(round_consensus[-1], problem.answer),
                 seed=settings.seed,
+                bases=society.bases(),
             )
         )
     return records
@@ -235,9 +253,11 @@ def _check_compatible(
         or rec.task_version != task.version
         or rec.agents != expected
         or rec.seed != settings.seed
+        or rec.bases != society.bases()
     ):
+        on = f" on {', '.join(rec.bases)}" if rec.bases else ""
         raise MftError(
             f"{path} holds debates made with other settings (task {rec.task} v{rec.task_version}, "
-            f"{rec.n_agents} agents x {rec.n_rounds} rounds, seed {rec.seed})",
+            f"{rec.n_agents} agents{on} x {rec.n_rounds} rounds, seed {rec.seed})",
             hint="use a new output directory, or delete that file to start fresh",
         )

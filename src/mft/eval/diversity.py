@@ -22,13 +22,13 @@ like the accuracy table does. Importing this module imports neither torch nor nu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from mft.errors import MftError
 from mft.eval.encoders import Encoder
-from mft.eval.likelihood import Scorer, held_out_nll_and_kl, kl_from_base
+from mft.eval.likelihood import Scorer, held_out_nll, held_out_nll_and_kl, kl_from_base
 from mft.eval.metrics import Estimate, mean_se, strict_json
 from mft.records import DebateRecord
 
@@ -134,7 +134,7 @@ def compute_diversity(
     encoder: Encoder | None = None,
     max_problems: int | None = None,
     *,
-    base: str | None = None,
+    base: str | Mapping[str, str] | None = None,
     same_as_base: Collection[str] = (),
     chunk_size: int = 8,
     progress: bool = True,
@@ -145,6 +145,11 @@ def compute_diversity(
     the held-out NLL and the critics' pairwise KL only with a `scorer` (from one shared scoring pass, with
     at least 2 agents); KL from the base model with a `scorer` and `base`, the scorer's name for the base
     model itself (agents in `same_as_base` are the base and get 0 unscored).
+
+    A mixed society (agents on several base models) passes as `base` each agent's own base: its KL is from
+    that base. Its agents need not share a tokenizer, so the critics' pairwise KL is left out, and its base
+    copies are not one model: each is scored for the held-out NLL (per token of the scoring critic's own
+    tokenizer).
     """
     recs = list(records)[:max_problems] if max_problems is not None else list(records)
     out: dict[str, Any] = {
@@ -158,7 +163,10 @@ def compute_diversity(
     if encoder is not None:
         out["embedding_dissimilarity"] = strict_json(embedding_dissimilarity(recs, encoder))
     if scorer is not None and recs:
-        if recs[0].n_agents >= 2:
+        if recs[0].n_agents >= 2 and isinstance(base, Mapping):  # a mixed society
+            nll = held_out_nll(recs, scorer, chunk_size=chunk_size, progress=progress)
+            out["held_out_nll"] = nll.as_dict()
+        elif recs[0].n_agents >= 2:
             nll, kl = held_out_nll_and_kl(
                 recs, scorer, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
             )

@@ -21,7 +21,7 @@ problems with its standard error over problems. Importing this module imports ne
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -301,7 +301,7 @@ def held_out_nll_and_kl(
 def kl_from_base(
     records: Sequence[DebateRecord],
     scorer: Scorer,
-    base: str,
+    base: str | Mapping[str, str],
     *,
     same_as_base: Collection[str] = (),
     chunk_size: int = 8,
@@ -310,8 +310,9 @@ def kl_from_base(
     """Each agent's per-token KL(p_agent || p_base) on its own responses of every round (see the module
     docstring for the estimator); keys `gen_<n>` (round 1 of slot n) and `critic_<n>` (later rounds).
 
-    `base` is an agent name the scorer knows that is the base model itself; agents named in `same_as_base`
-    are known to be the base (no adapter) and get 0 without being scored.
+    `base` is an agent name the scorer knows that is the base model itself, or (a mixed society) a mapping
+    from each agent to the one that is its own base; agents named in `same_as_base` are known to be their
+    base (no adapter) and get 0 without being scored.
     """
     from tqdm.auto import tqdm
 
@@ -329,7 +330,16 @@ def kl_from_base(
                     )
                 by_agent.setdefault(name, []).append((p, rnd, s))
     values: dict[str, list[list[float]]] = {k: [[] for _ in records] for k in keys}  # key -> [problem]
-    scored = {a: items for a, items in by_agent.items() if a != base and a not in same_as_base}
+
+    def ref(agent: str) -> str:
+        if isinstance(base, str):
+            return base
+        if agent not in base:
+            raise MftError(f"agent {agent!r} has no base model to measure its KL from")
+        return base[agent]
+
+    refs = {base} if isinstance(base, str) else set(base.values())
+    scored = {a: items for a, items in by_agent.items() if a not in refs and a not in same_as_base}
     for a, items in by_agent.items():
         if a not in scored:
             for p, rnd, s in items:
@@ -342,11 +352,11 @@ def kl_from_base(
                 prompts = [response_prompt(records[p], s, rnd) for p, rnd, s in chunk]
                 texts = [records[p].responses[rnd][s] for p, rnd, s in chunk]
                 own = _scored(scorer, agent, prompts, texts)
-                ref = _scored(scorer, base, prompts, texts)
-                for (p, rnd, s), (_, lp_a), (_, lp_b) in zip(chunk, own, ref, strict=True):
-                    _same_shape(lp_a, lp_b, agent, base)
+                reference = _scored(scorer, ref(agent), prompts, texts)
+                for (p, rnd, s), (_, lp_a), (_, lp_b) in zip(chunk, own, reference, strict=True):
+                    _same_shape(lp_a, lp_b, agent, ref(agent))
                     values[role_key(rnd, s)][p].append(_kl(lp_a, lp_b))
-                del own, ref
+                del own, reference
                 bar.update(1)
     finally:
         bar.close()

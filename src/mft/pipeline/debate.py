@@ -1,4 +1,5 @@
-"""`mft debate`: one multiagent debate of the base model's N copies on a task split, with its accuracies.
+"""`mft debate`: one multiagent debate of the base model's N copies (in a mixed society, each agent a copy
+of its own base) on a task split, with its accuracies.
 
 <out>/debate.jsonl    one record per problem (appended as chunks finish; resumable)
 <out>/summary.json    config, accuracies, tokens and time of this invocation, backend, data source
@@ -11,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mft.config import DebateConfig, build_backend, build_task
-from mft.debate.engine import Society, run_debate
+from mft.config import DebateConfig, base_society, build_backend, build_task
+from mft.debate.engine import run_debate
 from mft.eval.metrics import Estimate, as_dict, debate_accuracies
 from mft.pipeline.stages import check_max_new_tokens, debate_settings
 from mft.records import problems_digest, write_json_atomic
@@ -30,7 +31,8 @@ class DebateOutcome:
 def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
     """Debate `cfg.limit` problems of `cfg.split`; writes the records and the summary into `cfg.out`."""
     task = build_task(cfg)
-    check_split_seed(cfg.model, task.name, cfg.split_seed)
+    for model in cfg.base_models():
+        check_split_seed(model, task.name, cfg.split_seed)
     problems = load_split(task, cfg.split, cfg.limit, cfg.split_seed, "--limit")
     lock_dir(cfg.out, "output directory", "--out")  # another process debating into it: refused at once
     backend = build_backend(cfg)
@@ -40,7 +42,7 @@ def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
         backend,
         task,
         problems,
-        Society.of_base(cfg.agents),
+        base_society(cfg),
         debate_settings(cfg, task, cfg.seed),
         cfg.out / "debate.jsonl",
         progress=progress,

@@ -37,6 +37,7 @@ class FinetuneJob:
     start_from: str | None
     examples_path: Path
     out_dir: Path
+    base: str | None = None  # the agent's base model in a mixed society (None: the run's one model)
 
 
 def _ray() -> Any:
@@ -63,10 +64,11 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
 
 
 def _finetune_one(model: str, options: dict[str, Any], job: FinetuneJob, settings: FinetuneSettings) -> str:
-    """Body of one Ray finetune task: a fresh backend on this worker, one agent trained and saved."""
+    """Body of one Ray finetune task: a fresh backend on this worker (on the agent's own base), one agent
+    trained and saved."""
     from mft.backends import get_backend
 
-    backend = get_backend("hf", model, **options)
+    backend = get_backend("hf", job.base or model, **options)
     agent = backend.finetune(
         Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, settings
     )
@@ -88,16 +90,16 @@ def ray_finetune(
     ray = init_ray(address)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_finetune_one)
     refs = [remote.remote(model, options, job, settings) for job in jobs]
-    return [Agent(job.name, path) for job, path in zip(jobs, ray.get(refs), strict=True)]
+    return [Agent(job.name, path, job.base) for job, path in zip(jobs, ray.get(refs), strict=True)]
 
 
 class _DebateWorker:
-    """A Ray actor with its own backend; runs whole debate chunks."""
+    """A Ray actor with its own backend (one per base model of a mixed society); runs whole debate chunks."""
 
-    def __init__(self, backend_name: str, model: str, options: dict[str, Any]) -> None:
-        from mft.backends import get_backend
+    def __init__(self, backend_name: str, models: list[str], options: dict[str, Any]) -> None:
+        from mft.backends.mixed import society_backend
 
-        self.backend = get_backend(backend_name, model, **options)
+        self.backend = society_backend(backend_name, models, options)
 
     def run(
         self, task: Task, chunk: list[Problem], society: Society, settings: DebateSettings, k: int
@@ -113,7 +115,7 @@ class RayChunkRunner:
     def __init__(
         self,
         backend_name: str,
-        model: str,
+        models: list[str],
         options: dict[str, Any],
         *,
         workers: int,
@@ -124,7 +126,7 @@ class RayChunkRunner:
         ray = init_ray(address)
         actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_DebateWorker)
         self.ray = ray
-        self.actors = [actor.remote(backend_name, model, options) for _ in range(workers)]
+        self.actors = [actor.remote(backend_name, models, options) for _ in range(workers)]
 
     def __call__(
         self, task: Task, todo: list[tuple[int, list[Problem]]], society: Society, settings: DebateSettings
@@ -152,11 +154,12 @@ def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
     from mft.config import backend_options
 
     options = backend_options(cfg)
-    key = (cfg.backend, cfg.model, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
+    models = cfg.base_models()
+    key = (cfg.backend, *models, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
     if key not in _RUNNERS:
         _RUNNERS[key] = RayChunkRunner(
             cfg.backend,
-            cfg.model,
+            models,
             options,
             workers=cfg.ray_workers,
             address=cfg.ray_address,

@@ -94,18 +94,33 @@ def earlier_methods(base: RunConfig) -> list[str]:
     return out
 
 
+def default_methods(base: RunConfig) -> list[str]:
+    """The methods a plain `mft reproduce` runs: the main comparison (`DEFAULT_KEYS`); for a mixed society
+    (agents on several base models) those with a model per agent, as one model cannot sit on two bases."""
+    if not base.mixed:
+        return list(DEFAULT_KEYS)
+    return [m for m in DEFAULT_KEYS if BY_KEY[m].slots != "one_model"]
+
+
 def reproduce(
     base: RunConfig,
     methods: list[str] | None = None,
     progress: bool = True,
     runner: Callable[..., list[dict[str, Any]]] | None = None,
 ) -> Path:
-    """Run the methods (default: the main comparison, `DEFAULT_KEYS`; resumable: finished stages are kept)
-    and write the report; returns the directory."""
-    methods = list(DEFAULT_KEYS) if methods is None else methods
+    """Run the methods (default: the main comparison, `default_methods`; resumable: finished stages are
+    kept) and write the report; returns the directory."""
+    methods = default_methods(base) if methods is None else methods
     unknown = [m for m in methods if m not in BY_KEY]
     if unknown:
         raise MftError(f"unknown method(s) {', '.join(unknown)}", hint=f"choose from {', '.join(KEYS)}")
+    shared = [m for m in methods if BY_KEY[m].slots == "one_model"]
+    if base.mixed and shared:
+        raise MftError(
+            f"{', '.join(shared)} finetune(s) one model for every agent, which a mixed society (agents on "
+            "several base models) cannot share",
+            hint=f"leave them out of --methods (a mixed society runs {', '.join(default_methods(base))})",
+        )
     root = base.runs_dir / base.name
     configs = method_configs(base, methods)
     lock_dir(root, "reproduce directory", "--runs-dir / --name")

@@ -37,7 +37,8 @@ R = TypeVar("R")
 def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     """Load the run's problems and lock its directory (before any model work), then write or check its
     manifest (the settings and the problems it was made from)."""
-    check_split_seed(cfg.model, task.name, cfg.split_seed)
+    for model in cfg.base_models():
+        check_split_seed(model, task.name, cfg.split_seed)
     train = load_split(task, "train", cfg.n_train, cfg.split_seed, "--n-train")
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(cfg.run_dir)

@@ -13,13 +13,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
 from mft.config import DebateConfig, RunConfig, backend_options
 from mft.data.builders import wrong_samples
 from mft.data.examples import read_examples, write_examples
-from mft.debate.engine import DebateSettings, Society, run_debate
+from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.methods import BuildContext, Method, of_run
@@ -36,6 +36,9 @@ from mft.records import (
 )
 from mft.rundir import RunDir
 from mft.tasks.base import Task
+
+if TYPE_CHECKING:
+    from mft.eval.likelihood import Scorer
 
 
 def method_of(cfg: RunConfig) -> Method:
@@ -104,11 +107,23 @@ def tells_ids(cfg: RunConfig, k: int) -> bool:
 
 def society_after(cfg: RunConfig, k: int) -> Society:
     """The society that iteration k produced (k = 0: N copies of the base, generators and critics alike)."""
-    return RunDir(cfg.run_dir).society(k, cfg.agents)
+    return RunDir(cfg.run_dir).society_for(k, cfg)
 
 
 def generated_tokens(backend: Backend, records: list[DebateRecord]) -> int | None:
-    """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer."""
+    """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer (in a
+    mixed society, each text by its writer's base's tokenizer, summed over the bases)."""
+    from mft.backends.mixed import MixedBackend
+
+    if isinstance(backend, MixedBackend):
+        by_agent: dict[str, list[str]] = {}
+        for r in records:
+            for names, texts in zip(r.agents, r.responses, strict=True):
+                for name, text in zip(names, texts, strict=True):
+                    by_agent.setdefault(name, []).append(text)
+        by_agent[SUMMARIZER] = [x for r in records for rnd in r.summaries for x in rnd]
+        counts = [backend.count_agent_tokens(a, t) for a, t in by_agent.items() if t]
+        return None if None in counts else sum(c or 0 for c in counts)
     texts = [x for r in records for rnd in r.responses for x in rnd]
     texts += [x for r in records for rnd in r.summaries for x in rnd]
     return backend.count_tokens(texts)
@@ -155,7 +170,7 @@ def stage_rationalize(
         backend.add_agent(agent)
     sampling = debate_settings(cfg, task, cfg.seed + k).sampling
     wrong = wrong_samples(records, task.is_equivalent)
-    size = cfg.chunk_size * cfg.agents
+    size = cfg.chunk_size * cfg.n_agents
     chunks = [wrong[i : i + size] for i in range(0, len(wrong), size)]
     for c, chunk in enumerate(tqdm(chunks, desc=f"rationalize iter {k}", unit="chunk", disable=not progress)):
         if all((r.problem.id, slot) in done for r, slot in chunk):
@@ -215,7 +230,7 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
             hint="finish the debate stage first",
         )
     ctx = BuildContext(
-        cfg.agents,
+        cfg.n_agents,
         cfg.critic_corrected_share,
         cfg.seed,
         k,
@@ -251,28 +266,29 @@ def stage_finetune(
     method = method_of(cfg)
     settings = finetune_settings(cfg, k)
     # each model continues from its own previous weights (one model: from generator 0, which it played)
-    previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.agents)}
-    previous.update({f"critic_{n}": (prev.critics or prev.generators)[n] for n in range(cfg.agents)})
+    previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.n_agents)}
+    previous.update({f"critic_{n}": (prev.critics or prev.generators)[n] for n in range(cfg.n_agents)})
     previous["model"] = prev.generators[0]
-    slots = method.slot_names(cfg.agents)
+    slots = method.slot_names(cfg.n_agents)
     skipped: dict[str, str] = {}
     agents: dict[str, Agent] = {}
     todo: list[FinetuneJob] = []
     for name in slots:
         out_dir = rd.agent_dir(k, name)
         start_from = previous[name].adapter  # None in iteration 1: a fresh LoRA on the base
+        base = previous[name].base  # an agent stays on its base (None: the one base model)
         finished = backend.finished_agent(name, out_dir)
         if finished is not None:  # finished before a restart
-            agents[name] = finished
+            agents[name] = replace(finished, base=base)
         elif sizes[name]["examples"] < cfg.min_examples:
             skipped[name] = f"{sizes[name]['examples']} examples < min_examples={cfg.min_examples}"
-            agents[name] = Agent(name, start_from)
+            agents[name] = Agent(name, start_from, base)
         else:
-            todo.append(FinetuneJob(name, start_from, rd.examples(k, name), out_dir))
+            todo.append(FinetuneJob(name, start_from, rd.examples(k, name), out_dir, base))
     if cfg.executor == "ray" and todo:
         release_runners()
         trained = ray_finetune(
-            cfg.model,
+            cfg.primary_model,
             backend_options(cfg),
             todo,
             settings,
@@ -286,12 +302,12 @@ def stage_finetune(
             examples = read_examples(job.examples_path)
             curve = {"on_step": train_curves(job.name)} if train_curves is not None else {}
             agents[job.name] = backend.finetune(
-                Agent(job.name, job.start_from), examples, job.out_dir, settings, **curve
+                Agent(job.name, job.start_from, job.base), examples, job.out_dir, settings, **curve
             )
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
     if method.slots == "one_model":  # one model plays every agent, in every round
-        rd.write_society(k, [agents["model"]] * cfg.agents, None, skipped)
+        rd.write_society(k, [agents["model"]] * cfg.n_agents, None, skipped)
     else:
         critics = [agents[name] for name in slots if name.startswith("critic_")]
         rd.write_society(k, [agents[name] for name in slots if name.startswith("gen_")], critics, skipped)
@@ -330,6 +346,15 @@ def stage_eval(
     return results
 
 
+def _scorer(backend: Backend) -> Scorer | None:
+    """The backend as a scorer of responses where it is one (hf; a mixed society where every base's
+    backend is), else None."""
+    from mft.backends.mixed import MixedBackend
+
+    scores = backend.can_score() if isinstance(backend, MixedBackend) else hasattr(backend, "score_responses")
+    return cast("Scorer", backend) if scores else None
+
+
 _ENCODERS: dict[str, Any] = {}
 # The base model as an agent of its own (no adapter), the reference of the KL-from-base metric.
 BASE_SCORER = "base_model"
@@ -354,10 +379,15 @@ def stage_diversity(
             _ENCODERS[cfg.embedding_model] = load_encoder(cfg.embedding_model)
         encoder = _ENCODERS[cfg.embedding_model]
     society = society_after(cfg, k)
-    scorer = backend if hasattr(backend, "score_responses") else None
+    scorer = _scorer(backend)
     agents = [*society.generators, *(society.critics or [])]
+    # the reference of each agent's KL: the base model; in a mixed society, each agent's own base
+    references = {b: Agent(f"{BASE_SCORER}_{i}", base=b) for i, b in enumerate(cfg.base_models())}
+    base: str | dict[str, str] = BASE_SCORER
+    if cfg.mixed:
+        base = {a.name: references[a.base or cfg.primary_model].name for a in agents}
     if scorer is not None:
-        for agent in [*agents, Agent(BASE_SCORER)]:
+        for agent in [*agents, *(references.values() if cfg.mixed else [Agent(BASE_SCORER)])]:
             backend.add_agent(agent)
     result = compute_diversity(
         records,
@@ -365,7 +395,7 @@ def stage_diversity(
         scorer=scorer,
         encoder=encoder,
         max_problems=cfg.diversity_problems,
-        base=BASE_SCORER,
+        base=base,
         same_as_base=[a.name for a in agents if a.adapter is None],
         progress=progress,
     )

@@ -34,6 +34,7 @@ TRANSFER_FILE = "transfer.json"
 MUST_MATCH = (
     "model",
     "agents",
+    "summarizer_model",
     "rounds",
     "summarize",
     "method",
@@ -128,7 +129,7 @@ def transfer(
     else:
         write_json_atomic(known, origin)
     if k >= 1:  # the run's society, its adapters by path; rewritten each time (the run may have moved)
-        society = src.society(k, run.agents)
+        society = src.society_for(k, run)
         rd.write_society(k, society.generators, society.critics, {})
     backend = backend if backend is not None else build_backend(cfg)
     stages.check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)

@@ -65,7 +65,7 @@ def build_report(study: Study) -> Document:
         intro = (
             f"Run directory `{study.name}`: method {run.label} (`{run.config.get('method') or 'ours'}`, "
             f"summarize {str(bool(run.config.get('summarize'))).lower()}) on task `{study.task}`, "
-            f"{run.harness}, model `{run.config.get('model', '?')}`; "
+            f"{run.harness}, {run.models}; "
             f"{len([k for k in run.iterations if k >= 1])} of {run.planned} iterations evaluated."
         )
     else:

@@ -25,14 +25,18 @@ PAPER_NOTE = (
 def paper_blocks(study: Study) -> list[Block]:
     """'Paper vs this run': the paper's rows for this study's setting, or a line saying there are none."""
     ref = study.base_from or study.runs[0]
+    configured = ref.config.get("agents")
+    # a mixed society is no setting of the paper's (each of its tables has one base model)
     model = str(ref.config.get("model", "?"))
-    agents, rounds = ref.config.get("agents", 0), ref.config.get("rounds", 0)
-    rows = matching_rows(model, study.task, int(agents), int(rounds))
+    mixed = isinstance(configured, list)
+    agents, rounds = ref.n_agents or 0, ref.config.get("rounds", 0)
+    rows = {} if mixed else matching_rows(model, study.task, int(agents), int(rounds))
     blocks: list[Block] = [Heading(2, "Paper vs this run")]
     if not rows:
+        setting = "a mixed society" if mixed else f"base model `{model}`"
         blocks.append(
             Para(
-                f"No table of the paper has this setting (base model `{model}`, task `{study.task}`, "
+                f"No table of the paper has this setting ({setting}, task `{study.task}`, "
                 f"{agents} agents x {rounds} rounds). Its tables report GPT-3.5, Phi-3, Mistral 7B and "
                 "LLaMA-3 8B on arithmetic, GSM8K and MATH with 3 agents x 2 rounds (Tables 1, 2 and 5), "
                 "and GPT-3.5 and Phi-3 with 5 agents x 2 rounds (Table 4)."

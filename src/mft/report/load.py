@@ -72,7 +72,27 @@ class Run:
 
     @property
     def harness(self) -> str:
-        return f"{self.config.get('agents', '?')} agents x {self.config.get('rounds', '?')} rounds"
+        return f"{self.n_agents or '?'} agents x {self.config.get('rounds', '?')} rounds"
+
+    @property
+    def n_agents(self) -> int | None:
+        """N: the `agents` setting, a count or a list of each agent's base model (a mixed society)."""
+        agents = self.config.get("agents")
+        if isinstance(agents, list):
+            return len(agents)
+        return agents if isinstance(agents, int) else None
+
+    @property
+    def models(self) -> str:
+        """The base model, or in a mixed society each agent's base (and the summarizer's), as the report
+        names them."""
+        agents = self.config.get("agents")
+        summarizer = self.config.get("summarizer_model")
+        if not isinstance(agents, list):
+            on = f", summaries by `{summarizer}`" if summarizer else ""
+            return f"model `{self.config.get('model', '?')}`{on}"
+        listed = ", ".join(f"agent {i} `{model}`" for i, model in enumerate(agents))
+        return f"a mixed society ({listed}; summaries by `{summarizer or agents[0]}`)"
 
 
 @dataclass

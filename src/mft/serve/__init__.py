@@ -116,19 +116,21 @@ def serve(
         import uvicorn
     except ImportError as exc:
         raise MftError("`mft serve` needs fastapi and uvicorn", hint="pip install 'mft[serve]'") from exc
-    from mft.backends import get_backend
+    from mft.backends.mixed import society_backend
 
     sock = bind(host, port)  # before loading the model: a busy port fails fast
     warning = exposure_warning(host, api_key)
     if warning:
         print(f"mft serve: WARNING: {warning}", file=sys.stderr, flush=True)
     try:
-        backend = get_backend(
+        backend = society_backend(  # a mixed society: one backend per base model
             backend_name,
-            served.base_model,
-            batch_size=batch_size,
-            chat_template_kwargs=served.chat_template_kwargs,
-            **(vllm_sizes(served) if backend_name == "vllm" else {}),
+            served.base_models(),
+            {
+                "batch_size": batch_size,
+                "chat_template_kwargs": served.chat_template_kwargs,
+                **(vllm_sizes(served) if backend_name == "vllm" else {}),
+            },
         )
         app = create_app(backend, served, limits)
         actual = sock.getsockname()[1]

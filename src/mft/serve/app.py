@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mft.backends.base import Agent, Backend, Sampling
+from mft.backends.base import Backend, Sampling
 from mft.errors import MftError
 from mft.records import DebateRecord, Message
 from mft.serve.engine import Abandoned, Engine, Job, Reply
@@ -197,10 +197,10 @@ def create_app(backend: Backend, served: ServedSociety, limits: Limits | None = 
     from mft import __version__
 
     limits = limits or Limits()
-    base_agent = Agent(served.base_model)  # the bare base model, addressable by its own id
-    for agent in [*served.agents(), base_agent, served.society.summarizer]:
+    base_agents = served.base_agents()  # each bare base model, addressable by its own id
+    for agent in [*served.agents(), *base_agents, served.society.summarizer]:
         backend.add_agent(agent)
-    agent_names = {a.name for a in served.agents()} | {base_agent.name}
+    agent_names = {a.name for a in served.agents()} | {a.name for a in base_agents}
     engine = Engine(backend, served, limits.max_batch)
     context = backend.context_length()
     created = int(time.time())
@@ -251,7 +251,8 @@ def create_app(backend: Backend, served: ServedSociety, limits: Limits | None = 
         return JSONResponse(ApiError(500, message, "server_error", "internal_error").body(), status_code=500)
 
     def model_card(model_id: str) -> dict[str, Any]:
-        kind = "society" if model_id == served.name else "base" if model_id == base_agent.name else "agent"
+        bases = {a.name for a in base_agents}
+        kind = "society" if model_id == served.name else "base" if model_id in bases else "agent"
         return {"id": model_id, "object": "model", "created": created, "owned_by": "mft", "mft_kind": kind}
 
     @app.get("/health")
@@ -421,4 +422,5 @@ def _transcript(record: DebateRecord, slot: int) -> dict[str, Any]:
         "conversations": [[m.model_dump() for m in conv] for conv in record.conversations],
         "summaries": record.summaries,
         "seed": record.seed,
+        **({"bases": record.bases} if record.bases else {}),  # a mixed society: each slot's base model
     }

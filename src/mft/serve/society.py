@@ -34,6 +34,9 @@ class ServedSociety:
     summarize: bool = False  # show agents a summary of the others' answers (a run's own setting)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # a run's own template options
     agent_ids: bool = False  # requests name the agent answering them (a Unique ID run's finetuned model)
+    # a mixed society's base models (agents' first, then the summarizer's), each served under its own id;
+    # empty: one base model, `base_model`
+    bases: list[str] = field(default_factory=list)
 
     def agents(self) -> list[Agent]:
         """Generators then critics, each name once."""
@@ -42,8 +45,16 @@ class ServedSociety:
             seen.setdefault(a.name, a)
         return list(seen.values())
 
+    def base_models(self) -> list[str]:
+        """Every base model the society runs on (each is a model id of its own)."""
+        return self.bases or [self.base_model]
+
+    def base_agents(self) -> list[Agent]:
+        """Each bare base model as an agent named by its own id (on its base in a mixed society)."""
+        return [Agent(b, base=b if self.bases else None) for b in self.base_models()]
+
     def model_ids(self) -> list[str]:
-        return [*(a.name for a in self.agents()), self.base_model, self.name]
+        return [*(a.name for a in self.agents()), *self.base_models(), self.name]
 
 
 class AsAsked(Task):
@@ -106,7 +117,7 @@ def load_run_society(run_dir: Path, iteration: int | None = None) -> tuple[Socie
     k = rd.latest_society() if iteration is None else iteration
     if k < 0:
         raise MftError(f"--iteration {k} is out of range", hint="use 0 (the base) or a finished iteration")
-    return rd.society(k, cfg.agents), cfg, k
+    return rd.society_for(k, cfg), cfg, k
 
 
 def build_served(
@@ -134,7 +145,14 @@ def build_served(
                 hint="leave --agents out when serving a run",
             )
         the_task = build_task(cfg) if task in (None, cfg.task) else get_task(task)
-        base = model or cfg.model
+        if cfg.mixed and model is not None:
+            raise MftError(
+                f"--model cannot replace the base models of {run_dir}, a mixed society on "
+                f"{', '.join(cfg.base_models())}",
+                hint="leave --model out when serving a mixed society",
+            )
+        base = model or cfg.primary_model
+        bases = cfg.base_models() if cfg.mixed else []
         n_rounds = rounds or cfg.rounds
         source = f"{run_dir} iteration {k}"
         summarize = cfg.summarize
@@ -149,16 +167,17 @@ def build_served(
         summarize = False
         template_kwargs = {}
         agent_ids = False
+        bases = []
     if n_rounds < 1 or society.size < 1:
         raise MftError("a served society needs at least 1 agent and 1 round")
     served = ServedSociety(
-        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs, agent_ids
+        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs, agent_ids, bases
     )
     ids = served.model_ids()
     clash = sorted({i for i in ids if ids.count(i) > 1})
     if clash:
         raise MftError(
-            f"model name {', '.join(map(repr, clash))} is used twice (agents, base model, society)",
+            f"model name {', '.join(map(repr, clash))} is used twice (agents, base models, society)",
             hint="pick another --society-name",
         )
     return served
