@@ -19,6 +19,7 @@ from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
 from mft.pipeline.stages import (
     check_max_new_tokens,
+    check_objectives,
     stage_build_data,
     stage_debate,
     stage_diversity,
@@ -38,6 +39,7 @@ def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     """Load the run's problems and lock its directory (before any model work), then write or check its
     manifest (the settings and the problems it was made from)."""
     check_split_seed(cfg.model, task.name, cfg.split_seed)
+    check_objectives(cfg)
     train = load_split(task, "train", cfg.n_train, cfg.split_seed, "--n-train")
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(cfg.run_dir)
