@@ -165,7 +165,11 @@ def test_the_reference_is_the_agents_previous_adapter_not_the_base(backend, tmp_
     assert stats["first_loss"] == pytest.approx(LOG2, abs=1e-5)
     after = backend.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
-    assert (Path(trained.adapter) / "adapter_model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    new = load_file(str(Path(trained.adapter) / "adapter_model.safetensors"))
+    old = load_file(str(previous / "adapter_model.safetensors"))
+    assert set(new) == set(old) and any(not torch.equal(new[k], old[k]) for k in new)  # it was trained
 
     # with the base as the reference instead, the previous adapter's first loss is not log 2: the test can
     # tell the two apart
