@@ -200,20 +200,11 @@ def test_one_iteration_of_ours_dpo_on_the_bundled_model(tmp_path: Path) -> None:
     from mft.data.examples import read_pairs
     from mft.methods import BY_KEY
 
-    argv = ["run", "--method", BY_KEY["ours_dpo"].run_as, "--agents", "2", "--no-summarize"]
-    argv += [
-        "--n-train",
-        "6",
-        "--n-test",
-        "2",
-        "--iterations",
-        "1",
-        "--min-examples",
-        "1",
-        "--ft-epochs",
-        "1",
-    ]
-    argv += ["--diversity-problems", "0", "--runs-dir", str(tmp_path), "--name", "dpo", "--no-progress"]
+    argv = [
+        "run", "--method", BY_KEY["ours_dpo"].run_as, "--agents", "2", "--no-summarize", "--n-train", "6",
+        "--n-test", "1", "--iterations", "1", "--min-examples", "1", "--ft-epochs", "1",
+        "--diversity-problems", "0", "--runs-dir", str(tmp_path), "--name", "dpo", "--no-progress",
+    ]  # fmt: skip
     assert main(argv) == 0
     it = tmp_path / "dpo" / "iter_1"
     sizes = json.loads((it / "data" / "sizes.json").read_text())
@@ -226,3 +217,4 @@ def test_one_iteration_of_ours_dpo_on_the_bundled_model(tmp_path: Path) -> None:
         assert stats["objective"] == "dpo" and stats["first_loss"] == pytest.approx(LOG2, abs=1e-4)
     results = json.loads((it / "eval" / "results.json").read_text())
     assert results["iteration"] == 1 and results["problems"] == 1
+    assert "| Ours (DPO) |" in (tmp_path / "dpo" / "report.md").read_text()  # its row, from the table
