@@ -187,8 +187,10 @@ def test_the_reference_is_the_agents_previous_adapter_not_the_base(backend, tmp_
 
 def test_dpo_finetuning_prefers_the_chosen_replies(backend, tmp_path: Path) -> None:
     settings = FinetuneSettings(objective="dpo", epochs=3, batch_size=5, lr=1e-2, seed=0, precision="fp32")
-    backend.finetune(Agent("learner"), _pairs(), tmp_path / "learner", settings)
+    steps: list = []
+    backend.finetune(Agent("learner"), _pairs(), tmp_path / "learner", settings, on_step=steps.append)
     stats = json.loads((tmp_path / "learner" / "train_stats.json").read_text())
+    assert [s.step for s in steps] == [1, 2, 3] and steps[-1].loss == stats["last_loss"]  # the curve
     assert stats["first_loss"] == pytest.approx(LOG2, abs=1e-5)  # a fresh adapter is the base
     assert stats["last_loss"] < stats["first_loss"] - 0.05
 
