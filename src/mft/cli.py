@@ -296,10 +296,14 @@ def _print_memory(cfg: RunConfig) -> int:
     import torch
 
     from mft.backends.hf_memory import MemoryPlan, describe, estimate
+    from mft.pipeline.stages import method_of, objective_of
 
     if cfg.backend != "hf":
         raise MftError(f"--dry-run estimates the hf backend's memory, not {cfg.backend}'s")
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
+    # a DPO batch of n pairs is 2n sequences in one forward pass (chosen and rejected)
+    rows = 2 if any(objective_of(cfg, s) == "dpo" for s in method_of(cfg).slot_names(cfg.n_agents)) else 1
+    micro = cfg.ft_micro_batch_size
     for model in cfg.base_models():  # a mixed society: each base with its own agents, all in memory at once
         plan = MemoryPlan(
             model=model,
@@ -309,8 +313,8 @@ def _print_memory(cfg: RunConfig) -> int:
             batch_size=cfg.batch_size,
             lora_rank=cfg.lora_rank,
             ft_method=cfg.ft_method,
-            ft_batch_size=cfg.ft_batch_size,
-            ft_micro_batch_size=cfg.ft_micro_batch_size,
+            ft_batch_size=cfg.ft_batch_size * rows,
+            ft_micro_batch_size=None if micro is None else micro * rows,
             ft_max_length=cfg.ft_max_length,
             gradient_checkpointing=cfg.ft_gradient_checkpointing,
             dtype_bytes=dtype,

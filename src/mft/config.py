@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from mft.backends import BACKENDS, FINETUNING_BACKENDS
 from mft.errors import MftError
-from mft.methods import RUN_METHODS, RUN_METHODS_HELP
+from mft.methods import PREFERENCE, RUN_METHODS, RUN_METHODS_HELP, Objective
 from mft.tasks import TASKS
 
 if typing.TYPE_CHECKING:
@@ -359,7 +359,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "finetuning": (
         "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
         "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
-        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule",
+        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule", "ft_objective_generator", "ft_objective_critic",
+        "dpo_beta",
     ),
     "diversity metrics": ("diversity_problems", "embedding_model"),
     "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
@@ -509,6 +510,25 @@ class RunConfig(SharedConfig):
         "lora",
         description="lora: each agent an adapter on the one shared base; full: every weight trained, one "
         "model per agent in memory (hf backend).",
+    )
+    ft_objective_generator: Objective = Field(
+        "dpo",
+        description=f"How the generators of method {' / '.join(PREFERENCE)} are finetuned: dpo (on "
+        "preference pairs from the debate: its own round-1 reply against another agent's, the one that "
+        "agrees with the consensus chosen) or sft (on D_G^n, as Ours). Every other method trains by sft. See "
+        "docs/dpo.md.",
+    )
+    ft_objective_critic: Objective = Field(
+        "dpo",
+        description=f"How the critics of method {' / '.join(PREFERENCE)} are finetuned: dpo (on preference "
+        "pairs: its own final-round reply against another agent's, in its own context) or sft (on the "
+        "D_C- / D_C+ mix, as Ours).",
+    )
+    dpo_beta: float = Field(
+        0.1,
+        gt=0.0,
+        description="DPO's beta (TRL's default): the strength of the pull towards the reference, each "
+        "agent's weights before the iteration; higher keeps it closer.",
     )
     diversity_problems: int | None = Field(
         None,

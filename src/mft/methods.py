@@ -25,8 +25,10 @@ from typing import Literal
 from mft.data.builders import (
     Equivalent,
     Example,
+    critic_pairs,
     critic_split,
     generator_examples,
+    generator_pairs,
     majority_examples,
     mask_first_answer,
     mix_critic,
@@ -34,16 +36,23 @@ from mft.data.builders import (
     rationalized_examples,
     star_examples,
 )
+from mft.data.examples import Pair
 from mft.debate.engine import agent_id_prompt
 from mft.records import DebateRecord, Message, Rationale
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """One slot's training examples and the counts its `sizes.json` entry reports."""
+    """One slot's training examples (or, for a slot trained by DPO, its preference pairs) and the counts its
+    `sizes.json` entry reports."""
 
     examples: list[Example]
     sizes: dict[str, int]
+    pairs: list[Pair] | None = None  # a DPO slot's data (then `examples` is empty)
+
+    def items(self) -> list[Example] | list[Pair]:
+        """What its data file holds."""
+        return self.examples if self.pairs is None else self.pairs
 
 
 @dataclass(frozen=True)
@@ -56,10 +65,14 @@ class BuildContext:
     iteration: int
     mask_critic_first_answer: bool = False  # the critic's first answer is context, not trained on
     rationales: Sequence[Rationale] | None = None  # STaR's rationalizations (None: not made)
+    # a preference method's objective per role (its generators', its critics'); the others ignore them
+    generator_objective: Objective = "sft"
+    critic_objective: Objective = "sft"
 
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
 Slots = Literal["society", "generators", "one_model"]
+Objective = Literal["sft", "dpo"]  # how a model is finetuned on its data (docs/dpo.md)
 Reading = Literal["single", "majority", "debate"]  # the readings of an evaluation (`results.json`)
 
 
@@ -148,6 +161,24 @@ def unique_id_data(records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildCo
     return _one_model(examples)
 
 
+def _pairs(pairs: list[Pair]) -> Dataset:
+    return Dataset([], {"examples": len(pairs)}, pairs)  # a DPO slot's "examples" are its pairs
+
+
+def society_preference_data(
+    records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext
+) -> dict[str, Dataset]:
+    """Ours (DPO): generator n and critic n each on preference pairs from its own debate replies (or, for a
+    role whose objective is sft, on Ours' data for it)."""
+    out = society_data(records, eq, ctx)
+    for n in range(ctx.agents):
+        if ctx.generator_objective == "dpo":
+            out[f"gen_{n}"] = _pairs(generator_pairs(records, n, eq))
+        if ctx.critic_objective == "dpo":
+            out[f"critic_{n}"] = _pairs(critic_pairs(records, n, eq))
+    return out
+
+
 @dataclass(frozen=True)
 class Method:
     key: str  # row key: reproduce.json, the report, the run sub-directory of `mft reproduce`
@@ -166,6 +197,9 @@ class Method:
     in_default: bool = True  # run by a plain `mft reproduce` (the others only when named in --methods)
     rationalizes: bool = False  # regenerates its wrong samples with the gold answer as a hint (STaR)
     reading: Reading = "debate"  # the reading its report row shows
+    # its generators and critics are finetuned by the objectives `ft_objective_generator` /
+    # `ft_objective_critic` (DPO on preference pairs by default); every other method's models by SFT
+    preference: bool = False
 
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
@@ -221,6 +255,11 @@ METHODS: tuple[Method, ...] = (
         build=unique_id_data, rank=11, colour="#7f7f7f", agent_ids=True, in_default=False,
         about="one model on every agent's data, told which agent it plays",
     ),
+    Method(
+        "ours_dpo", "Ours (DPO)", run_as="ours_dpo", summarize=True, slots="society", one_round=False,
+        build=society_preference_data, rank=12, colour="#bcbd22", in_default=False, preference=True,
+        about="N generators + N critics, each trained by DPO on preference pairs from its own debate replies",
+    ),
 )  # fmt: skip
 BY_KEY = {m.key: m for m in METHODS}
 DEFAULT_KEYS: tuple[str, ...] = tuple(m.key for m in METHODS if m.in_default)  # a plain `mft reproduce`
@@ -229,6 +268,8 @@ RUN_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m.run_as for m in METHODS))
 RUN_METHODS_HELP = ", ".join(f"{m.run_as} ({m.about})" for m in METHODS if m.about)
 # The run methods that use `star_rationalize` (for the others it does nothing).
 RATIONALIZING: frozenset[str] = frozenset(m.run_as for m in METHODS if m.rationalizes)
+# The run methods that use `ft_objective_generator` / `ft_objective_critic` (the others train by SFT).
+PREFERENCE: tuple[str, ...] = tuple(m.run_as for m in METHODS if m.preference)
 
 # The base society's readings (iteration 0 of every run), each a report row: key -> (label, rank).
 BASELINES: dict[str, tuple[str, int]] = {

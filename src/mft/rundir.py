@@ -59,6 +59,10 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_warmup_ratio": 0.0,
     "ft_lr_schedule": "linear",
     "summarizer_model": None,
+    # used only by the preference method, which came with them: any older run continues with the defaults
+    "ft_objective_generator": "dpo",
+    "ft_objective_critic": "dpo",
+    "dpo_beta": 0.1,
 }
 # Settings a run may change between invocations: moving the directory, asking for more iterations, or
 # logging to other experiment trackers (they change no result).

@@ -21,6 +21,8 @@ BACKENDS = TABLE.names
 # The backends `mft run` / `mft reproduce` accept: those that can finetune agents (all of them; vllm through
 # the project's own trainer on the same base).
 FINETUNING_BACKENDS = tuple(BACKENDS)
+# The backends that finetune by DPO too (vllm through the hf trainer); the openai backend does SFT only.
+PREFERENCE_BACKENDS = ("hf", "vllm")
 
 __all__ = [
     "Agent",
@@ -32,6 +34,7 @@ __all__ = [
     "backend_settings",
     "BACKENDS",
     "FINETUNING_BACKENDS",
+    "PREFERENCE_BACKENDS",
 ]
 
 

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mft.data.examples import Example, Pair
 from mft.errors import MftError
 from mft.records import Message
+
+# What an agent is finetuned on: chat examples (SFT) or preference pairs (DPO)
+TrainingData = list[Example] | list[Pair]
 
 # The bundled tiny base model ships inside the package (its recipe is `mft.toy`, which builds on the
 # backends, not the other way round); these names select it.
@@ -87,6 +91,10 @@ class FinetuneSettings:
     # learning rate: a linear warmup over this share of the steps, then linear / cosine decay, or constant
     warmup_ratio: float = 0.0
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    # sft: the chat examples' assistant turns are the targets; dpo: preference pairs, TRL's sigmoid DPO loss
+    # against the agent's weights before this finetune, with this beta (hf backend, docs/dpo.md)
+    objective: Literal["sft", "dpo"] = "sft"
+    dpo_beta: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class TrainStep:
     training curve experiment trackers draw; the backend knows nothing of them)."""
 
     step: int  # 1-based optimizer step of this finetune
-    loss: float  # mean loss per label token of the step's (effective) batch
+    loss: float  # the step's (effective) batch loss: SFT the mean per label token, DPO the mean per pair
     lr: float  # the learning rate the step used
     tokens: int  # tokens trained on so far in this finetune (every non-padding token of the batches)
 
@@ -146,15 +154,16 @@ class Backend(ABC):
     def finetune(
         self,
         agent: Agent,
-        examples: list[list[Message]],
+        examples: TrainingData,
         out_dir: Path,
         settings: FinetuneSettings | None = None,
         *,
         on_step: StepCallback | None = None,
     ) -> Agent:
-        """Train `agent` on chat examples (loss on assistant turns), save it to `out_dir`, return it.
-        `settings` None: the backend's defaults. `on_step`, where given, is called after each optimizer
-        step the backend runs itself (its training curve)."""
+        """Train `agent` on chat examples (loss on assistant turns), or on preference pairs where
+        `settings.objective` is dpo, save it to `out_dir`, return it. `settings` None: the backend's
+        defaults. `on_step`, where given, is called after each optimizer step the backend runs itself (its
+        training curve)."""
         raise NotImplementedError(f"the {self.name} backend does not finetune yet")
 
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:

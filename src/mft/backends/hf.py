@@ -23,6 +23,7 @@ from mft.backends.base import (
     GenerationRequest,
     Sampling,
     StepCallback,
+    TrainingData,
 )
 from mft.backends.chat import ChatFormat
 from mft.backends.hf_adapters import mergeable, merged
@@ -373,7 +374,7 @@ class HFBackend(Backend):
     def finetune(
         self,
         agent: Agent,
-        examples: list[list[Message]],
+        examples: TrainingData,
         out_dir: Path,
         settings: FinetuneSettings | None = None,
         *,

@@ -16,21 +16,58 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mft.backends.base import FinetuneSettings, StepCallback, resolve_model_path
-from mft.backends.hf_train import train_loop
+from mft.backends.base import FinetuneSettings, StepCallback, TrainingData, resolve_model_path
+from mft.backends.hf_train import TrainResult, train_loop
+from mft.data.examples import as_examples, as_pairs
 from mft.errors import MftError
 from mft.faults import checkpoint
-from mft.records import Message, write_json_atomic
+from mft.records import write_json_atomic
 
 if TYPE_CHECKING:
     from mft.backends.hf import HFBackend
+
+
+def fit(
+    backend: HFBackend,
+    name: str,
+    model: Any,
+    params: list[Any],
+    data: TrainingData,
+    settings: FinetuneSettings,
+    rng: random.Random,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train `params` of `model` on agent `name`'s data by the settings' objective: SFT on chat examples
+    (`hf_train`), or DPO on preference pairs (`hf_dpo`); `on_step` sees each optimizer step."""
+    pad_id = backend.tokenizer.pad_token_id
+    if settings.objective == "dpo":
+        from mft.backends.hf_dpo import dpo_loop, encode_pair
+
+        pairs = [encode_pair(backend.chat, p) for p in as_pairs(data, name)]
+        return dpo_loop(model, params, pairs, pad_id, settings, rng, on_step)
+    if settings.objective != "sft":
+        raise MftError(f"unknown finetuning objective {settings.objective!r}", hint="use 'sft' or 'dpo'")
+    encoded = [backend.chat.training_ids(ex) for ex in as_examples(data, name)]
+    return train_loop(model, params, encoded, pad_id, settings, rng, on_step)
+
+
+def _stats(examples: int, result: TrainResult, settings: FinetuneSettings) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "examples": examples,
+        "steps": len(result.losses),
+        "first_loss": result.losses[0],
+        "last_loss": result.losses[-1],
+    }
+    if settings.objective == "dpo":  # first_loss is about log 2: the model starts as its reference
+        stats.update(objective="dpo", dpo_beta=settings.dpo_beta)
+    return {**stats, **result.counts()}
 
 
 def train_full(
     backend: HFBackend,
     name: str,
     init_model: str | None,
-    examples: list[list[Message]],
+    examples: TrainingData,
     out_dir: Path,
     settings: FinetuneSettings,
     on_step: StepCallback | None = None,
@@ -53,30 +90,13 @@ def train_full(
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
-    tok = backend.tokenizer
-    result = train_loop(
-        model,
-        params,
-        [backend.chat.training_ids(ex) for ex in examples],
-        tok.pad_token_id,
-        settings,
-        rng,
-        on_step,
-    )
-    losses = result.losses
+    result = fit(backend, name, model, params, examples, settings, rng, on_step)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    stats = {
-        "examples": len(examples),
-        "steps": len(losses),
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
-        "method": "full",
-        **result.counts(),
-    }
+    backend.tokenizer.save_pretrained(tmp)
+    stats = {**_stats(len(examples), result, settings), "method": "full"}
     write_json_atomic(tmp / "train_stats.json", stats)
     checkpoint(f"save model {out_dir.name}")
     if out_dir.exists():
@@ -89,7 +109,7 @@ def train_adapter(
     backend: HFBackend,
     name: str,
     init_adapter: str | None,
-    examples: list[list[Message]],
+    examples: TrainingData,
     out_dir: Path,
     settings: FinetuneSettings,
     on_step: StepCallback | None = None,
@@ -101,7 +121,6 @@ def train_adapter(
 
     if not examples:
         raise MftError(f"agent {name!r}: no training examples")
-    tok = backend.tokenizer
     rng = random.Random(f"finetune:{settings.seed}:{name}")
     torch.manual_seed(rng.randrange(2**31))  # seeds the fresh LoRA initialisation and dropout
     config = LoraConfig(
@@ -130,16 +149,7 @@ def train_adapter(
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
-    result = train_loop(
-        model,
-        params,
-        [backend.chat.training_ids(ex) for ex in examples],
-        tok.pad_token_id,
-        settings,
-        rng,
-        on_step,
-    )
-    losses = result.losses
+    result = fit(backend, name, model, params, examples, settings, rng, on_step)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model, adapter_name=name)
@@ -154,13 +164,7 @@ def train_adapter(
     if isinstance(cfg_data.get("target_modules"), list):
         cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
     cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
-    stats = {
-        "examples": len(examples),
-        "steps": len(losses),
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
-        **result.counts(),
-    }
+    stats = _stats(len(examples), result, settings)
     write_json_atomic(tmp / "train_stats.json", stats)
     checkpoint(f"save adapter {out_dir.name}")
     if out_dir.exists():

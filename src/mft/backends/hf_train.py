@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,11 +119,10 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     raise MftError(f"unknown learning-rate schedule {schedule!r}", hint="use linear, cosine or constant")
 
 
-def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
-    """Sum over the batch's label tokens of the cross-entropy of the model's next-token prediction."""
+def _labelled_logits(model: Any, batch: dict[str, Any], keep_logits: bool) -> tuple[Any, Any, Any]:
+    """The model's next-token logits at the batch's labelled positions, their target tokens and the row
+    (sequence) each belongs to: (logits [L, vocab], targets [L], rows [L]) for the L labelled positions."""
     import torch
-    import torch.nn.functional as F
-    from torch.utils.checkpoint import checkpoint
 
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -133,10 +133,20 @@ def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
         targets = targets[:, keep]
     else:
         logits = model(**inputs).logits[:, :-1]
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)
     logits = logits.reshape(-1, logits.shape[-1])
-    targets = targets.reshape(-1)
+    targets, rows = targets.reshape(-1), rows.reshape(-1)
     labelled = targets != -100
-    logits, targets = logits[labelled], targets[labelled]
+    return logits[labelled], targets[labelled], rows[labelled]
+
+
+def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
+    """Sum over the batch's label tokens of the cross-entropy of the model's next-token prediction."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    logits, targets, _ = _labelled_logits(model, batch, keep_logits)
 
     def chunk_sum(lg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(lg.float(), y, reduction="sum")
@@ -147,6 +157,34 @@ def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
         # recomputed in the backward pass: one chunk's fp32 logits and softmax exist at a time
         total = total + checkpoint(chunk_sum, logits[part], targets[part], use_reentrant=False)
     return total
+
+
+def sequence_logps(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
+    """Per row of the batch, the sum over its label tokens of the model's log-probability of the token
+    (what DPO compares): TRL's `selective_log_softmax` in fp32, over the same chunks as `token_loss_sum`."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+    from trl.trainer.utils import selective_log_softmax
+
+    logits, targets, rows = _labelled_logits(model, batch, keep_logits)
+
+    def chunk_logps(lg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # one leading row: its logsumexp runs over the whole chunk at once, not one position at a time
+        out: torch.Tensor = selective_log_softmax(lg.float().unsqueeze(0), y.unsqueeze(0)).squeeze(0)
+        return out
+
+    per_token = [
+        checkpoint(
+            chunk_logps,
+            logits[lo : lo + LOSS_CHUNK_ROWS],
+            targets[lo : lo + LOSS_CHUNK_ROWS],
+            use_reentrant=False,
+        )
+        for lo in range(0, targets.shape[0], LOSS_CHUNK_ROWS)
+    ]
+    n_rows = batch["labels"].shape[0]
+    sums = torch.zeros(n_rows, dtype=torch.float32, device=targets.device)
+    return sums.index_add(0, rows, torch.cat(per_token)) if per_token else sums
 
 
 def accumulate(
@@ -184,6 +222,53 @@ def _set_checkpointing(model: Any, on: bool) -> None:
         core.activation_checkpointing_disable() if new_api else core.gradient_checkpointing_disable()
 
 
+def optimize(
+    model: Any,
+    params: list[Any],
+    lengths: list[int],
+    settings: FinetuneSettings,
+    rng: random.Random,
+    step: Callable[[list[int]], float],
+    on_step: StepCallback | None = None,
+) -> list[float]:
+    """The optimisation every objective shares: AdamW over `params` with the learning-rate schedule, for
+    `settings.epochs` epochs of batches of item indices (`batch_order` over the items' `lengths`, their
+    tokens); `step` runs the forward and backward passes of one batch and returns its loss. `on_step` is told
+    each optimizer step's loss, learning rate and the tokens trained on so far. Returns the loss per
+    optimizer step; the model is left in eval mode, nothing trainable."""
+    import torch
+
+    total_steps = settings.epochs * ((len(lengths) + settings.batch_size - 1) // settings.batch_size)
+    warmup = int(settings.warmup_ratio * total_steps)
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(settings.lr_schedule, s, total_steps, warmup)
+    )
+    _set_checkpointing(model, settings.gradient_checkpointing)
+    model.train()
+    losses: list[float] = []
+    tokens = 0
+    try:
+        for _ in range(settings.epochs):
+            for idx in batch_order(lengths, settings.batch_size, rng, settings.group_by_length):
+                step_loss = step(idx)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                lr = opt.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(step_loss)
+                tokens += sum(lengths[i] for i in idx)
+                if on_step is not None:
+                    on_step(TrainStep(len(losses), step_loss, lr, tokens))
+    finally:
+        _set_checkpointing(model, False)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return losses
+
+
 def train_loop(
     model: Any,
     params: list[Any],
@@ -195,42 +280,18 @@ def train_loop(
 ) -> TrainResult:
     """Train `params` of `model` on `encoded` examples; the model is left in eval mode, nothing trainable.
     `on_step` is told each optimizer step's loss, learning rate and the tokens trained on so far."""
-    import torch
-
     result = TrainResult()
     if settings.max_length is not None:
         cut = [(ids[: settings.max_length], labels[: settings.max_length]) for ids, labels in encoded]
         result.truncated = sum(len(ids) > settings.max_length for ids, _ in encoded)
         encoded = cut
     micro = min(settings.micro_batch_size or settings.batch_size, settings.batch_size)
-    total_steps = settings.epochs * ((len(encoded) + settings.batch_size - 1) // settings.batch_size)
-    warmup = int(settings.warmup_ratio * total_steps)
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(settings.lr_schedule, s, total_steps, warmup)
-    )
     keep_logits = accepts_logits_to_keep(model)
-    _set_checkpointing(model, settings.gradient_checkpointing)
-    model.train()
     dtype = autocast_dtype(settings.precision, model.device)
+
+    def step(idx: list[int]) -> float:
+        return accumulate(model, [encoded[i] for i in idx], pad_id, micro, keep_logits, dtype)
+
     lengths = [len(ids) for ids, _ in encoded]
-    tokens = 0
-    try:
-        for _ in range(settings.epochs):
-            for idx in batch_order(lengths, settings.batch_size, rng, settings.group_by_length):
-                step_loss = accumulate(model, [encoded[i] for i in idx], pad_id, micro, keep_logits, dtype)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                lr = opt.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                result.losses.append(step_loss)
-                tokens += sum(lengths[i] for i in idx)
-                if on_step is not None:
-                    on_step(TrainStep(len(result.losses), step_loss, lr, tokens))
-    finally:
-        _set_checkpointing(model, False)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    result.losses = optimize(model, params, lengths, settings, rng, step, on_step)
     return result

@@ -22,6 +22,7 @@ from mft.backends.base import (
     GenerationStats,
     Sampling,
     StepCallback,
+    TrainingData,
     resolve_model_path,
 )
 from mft.errors import MftError
@@ -119,7 +120,7 @@ class MixedBackend(Backend):
     def finetune(
         self,
         agent: Agent,
-        examples: list[list[Message]],
+        examples: TrainingData,
         out_dir: Path,
         settings: FinetuneSettings | None = None,
         *,

@@ -29,11 +29,19 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mft.backends import openai_finetune
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
+from mft.backends.base import (
+    Agent,
+    Backend,
+    FinetuneSettings,
+    GenerationRequest,
+    Sampling,
+    StepCallback,
+    TrainingData,
+)
 from mft.backends.openai_retry import Failure, backoff_delay, classify, run_sync
 from mft.backends.seeds import request_seed
+from mft.data.examples import as_examples
 from mft.errors import MftError
-from mft.records import Message
 
 OPENAI_URL = "https://api.openai.com/v1"
 DUMMY_KEY = "EMPTY"  # local OpenAI-compatible servers accept any key, but the SDK insists on one
@@ -301,7 +309,7 @@ class OpenAIBackend(Backend):
     def finetune(
         self,
         agent: Agent,
-        examples: list[list[Message]],
+        examples: TrainingData,
         out_dir: Path,
         settings: FinetuneSettings | None = None,
         *,
@@ -314,11 +322,17 @@ class OpenAIBackend(Backend):
         The job trains on the server: `on_step` is never called (no training curve is streamed).
         """
         out_dir = Path(out_dir)
+        if settings is not None and settings.objective != "sft":
+            raise MftError(
+                f"the openai backend finetunes by SFT only, not {settings.objective}",
+                hint="use backend: hf or vllm for preference (DPO) finetuning",
+            )
         done = openai_finetune.finished_agent(agent.name, out_dir)
         if done is None:
             epochs, seed = openai_finetune.job_settings(settings)
             model = agent.adapter or self.model
-            job = openai_finetune.run_job(self, agent.name, model, examples, out_dir, epochs, seed)
+            chats = as_examples(examples, agent.name)
+            job = openai_finetune.run_job(self, agent.name, model, chats, out_dir, epochs, seed)
             done = run_sync(job)
         self.agents[agent.name] = done  # the next generate (and finetune) uses the new model
         return done

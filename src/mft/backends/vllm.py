@@ -36,6 +36,7 @@ from mft.backends.base import (
     GenerationRequest,
     Sampling,
     StepCallback,
+    TrainingData,
     resolve_model_path,
 )
 from mft.backends.chat import ChatFormat
@@ -411,7 +412,7 @@ class VLLMBackend(Backend):
     def finetune(
         self,
         agent: Agent,
-        examples: list[list[Message]],
+        examples: TrainingData,
         out_dir: Path,
         settings: FinetuneSettings | None = None,
         *,

@@ -13,6 +13,10 @@ code's mix: with only D_C- a critic learns to always change its answer, with the
 it rarely learns to correct. The critic trains on exactly the conversation the engine builds, so train and
 inference formats cannot drift apart; `mask_first_answer` keeps its first answer out of the loss.
 
+Preference pairs (the DPO objective, docs/dpo.md), also from the consensus alone: agent n's own reply is one
+side of each of its pairs and another agent's reply of the same round the other, the one that agrees with
+the consensus chosen and the one that does not rejected (`generator_pairs`, `critic_pairs`).
+
 Only records of the training split may feed a dataset: a test-split record raises (leakage guard).
 """
 
@@ -22,6 +26,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from mft.data.examples import Pair
 from mft.errors import MftError
 from mft.records import DebateRecord, Message, Rationale
 
@@ -95,6 +100,55 @@ def mask_first_answer(example: Example) -> Example:
     if first is None:
         return list(example)
     return [m.model_copy(update={"weight": 0}) if i == first else m for i, m in enumerate(example)]
+
+
+# -- preference pairs (DPO) ------------------------------------------------------------------------------
+def _pairs(
+    record: DebateRecord, slot: int, round_: int, prompt: list[Message], equivalent: Equivalent
+) -> list[Pair]:
+    """Agent `slot`'s pairs on `prompt` from round `round_`'s replies: its own reply against each other
+    agent's reply on the other side of the consensus (a missing answer is on the side that disagrees),
+    in slot order. None where the consensus is None or nobody disagrees with it."""
+    if record.consensus is None:
+        return []
+    replies = record.responses[round_]
+    agrees = [equivalent(a, record.consensus) for a in record.answers[round_]]
+    out = []
+    for other in range(record.n_agents):
+        if other == slot or agrees[other] == agrees[slot]:
+            continue
+        good, bad = (slot, other) if agrees[slot] else (other, slot)
+        out.append(
+            Pair(
+                prompt,
+                Message(role="assistant", content=replies[good]),
+                Message(role="assistant", content=replies[bad]),
+            )
+        )
+    return out
+
+
+def generator_pairs(records: Sequence[DebateRecord], slot: int, equivalent: Equivalent) -> list[Pair]:
+    """Generator n's preference pairs: on the round-1 question (the same prompt for every agent), its own
+    round-1 reply against each other agent's round-1 reply that falls on the other side of the final
+    consensus -- chosen the one whose answer is the consensus, rejected the one whose answer is not."""
+    check_train_only(records)
+    out: list[Pair] = []
+    for r in records:
+        out += _pairs(r, slot, 0, [r.conversations[slot][0]], equivalent)
+    return out
+
+
+def critic_pairs(records: Sequence[DebateRecord], slot: int, equivalent: Equivalent) -> list[Pair]:
+    """Critic n's preference pairs: on its own context before its final-round reply (its earlier answers,
+    the others' answers or their summary), its own final reply against each other agent's final reply
+    that falls on the other side of the consensus, chosen the one that agrees with it."""
+    check_train_only(records)
+    out: list[Pair] = []
+    for r in records:
+        if r.n_rounds >= 2:
+            out += _pairs(r, slot, r.n_rounds - 1, list(r.conversations[slot][:-1]), equivalent)
+    return out
 
 
 # -- single-model baselines ------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
-"""The one reader and writer of finetuning example files: one {"messages": [...]} chat per JSONL line.
+"""The one reader and writer of finetuning example files, one record per JSONL line:
 
-The same format serves the hf trainer (`iter_<k>/data/<agent>.jsonl`) and the fine-tuning API's upload
+- a chat example, `{"messages": [...]}`: what SFT trains on (loss on the assistant turns);
+- a preference pair, `{"prompt": [...], "chosen": [{assistant}], "rejected": [{assistant}]}`: what DPO
+  trains on, in TRL's conversational preference format (a file loads as a `datasets` preference dataset).
+
+The chat format serves the hf trainer (`iter_<k>/data/<agent>.jsonl`) and the fine-tuning API's upload
 (OpenAI's chat format), so there is one writer for both. Text is written as UTF-8 (not \\u escapes): the
 files are meant to be read.
 """
@@ -9,24 +13,96 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mft.errors import MftError
 from mft.records import Message, write_text_atomic
 
 Example = list[Message]
 
 
-def examples_text(examples: Sequence[Example]) -> str:
-    return "".join(
-        json.dumps({"messages": [m.model_dump() for m in ex]}, ensure_ascii=False) + "\n" for ex in examples
-    )
+@dataclass(frozen=True)
+class Pair:
+    """A preference pair: a prompt (the chat before the reply) and two replies to it, chosen and rejected."""
+
+    prompt: list[Message]
+    chosen: Message
+    rejected: Message
+
+    def chats(self) -> tuple[Example, Example]:
+        """The two whole chats, prompt + chosen and prompt + rejected, with the prompt's own assistant turns
+        (a critic's earlier answers) kept out of the loss: only the reply is scored."""
+        context = [m.model_copy(update={"weight": 0}) if m.role == "assistant" else m for m in self.prompt]
+        return [*context, self.chosen], [*context, self.rejected]
 
 
-def write_examples(path: Path, examples: Sequence[Example]) -> None:
-    """Write a whole example file (temp name + rename: a reader never sees half of one)."""
+def _record(item: Example | Pair) -> dict[str, Any]:
+    if isinstance(item, Pair):
+        return {
+            "prompt": [m.model_dump() for m in item.prompt],
+            "chosen": [item.chosen.model_dump()],
+            "rejected": [item.rejected.model_dump()],
+        }
+    return {"messages": [m.model_dump() for m in item]}
+
+
+def examples_text(examples: Sequence[Example] | Sequence[Pair]) -> str:
+    return "".join(json.dumps(_record(x), ensure_ascii=False) + "\n" for x in examples)
+
+
+def write_examples(path: Path, examples: Sequence[Example] | Sequence[Pair]) -> None:
+    """Write a whole example (or pair) file (temp name + rename: a reader never sees half of one)."""
     write_text_atomic(path, examples_text(examples))
 
 
-def read_examples(path: Path) -> list[Example]:
+def as_examples(items: Sequence[Example] | Sequence[Pair], agent: str) -> list[Example]:
+    """`items` as chat examples, or an MftError where they are preference pairs (SFT data was expected)."""
+    out = [x for x in items if not isinstance(x, Pair)]
+    if len(out) != len(items):
+        raise MftError(f"agent {agent!r}: preference pairs given where SFT expects chat examples")
+    return out
+
+
+def as_pairs(items: Sequence[Example] | Sequence[Pair], agent: str) -> list[Pair]:
+    """`items` as preference pairs, or an MftError where they are chat examples (DPO data was expected)."""
+    out = [x for x in items if isinstance(x, Pair)]
+    if len(out) != len(items):
+        raise MftError(f"agent {agent!r}: chat examples given where DPO expects preference pairs")
+    return out
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
-        return [[Message(**m) for m in json.loads(line)["messages"]] for line in fh if line.strip()]
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_examples(path: Path) -> list[Example]:
+    out = []
+    for i, rec in enumerate(_records(path), 1):
+        if "messages" not in rec:
+            raise MftError(
+                f"{path}:{i}: a preference pair where a chat example was expected",
+                hint="this agent's data was built for DPO: finetune it with the dpo objective",
+            )
+        out.append([Message(**m) for m in rec["messages"]])
+    return out
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    out = []
+    for i, rec in enumerate(_records(path), 1):
+        if "prompt" not in rec:
+            raise MftError(
+                f"{path}:{i}: a chat example where a preference pair was expected",
+                hint="this agent's data was built for SFT: finetune it with the sft objective",
+            )
+        prompt = [Message(**m) for m in rec["prompt"]]
+        out.append(Pair(prompt, Message(**rec["chosen"][0]), Message(**rec["rejected"][0])))
+    return out
+
+
+def read_training_data(path: Path, objective: str) -> list[Example] | list[Pair]:
+    """An agent's data file, as its objective trains on it: preference pairs for dpo, chat examples else."""
+    return read_pairs(path) if objective == "dpo" else read_examples(path)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mft.backends.base import Agent, FinetuneSettings
-from mft.data.examples import read_examples
+from mft.data.examples import read_training_data
 from mft.debate.engine import DebateSettings, Society, debate_chunk
 from mft.errors import MftError
 from mft.records import DebateRecord, Problem
@@ -38,6 +38,7 @@ class FinetuneJob:
     examples_path: Path
     out_dir: Path
     base: str | None = None  # the agent's base model in a mixed society (None: the run's one model)
+    objective: Literal["sft", "dpo"] = "sft"  # chat examples (SFT) or preference pairs (DPO)
 
 
 def _ray() -> Any:
@@ -69,8 +70,9 @@ def _finetune_one(model: str, options: dict[str, Any], job: FinetuneJob, setting
     from mft.backends import get_backend
 
     backend = get_backend("hf", job.base or model, **options)
+    data = read_training_data(job.examples_path, job.objective)
     agent = backend.finetune(
-        Agent(job.name, job.start_from), read_examples(job.examples_path), job.out_dir, settings
+        Agent(job.name, job.start_from), data, job.out_dir, replace(settings, objective=job.objective)
     )
     assert agent.adapter is not None
     return agent.adapter

@@ -19,6 +19,7 @@ from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
 from mft.pipeline.stages import (
     check_max_new_tokens,
+    check_objectives,
     stage_build_data,
     stage_debate,
     stage_diversity,
@@ -39,6 +40,7 @@ def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     manifest (the settings and the problems it was made from)."""
     for model in cfg.base_models():
         check_split_seed(model, task.name, cfg.split_seed)
+    check_objectives(cfg)
     train = load_split(task, "train", cfg.n_train, cfg.split_seed, "--n-train")
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(cfg.run_dir)

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from mft.backends import PREFERENCE_BACKENDS
 from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
 from mft.config import DebateConfig, RunConfig, backend_options
 from mft.data.builders import wrong_samples
-from mft.data.examples import read_examples, write_examples
+from mft.data.examples import read_training_data, write_examples
 from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
-from mft.methods import BuildContext, Method, of_run
+from mft.methods import BuildContext, Method, Objective, of_run
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,
@@ -43,6 +44,25 @@ if TYPE_CHECKING:
 
 def method_of(cfg: RunConfig) -> Method:
     return of_run(cfg.method, cfg.summarize)
+
+
+def objective_of(cfg: RunConfig, slot: str) -> Objective:
+    """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
+    `ft_objective_*` in a preference method, by SFT in every other."""
+    if not method_of(cfg).preference:
+        return "sft"
+    return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
+
+
+def check_objectives(cfg: RunConfig) -> None:
+    """Refuse DPO on a backend that cannot train by it, before any model work."""
+    slots = method_of(cfg).slot_names(cfg.n_agents)
+    if cfg.backend not in PREFERENCE_BACKENDS and any(objective_of(cfg, s) == "dpo" for s in slots):
+        raise MftError(
+            f"method {cfg.method} trains by DPO, which the {cfg.backend} backend does not do",
+            hint=f"use backend {' or '.join(PREFERENCE_BACKENDS)}, or ft_objective_generator / "
+            "ft_objective_critic: sft",
+        )
 
 
 def debate_settings(
@@ -96,6 +116,7 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
         max_length=cfg.ft_max_length,
         warmup_ratio=cfg.ft_warmup_ratio,
         lr_schedule=cfg.ft_lr_schedule,
+        dpo_beta=cfg.dpo_beta,
     )
 
 
@@ -236,10 +257,12 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
         k,
         mask_critic_first_answer=cfg.critic_mask_first_answer,
         rationales=read_rationales(cfg, k, records, task),
+        generator_objective=objective_of(cfg, "gen_0"),
+        critic_objective=objective_of(cfg, "critic_0"),
     )
     datasets = method_of(cfg).build(records, task.is_equivalent, ctx)
     for slot, dataset in datasets.items():
-        write_examples(rd.examples(k, slot), dataset.examples)
+        write_examples(rd.examples(k, slot), dataset.items())
     sizes: dict[str, Any] = {slot: dataset.sizes for slot, dataset in datasets.items()}
     write_json_atomic(rd.sizes(k), sizes)  # last: its presence means every dataset is written
     return sizes
@@ -284,7 +307,16 @@ def stage_finetune(
             skipped[name] = f"{sizes[name]['examples']} examples < min_examples={cfg.min_examples}"
             agents[name] = Agent(name, start_from, base)
         else:
-            todo.append(FinetuneJob(name, start_from, rd.examples(k, name), out_dir, base))
+            todo.append(
+                FinetuneJob(
+                    name,
+                    start_from,
+                    rd.examples(k, name),
+                    out_dir,
+                    base=base,
+                    objective=objective_of(cfg, name),
+                )
+            )
     if cfg.executor == "ray" and todo:
         release_runners()
         trained = ray_finetune(
@@ -299,10 +331,11 @@ def stage_finetune(
         agents.update({a.name: a for a in trained})
     else:
         for job in tqdm(todo, desc=f"finetune iter {k}", unit="agent", disable=not progress):
-            examples = read_examples(job.examples_path)
+            data = read_training_data(job.examples_path, job.objective)
             curve = {"on_step": train_curves(job.name)} if train_curves is not None else {}
+            job_settings = replace(settings, objective=job.objective)
             agents[job.name] = backend.finetune(
-                Agent(job.name, job.start_from, job.base), examples, job.out_dir, settings, **curve
+                Agent(job.name, job.start_from, job.base), data, job.out_dir, job_settings, **curve
             )
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
