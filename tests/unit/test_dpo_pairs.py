@@ -13,35 +13,18 @@ from mft.data.examples import Pair, examples_text, read_examples, read_pairs, wr
 from mft.errors import MftError
 from mft.methods import BY_KEY, BuildContext, society_data, society_preference_data
 from mft.pipeline.stages import check_objectives, objective_of
-from mft.records import DebateRecord, Message, Problem
+from mft.records import DebateRecord, Message
 from mft.tasks import get_task
+from tests.unit.test_builders import _rec as builders_record
 
 eq = get_task("arithmetic").is_equivalent
 
 
 def _rec(pid: str, first: list[str | None], last: list[str | None], consensus: str | None) -> DebateRecord:
-    n = len(first)
-    convs = [
-        [
-            Message(role="user", content=f"Q {pid}"),
-            Message(role="assistant", content=f"first {pid} {i}: {first[i]}"),
-            Message(role="user", content=f"others {pid} {i}"),
-            Message(role="assistant", content=f"last {pid} {i}: {last[i]}"),
-        ]
-        for i in range(n)
-    ]
-    return DebateRecord(
-        task="arithmetic",
-        task_version="1",
-        problem=Problem(id=pid, question=f"Q {pid}", answer="5", split="train"),
-        agents=[[f"a{i}" for i in range(n)]] * 2,
-        responses=[[c[1].content for c in convs], [c[3].content for c in convs]],
-        answers=[first, last],
-        conversations=convs,
-        consensus=consensus,
-        round_consensus=[None, consensus],
-        correct=consensus == "5",
-    )
+    # the builders' tests' record, with a gold answer that the consensus sometimes matches
+    rec = builders_record(pid, first, last, consensus)
+    problem = rec.problem.model_copy(update={"question": f"Q {pid}", "answer": "5"})
+    return rec.model_copy(update={"problem": problem, "correct": consensus == "5"})
 
 
 RECORDS = [

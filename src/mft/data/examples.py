@@ -78,29 +78,32 @@ def _records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def read_examples(path: Path) -> list[Example]:
-    out = []
-    for i, rec in enumerate(_records(path), 1):
-        if "messages" not in rec:
+def _checked(path: Path, key: str, expected: str, other: str, built_for: str) -> list[dict[str, Any]]:
+    """The file's records, each with `key`; a record of the other kind is one line naming its row."""
+    records = _records(path)
+    for i, rec in enumerate(records, 1):
+        if key not in rec:
             raise MftError(
-                f"{path}:{i}: a preference pair where a chat example was expected",
-                hint="this agent's data was built for DPO: finetune it with the dpo objective",
+                f"{path}:{i}: {other} where {expected} was expected",
+                hint=f"this agent's data was built for {built_for}: finetune it with the "
+                f"{built_for.lower()} objective",
             )
-        out.append([Message(**m) for m in rec["messages"]])
-    return out
+    return records
+
+
+def read_examples(path: Path) -> list[Example]:
+    records = _checked(path, "messages", "a chat example", "a preference pair", "DPO")
+    return [[Message(**m) for m in rec["messages"]] for rec in records]
 
 
 def read_pairs(path: Path) -> list[Pair]:
-    out = []
-    for i, rec in enumerate(_records(path), 1):
-        if "prompt" not in rec:
-            raise MftError(
-                f"{path}:{i}: a chat example where a preference pair was expected",
-                hint="this agent's data was built for SFT: finetune it with the sft objective",
-            )
-        prompt = [Message(**m) for m in rec["prompt"]]
-        out.append(Pair(prompt, Message(**rec["chosen"][0]), Message(**rec["rejected"][0])))
-    return out
+    records = _checked(path, "prompt", "a preference pair", "a chat example", "SFT")
+    return [
+        Pair(
+            [Message(**m) for m in rec["prompt"]], Message(**rec["chosen"][0]), Message(**rec["rejected"][0])
+        )
+        for rec in records
+    ]
 
 
 def read_training_data(path: Path, objective: str) -> list[Example] | list[Pair]:
