@@ -193,3 +193,27 @@ def test_a_debate_file_of_a_society_on_other_bases_is_refused(scripted, tmp_path
         run_debate(
             backend, task, problems, Society.of_base(2, ["base-b", "base-a"]), DebateSettings(), path, False
         )
+
+
+def test_generated_tokens_count_each_text_by_its_writers_base(scripted) -> None:
+    # base-a's tokenizer counts characters, base-b's words: each reply is counted by its own agent's base
+    from mft.pipeline.stages import generated_tokens
+
+    a, b = scripted(_answers("a")), scripted(_answers("b"))
+    a.count_tokens = lambda texts: sum(len(t) for t in texts)  # type: ignore[method-assign]
+    b.count_tokens = lambda texts: sum(len(t.split()) for t in texts)  # type: ignore[method-assign]
+    mixed = MixedBackend({"base-a": a, "base-b": b})
+    for agent in [Agent("x", base="base-a"), Agent("y", base="base-b")]:
+        mixed.add_agent(agent)
+    rec = DebateRecord(
+        task="arithmetic",
+        task_version="1",
+        problem=Problem(id="p", question="q", answer="1", split="test"),
+        agents=[["x", "y"]],
+        responses=[["one two three", "four five six"]],
+        answers=[["1", "1"]],
+        conversations=[[], []],
+        consensus="1",
+        correct=True,
+    )
+    assert generated_tokens(mixed, [rec]) == len("one two three") + 3

@@ -42,7 +42,7 @@ class FinetuningScripted:
         self.backend = base_cls(_respond)
         self.trained: list[tuple[str, str | None, int]] = []
 
-        def finetune(agent: Agent, examples, out_dir: Path, settings=None):  # type: ignore[no-untyped-def]
+        def finetune(agent: Agent, examples, out_dir: Path, settings=None, *, on_step=None):  # type: ignore[no-untyped-def]
             self.trained.append((agent.name, agent.adapter, len(examples)))
             out_dir.mkdir(parents=True)
             (out_dir / "adapter_model.safetensors").write_text(json.dumps([m.content for m in examples[0]]))

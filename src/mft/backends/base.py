@@ -178,6 +178,11 @@ class Backend(ABC):
         """Tokens in `texts` by this backend's tokenizer (for cost reports); None if it has none."""
         return None
 
+    def count_agent_tokens(self, agent: str, texts: list[str]) -> int | None:
+        """Tokens in `texts`, written by agent `agent`, by the tokenizer that agent uses (one backend: its
+        own; a mixed society: the agent's base's)."""
+        return self.count_tokens(texts)
+
     def context_length(self) -> int | None:
         """The most positions (prompt + new tokens) the model attends to; None if unknown."""
         return None

@@ -128,9 +128,8 @@ class MixedBackend(Backend):
     ) -> Agent:
         """Train `agent` on its own base's backend; the trained agent keeps its base."""
         base = self.base_of(agent)
-        curve = {"on_step": on_step} if on_step is not None else {}  # as stage_finetune passes it
         trained = self.backends[base].finetune(
-            dataclasses.replace(agent, base=None), examples, out_dir, settings, **curve
+            dataclasses.replace(agent, base=None), examples, out_dir, settings, on_step=on_step
         )
         self.routes[agent.name] = base
         return dataclasses.replace(trained, base=base)

@@ -134,20 +134,16 @@ def society_after(cfg: RunConfig, k: int) -> Society:
 def generated_tokens(backend: Backend, records: list[DebateRecord]) -> int | None:
     """Tokens the agents (and the summariser) generated in these debates, by the backend's tokenizer (in a
     mixed society, each text by its writer's base's tokenizer, summed over the bases)."""
-    from mft.backends.mixed import MixedBackend
-
-    if isinstance(backend, MixedBackend):
-        by_agent: dict[str, list[str]] = {}
-        for r in records:
-            for names, texts in zip(r.agents, r.responses, strict=True):
-                for name, text in zip(names, texts, strict=True):
-                    by_agent.setdefault(name, []).append(text)
-        by_agent[SUMMARIZER] = [x for r in records for rnd in r.summaries for x in rnd]
-        counts = [backend.count_agent_tokens(a, t) for a, t in by_agent.items() if t]
-        return None if None in counts else sum(c or 0 for c in counts)
-    texts = [x for r in records for rnd in r.responses for x in rnd]
-    texts += [x for r in records for rnd in r.summaries for x in rnd]
-    return backend.count_tokens(texts)
+    by_agent: dict[str, list[str]] = {}
+    for r in records:
+        for names, texts in zip(r.agents, r.responses, strict=True):
+            for name, text in zip(names, texts, strict=True):
+                by_agent.setdefault(name, []).append(text)
+    by_agent[SUMMARIZER] = [x for r in records for rnd in r.summaries for x in rnd]
+    counts = [backend.count_agent_tokens(a, t) for a, t in by_agent.items() if t]
+    if not counts:
+        return backend.count_tokens([])
+    return None if None in counts else sum(c or 0 for c in counts)
 
 
 # -- 1. debate --------------------------------------------------------------------------------------------
@@ -332,10 +328,10 @@ def stage_finetune(
     else:
         for job in tqdm(todo, desc=f"finetune iter {k}", unit="agent", disable=not progress):
             data = read_training_data(job.examples_path, job.objective)
-            curve = {"on_step": train_curves(job.name)} if train_curves is not None else {}
+            on_step = train_curves(job.name) if train_curves is not None else None
             job_settings = replace(settings, objective=job.objective)
             agents[job.name] = backend.finetune(
-                Agent(job.name, job.start_from, job.base), data, job.out_dir, job_settings, **curve
+                Agent(job.name, job.start_from, job.base), data, job.out_dir, job_settings, on_step=on_step
             )
     for name, why in skipped.items():
         print(f"iteration {k}: agent {name} keeps its previous weights ({why})")
