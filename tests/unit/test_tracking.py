@@ -8,6 +8,8 @@ from __future__ import annotations
 import glob
 import json
 import struct
+import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunConfig]:
         mp.setenv("WANDB_SILENT", "true")
         for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
             mp.setenv(var, str(root / "wandb-home"))
+        # every process-run starts in the same second, as on a fast machine: W&B then suffixes the
+        # directory of the second one, which a reader must still order after the first
+        from wandb.sdk import wandb_init
+
+        second = time.time()
+        mp.setattr(wandb_init, "time", types.SimpleNamespace(time=lambda: second))
         out = {}
         for name, plan in (("resumed", [1, 2]), ("whole", [2])):
             for iterations in plan:  # the last one writes the report, as `mft run` does
@@ -171,11 +179,19 @@ def _wandb_records(path: str) -> list[Any]:
     return records
 
 
+def _wandb_order(path: str) -> tuple[str, int]:
+    """W&B names a process-run's directory `offline-run-<second>-<id>`, adding `-1`, `-2`, ... when a
+    directory of that second exists already: plain name order would put `...-<id>-1` before `...-<id>`."""
+    stamp, _, rest = Path(path).parent.name.removeprefix("offline-run-").partition("-")
+    suffix = rest.removeprefix(Path(path).stem.removeprefix("run-"))
+    return stamp, int(suffix.lstrip("-") or 0)
+
+
 @pytest.mark.parametrize("name", ["resumed", "whole"])
 def test_wandb_offline_run_holds_metrics_json_once_in_one_run(runs, name) -> None:
     cfg = runs[name]
     state = json.loads((cfg.run_dir / "tracking.json").read_text())
-    files = sorted(glob.glob(str(cfg.run_dir / "wandb" / "offline-run-*" / "run-*.wandb")))
+    files = sorted(glob.glob(str(cfg.run_dir / "wandb" / "offline-run-*" / "run-*.wandb")), key=_wandb_order)
     # one W&B process-run per `run` call, each continuing the same W&B run
     assert len(files) == (2 if name == "resumed" else 1)
     assert {Path(f).name for f in files} == {f"run-{state['wandb']['id']}.wandb"}
