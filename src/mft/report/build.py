@@ -16,6 +16,7 @@ from mft.report.series import (
     accuracy_series,
     accuracy_vs_diversity,
     diversity_series,
+    dynamics_series,
     kl_agent_series,
     ours_run,
 )
@@ -26,6 +27,7 @@ from mft.report.tables import (
     column_detail,
     cost_table,
     detail_table,
+    dynamics_table,
     methods_table,
     sizes_table,
     timing_stages,
@@ -46,6 +48,15 @@ KL_AGENTS_NOTE = (
 ACCURACY_VS_NOTE = (
     "Debate accuracy against each diversity measure, one point per iteration (labelled), ± 1 s.e. on both "
     "axes; the paper's Figure 4 plots the same relation."
+)
+DYNAMICS_NOTE = (
+    "Read with the gold answers, for this section only (no dataset is built from them). Test: each agent's "
+    "answer from round 1 to the last round of the test debate; right -> wrong is the share of its right "
+    "round-1 answers that the later rounds turned wrong, wrong -> right the share of its wrong ones they "
+    "turned right. Train: the training debate the iteration's data was built from; per pool, the share whose "
+    "target (the consensus) is the gold answer: the consensus itself (per problem), D_G (round-1 answers "
+    "that agree with it), D_C- (first answer differed, final agrees) and D_C+ (both agree), per (problem, "
+    "agent). A critic trains on all of its D_C- and part of its D_C+ (`critic_corrected_share`)."
 )
 ACCURACY_VS = ("held_out_nll", "embedding_dissimilarity", "consensus")  # the accuracy-vs-diversity panels
 
@@ -197,6 +208,21 @@ def build_report(study: Study) -> Document:
             )
     if not any_sizes:
         b.append(Para("No `iter_<k>/data/sizes.json` files were found."))
+
+    dynamics = [(r, t) for r in study.runs if (t := dynamics_table(r)) is not None]
+    if dynamics:
+        b.append(Heading(2, "Debate dynamics and training targets"))
+        b.append(Para(DYNAMICS_NOTE))
+        for r, dyn in dynamics:
+            b.append(Heading(3, r.label))
+            b.append(dyn)
+        lines = dynamics_series(study)
+        if lines:
+            doc.add_plot(
+                "dynamics",
+                plots.line_plot(lines, f"{study.task}: what the debate changes", "% of answers"),
+                "answers turned right -> wrong and wrong -> right per iteration",
+            )
 
     b.append(Heading(2, "Cost"))
     b.append(

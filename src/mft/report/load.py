@@ -16,7 +16,9 @@ from typing import Any, TypeGuard
 from mft import methods
 from mft.errors import MftError
 from mft.eval.diversity import DIVERSITY_VERSION
+from mft.eval.dynamics import AnswerChanges, Pool, answer_changes, target_precision
 from mft.eval.metrics import Estimate
+from mft.records import DebateRecord, read_jsonl
 from mft.rundir import MANIFEST, REPRODUCE, RunDir
 
 READINGS = ("single", "majority", "debate")
@@ -46,6 +48,9 @@ class Iteration:
     diversity: dict[str, Estimate] = field(default_factory=dict)  # iter_k/diversity.json
     kl_agents: dict[str, Estimate] = field(default_factory=dict)  # its kl_from_base.per_agent
     diversity_outdated: bool = False  # a diversity.json of an older definition: not shown
+    # read from the debate files with the gold answers (mft.eval.dynamics); None: not measurable
+    changes: AnswerChanges | None = None  # the test debate's answers, round 1 -> last round
+    targets: dict[str, Pool] | None = None  # the training debate's pools (k >= 1)
 
 
 @dataclass
@@ -269,6 +274,7 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
             else:
                 it.diversity, it.kl_agents = diversity
         iterations[k] = it
+    _read_dynamics(rd, config, iterations)
     if not iterations:
         raise MftError(
             f"{path} has no evaluated iteration (no iter_<k>/eval/results.json)",
@@ -284,6 +290,26 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
         iterations=iterations,
         timings=read_timings(rd.timings),
     )
+
+
+def _read_dynamics(rd: RunDir, config: dict[str, Any], iterations: dict[int, Iteration]) -> None:
+    """Each iteration's answer changes (its finished test debate) and target precision (the training debate
+    its data was built from), judged by the run's task; left None where the task cannot be built here (e.g.
+    a custom task whose data file has moved), as the gold answers are read through it."""
+    from mft.tasks import get_task
+
+    try:
+        options = config.get("task_options")
+        task = get_task(config["task"], options if isinstance(options, dict) else {}, data=config.get("data"))
+    except MftError:
+        return
+    for k, it in iterations.items():
+        test = rd.eval_debate(k)
+        if test.exists():
+            it.changes = answer_changes(read_jsonl(test, DebateRecord, repair=False), task.is_equivalent)
+        if k >= 1 and it.sizes is not None and rd.train_debate(k).exists():
+            train = read_jsonl(rd.train_debate(k), DebateRecord, repair=False)
+            it.targets = target_precision(train, task.is_equivalent)
 
 
 def _order(key: str, position: int) -> tuple[int, int]:

@@ -35,6 +35,7 @@ class Series:
     ys: list[float]
     errs: list[float]
     colour: str
+    dashed: bool = False  # a second line of the same method (same colour)
 
 
 def _figure(width: float, height: float) -> Any:  # a matplotlib Figure (imported lazily)
@@ -64,6 +65,7 @@ def line_plot(series: Sequence[Series], title: str, ylabel: str, xlabel: str = "
             yerr=s.errs,
             label=s.label,
             color=s.colour,
+            linestyle="--" if s.dashed else "-",
             marker="o",
             markersize=4,
             capsize=3,

@@ -94,3 +94,20 @@ def accuracy_vs_diversity(study: Study, metric: str) -> list[plots.XYSeries]:
             )
         )
     return series
+
+
+def dynamics_series(study: Study) -> list[plots.Series]:
+    """Per method with a multi-round test debate: the share of right round-1 answers turned wrong (solid) and
+    of wrong ones turned right (dashed, same colour), in %, per iteration, iteration 0 from the shared base;
+    no error bars."""
+    out: list[plots.Series] = []
+    for i, run in enumerate(study.runs):
+        its = {k: it.changes for k, it in with_base(run, study).items() if it.changes is not None}
+        if not its:
+            continue
+        c = plots.colour(run.key, i)
+        broken = [100 * ch.broken for ch in its.values()]
+        fixed = [100 * ch.fixed for ch in its.values()]
+        out.append(plots.Series(f"{run.label}: right -> wrong", list(its), broken, [0.0] * len(its), c))
+        out.append(plots.Series(f"{run.label}: wrong -> right", list(its), fixed, [0.0] * len(its), c, True))
+    return out

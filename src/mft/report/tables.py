@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from mft import methods
+from mft.eval.dynamics import POOLS, Pool
 from mft.eval.metrics import Estimate
 from mft.report.document import Table
 from mft.report.load import DIVERSITY_METRICS, READINGS, Run, Study
@@ -150,6 +151,39 @@ def sizes_table(run: Run) -> tuple[Table, list[str]] | None:
             row.append(cell)
         rows.append(row)
     return Table(["iteration"] + agents, rows), list(notes.values())
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}% of {whole:,}" if whole else NA
+
+
+def _pool(pool: Pool | None) -> str:
+    return _share(pool.right, pool.size) if pool is not None else NA
+
+
+def dynamics_table(run: Run) -> Table | None:
+    """Per iteration: the test debate's right->wrong and wrong->right changes (shares of the round-1 right and
+    wrong answers), then the training debate's pools with the share whose target is right; None when the run
+    has neither (one-round debates, or a task not buildable here)."""
+    its = [it for it in run.iterations.values() if it.changes is not None or it.targets is not None]
+    if not its:
+        return None
+    pools = [p for p in POOLS if any(p in (it.targets or {}) for it in its)]
+    header = ["iteration", "right -> wrong (test)", "wrong -> right (test)"] + [
+        f"{p} right (train)" for p in pools
+    ]
+    rows = []
+    for it in its:
+        c = it.changes
+        row = [iter_label(it.k)]
+        row += (
+            [_share(c.right_to_wrong, c.right_first), _share(c.wrong_to_right, c.wrong_first)]
+            if c
+            else [NA] * 2
+        )
+        row += [_pool((it.targets or {}).get(p)) for p in pools]
+        rows.append(row)
+    return Table(header, rows)
 
 
 def timing_stages(run: Run) -> tuple[dict[int, dict[str, float]], list[str]]:
