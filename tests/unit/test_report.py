@@ -421,6 +421,33 @@ def test_a_diversity_file_of_the_older_definition_is_not_shown(tmp_path: Path) -
     assert "| 2 | 50.3 ± 1.9 | 53.8 ± 2.2 | 57.6 ± 2.1 | 500 | n/a | n/a |" in md
 
 
+# Each cell is the run's iter_<k>/eval/results.json in the row's reading; Majority FT has no iter_0 of its
+# own, so its iteration 0 is the shared base (Ours' iter_0) in its reading, the majority vote (45.6); the
+# fixture's Single-agent FT has an iter_0 of its own (48.0 debate, 40.0 single), which it keeps.
+EXPECTED_PER_ITERATION = """\
+| method | reading | iteration 0 (base) | iteration 1 | iteration 2 |
+|---|---:|---:|---:|---:|
+| Majority FT | majority | 45.6 ± 2.2 | 49.0 ± 2.2 | 50.0 ± 2.2 |
+| Ours | debate | 49.8 ± 2.3 | 55.0 ± 2.2 | 57.6 ± 2.1 |
+| Ours (no critics) | debate | 49.8 ± 2.3 | 53.0 ± 2.2 | 54.1 ± 1.9 |
+| Single-agent FT | debate | 48.0 ± 2.2 | 51.2 ± 2.2 | 50.7 ± 2.4 |
+| Single-agent FT (no debate) | single | 40.0 ± 2.2 | 45.0 ± 2.2 | 46.0 ± 2.2 |"""
+
+
+def test_accuracy_per_iteration_table_reads_each_row_as_the_methods_table_does(arith_report: Path) -> None:
+    from mft.report.tables import iterations_table
+
+    table = iterations_table(load(FIXTURES / "arithmetic"))
+    assert table is not None
+    assert table_markdown(table) == EXPECTED_PER_ITERATION
+    # the last column is the methods table's reading of each row
+    last = {r[0]: r[-1] for r in _rows(EXPECTED_PER_ITERATION)}
+    methods_rows = {r[0]: r[1] for r in _rows(EXPECTED_ARITHMETIC)}
+    assert all(methods_rows[label] == value for label, value in last.items())
+    md = (arith_report / "report.md").read_text(encoding="utf-8")
+    assert EXPECTED_PER_ITERATION + "\n" in md
+
+
 def test_majority_ft_is_read_by_its_majority_vote_and_single_ft_also_alone() -> None:
     from mft.report.series import accuracy_series
     from mft.report.tables import table_entries

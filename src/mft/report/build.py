@@ -28,6 +28,7 @@ from mft.report.tables import (
     cost_table,
     detail_table,
     dynamics_table,
+    iterations_table,
     methods_table,
     sizes_table,
     timing_stages,
@@ -111,6 +112,9 @@ def build_report(study: Study) -> Document:
             "iteration 0 is the shared base model in the same reading."
         )
     )
+    per_iteration = iterations_table(study)
+    if per_iteration is not None:
+        b.append(per_iteration)
 
     b.append(Heading(2, "Diversity per iteration"))
     metrics = [

@@ -377,3 +377,11 @@ def load(path: Path) -> Study:
         base_from=base_from,
         notes=notes,
     )
+
+
+def with_base(run: Run, study: Study) -> dict[int, Iteration]:
+    """The run's iterations, with the shared iteration 0 filled in where the run has none."""
+    its = dict(run.iterations)
+    if 0 not in its and study.base is not None:
+        its[0] = study.base
+    return dict(sorted(its.items()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mft import methods
 from mft.report import plots
-from mft.report.load import Iteration, Run, Study
+from mft.report.load import Run, Study, with_base
 from mft.report.tables import agent_order
 
 # The paper's method and its ablations: the methods that finetune one model per agent, in the table's order
@@ -18,14 +18,6 @@ OURS_FAMILY: tuple[str, ...] = tuple(m.key for m in methods.METHODS if m.slots !
 def ours_run(study: Study) -> Run | None:
     """The study's run of the paper's method (or, without one, of its first ablation present)."""
     return next((r for key in OURS_FAMILY for r in study.runs if r.key == key), None)
-
-
-def with_base(run: Run, study: Study) -> dict[int, Iteration]:
-    """The run's iterations, with the shared iteration 0 filled in where the run has none."""
-    its = dict(run.iterations)
-    if 0 not in its and study.base is not None:
-        its[0] = study.base
-    return dict(sorted(its.items()))
 
 
 def accuracy_series(study: Study, run: Run, label: str, colour: str) -> plots.Series:

@@ -10,8 +10,9 @@ import re
 from mft import methods
 from mft.eval.dynamics import POOLS, Pool
 from mft.eval.metrics import Estimate
+from mft.methods import Reading
 from mft.report.document import Table
-from mft.report.load import DIVERSITY_METRICS, READINGS, Run, Study
+from mft.report.load import DIVERSITY_METRICS, READINGS, Run, Study, with_base
 from mft.rundir import parse_timing_key
 
 NA = "n/a"
@@ -65,6 +66,26 @@ def methods_table(columns: list[tuple[str, Study]]) -> Table:
         label = next(e[key][0] for e in entries if key in e)
         rows.append([label] + [e[key][1].pct() if key in e else NA for e in entries])
     return Table(["method"] + [c for c, _ in columns], rows)
+
+
+def iterations_table(study: Study) -> Table | None:
+    """The accuracy plot as numbers: a row per method (and extra row), its table reading after each
+    iteration, iteration 0 the shared base in that reading; None when no run has a finetuned iteration."""
+    rows_of: list[tuple[str, Reading, Run]] = [(r.label, methods.reading_of(r.key), r) for r in study.runs]
+    for row in methods.EXTRA_ROWS:
+        of = study.run(row.of)
+        if of is not None:
+            rows_of.append((row.label, row.reading, of))
+    rows_of = [x for x in rows_of if x[2].last is not None]
+    if not rows_of:
+        return None
+    per_run = {id(r): with_base(r, study) for _, _, r in rows_of}
+    ks = sorted({k for its in per_run.values() for k in its})
+    rows = []
+    for label, reading, run in rows_of:
+        its = per_run[id(run)]
+        rows.append([label, reading] + [its[k].accuracy[reading].pct() if k in its else NA for k in ks])
+    return Table(["method", "reading"] + [f"iteration {iter_label(k)}" for k in ks], rows)
 
 
 def column_detail(column: str, study: Study) -> str:
