@@ -85,6 +85,32 @@ def test_finetune_changes_only_its_own_adapter(backend, tmp_path: Path) -> None:
     assert fresh.generate(req, greedy) == backend.generate(req, greedy)
 
 
+def test_an_adapter_saved_beside_one_named_model_holds_only_its_own_tensors(tmp_path: Path) -> None:
+    """The one-model methods name their adapter `model`, a substring of every peft key; with it loaded,
+    peft's own filter gave up and saved every adapter into each file, and loading such a file overwrote the
+    other adapters with its stale copies (a reproduce running Ours after STaR in one process changed)."""
+    from safetensors.torch import load_file
+
+    from mft.backends.hf import HFBackend
+
+    backend = HFBackend("bundled")
+    settings = FinetuneSettings(epochs=1, batch_size=4, lr=1e-2, seed=0)
+    backend.finetune(Agent("model"), _examples(4), tmp_path / "model", settings)
+    a = backend.finetune(Agent("gen_0"), _examples(4, 4), tmp_path / "a", settings)
+    b = backend.finetune(Agent("gen_1"), _examples(4, 8), tmp_path / "b", settings)
+    saved = load_file(str(Path(a.adapter) / "adapter_model.safetensors"))
+    layers = [k for k in backend.model.state_dict() if ".lora_A.gen_0." in k]
+    assert len(saved) == 2 * len(layers)  # lora_A and lora_B of each adapted layer, nothing else
+    assert not any(n in k for k in saved for n in (".model.weight", ".gen_1.", ".gen_0."))
+    # loading gen_0's file again leaves gen_1 as trained
+    before = {k: v.clone() for k, v in backend.model.state_dict().items() if ".gen_1." in k}
+    backend.agents.pop("gen_0", None)  # forget it, so that add_agent loads the file again
+    backend.add_agent(Agent("gen_0", adapter=str(tmp_path / "a")))
+    after = {k: v for k, v in backend.model.state_dict().items() if ".gen_1." in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert b.adapter == str(tmp_path / "b")
+
+
 def test_training_lowers_the_loss(backend, tmp_path: Path) -> None:
     import json
 

@@ -152,7 +152,12 @@ def train_adapter(
     result = fit(backend, name, model, params, examples, settings, rng, on_step)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(model, adapter_name=name)
+    # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the other
+    # adapters by the substring `.<other>.`, which an adapter named `model` (the one-model methods')
+    # matches in every key (`base_model.model.model...`): peft then falls back to the whole state dict and
+    # saves every loaded adapter into this one's file, whose stale copies overwrite them when it is loaded.
+    own = {k: v for k, v in model.state_dict().items() if "lora_" in k and f".{name}." in k}
+    state = get_peft_model_state_dict(model, state_dict=own, adapter_name=name)
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors")
     )
