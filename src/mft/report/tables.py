@@ -38,6 +38,17 @@ TABLE_NOTE = (
 
 
 # -- the methods x tasks table ------------------------------------------------------------------------------
+def reading_rows(study: Study) -> list[tuple[str, str, Reading, Run]]:
+    """(row key, label, reading, run) of every method row: each run in its table reading, then the extra
+    rows (another reading of a run present)."""
+    rows = [(r.key, r.label, methods.reading_of(r.key), r) for r in study.runs]
+    for row in methods.EXTRA_ROWS:
+        of = study.run(row.of)
+        if of is not None:
+            rows.append((row.key, row.label, row.reading, of))
+    return rows
+
+
 def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
     """Row key -> (label, estimate) for one study: the iteration-0 readings, then each method's last."""
     out: dict[str, tuple[str, Estimate]] = {}
@@ -45,13 +56,9 @@ def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
         # the baselines are listed in the readings' order: Base is one agent, Majority the vote, Debate
         for key, reading in zip(methods.BASELINES, READINGS, strict=True):
             out[key] = (methods.LABELS[key], study.base.accuracy[reading])
-    for run in study.runs:
+    for key, label, reading, run in reading_rows(study):
         if run.last is not None:
-            out[run.key] = (run.label, run.last.accuracy[methods.reading_of(run.key)])
-    for row in methods.EXTRA_ROWS:
-        of = study.run(row.of)
-        if of is not None and of.last is not None:
-            out[row.key] = (row.label, of.last.accuracy[row.reading])
+            out[key] = (label, run.last.accuracy[reading])
     return out
 
 
@@ -71,20 +78,18 @@ def methods_table(columns: list[tuple[str, Study]]) -> Table:
 def iterations_table(study: Study) -> Table | None:
     """The accuracy plot as numbers: a row per method (and extra row), its table reading after each
     iteration, iteration 0 the shared base in that reading; None when no run has a finetuned iteration."""
-    rows_of: list[tuple[str, Reading, Run]] = [(r.label, methods.reading_of(r.key), r) for r in study.runs]
-    for row in methods.EXTRA_ROWS:
-        of = study.run(row.of)
-        if of is not None:
-            rows_of.append((row.label, row.reading, of))
-    rows_of = [x for x in rows_of if x[2].last is not None]
+    rows_of = [
+        (label, reading, with_base(run, study))
+        for _, label, reading, run in reading_rows(study)
+        if run.last is not None
+    ]
     if not rows_of:
         return None
-    per_run = {id(r): with_base(r, study) for _, _, r in rows_of}
-    ks = sorted({k for its in per_run.values() for k in its})
-    rows = []
-    for label, reading, run in rows_of:
-        its = per_run[id(run)]
-        rows.append([label, reading] + [its[k].accuracy[reading].pct() if k in its else NA for k in ks])
+    ks = sorted({k for _, _, its in rows_of for k in its})
+    rows = [
+        [label, reading] + [its[k].accuracy[reading].pct() if k in its else NA for k in ks]
+        for label, reading, its in rows_of
+    ]
     return Table(["method", "reading"] + [f"iteration {iter_label(k)}" for k in ks], rows)
 
 
