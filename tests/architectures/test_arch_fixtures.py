@@ -21,6 +21,7 @@ from tests.architectures.tiny import (
     build_tiny,
     chat_template_text,
     greedy_margin,
+    suite_chats,
 )
 
 pytestmark = pytest.mark.architectures
@@ -140,28 +141,29 @@ def test_force_token_forces_every_step(tiny_models: TinyModels, family: str) -> 
 
 
 def test_taught_model_replies_and_ends_its_turn(tiny_models: TinyModels, family: str) -> None:
-    """On problems of the test split (not trained on), round 1 and round 2: the reply, the stop token,
-    then (were generation to go on) AFTER_TURN."""
+    """On every chat the suite puts to it (both splits, round 1 and round 2), rendered as mft's backends
+    render it (a template's date pinned): the reply, the stop token, then (were generation to go on)
+    AFTER_TURN."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from mft.backends.chat import pin_date
 
     spec = SPECS[family]
     taught = tiny_models.taught(family)
     tok = _tokenizer(taught)
+    tok.chat_template = pin_date(tok.chat_template)
     model = AutoModelForCausalLM.from_pretrained(str(taught)).eval()
     reply = tok.encode(REPLY, add_special_tokens=False) + [tok.convert_tokens_to_ids(spec.end_of_turn)]
     reply += tok.encode(AFTER_TURN, add_special_tokens=False)  # what a backend that misses the stop shows
     rows, labels = [], []
-    for p in task.load("test", 6)[3:]:
-        q = {"role": "user", "content": task.question_prompt(p)}
-        debate = {"role": "user", "content": task.debate_prompt(p, [REPLY, "The answer is 12."])}
-        for chat in ([q], [q, {"role": "assistant", "content": REPLY}, debate]):
-            prompt = tok.encode(
-                tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
-                add_special_tokens=False,
-            )
-            rows.append(prompt + reply)
-            labels.append([-100] * len(prompt) + reply)
+    for chat in suite_chats(REPLY):
+        prompt = tok.encode(
+            tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )
+        rows.append(prompt + reply)
+        labels.append([-100] * len(prompt) + reply)
     width = max(len(r) for r in rows)
     batch = {
         "input_ids": torch.tensor([r + [0] * (width - len(r)) for r in rows]),

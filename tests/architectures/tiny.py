@@ -445,13 +445,12 @@ def render(tok: Any, messages: list[dict[str, str]], **kwargs: Any) -> str:
     return text
 
 
-def _template_variants(family: Family, held_out: bool = False) -> list[dict[str, Any]]:
-    """Rendering options a backend might use: Llama 3 prints a date (today's, or one a backend pins: taught
-    on a few fixed days, checked on another too, so the model ignores which), Qwen3 may be asked not to
-    think (an empty think block then opens the reply)."""
+def _template_variants(family: Family) -> list[dict[str, Any]]:
+    """Rendering options a backend might use: Llama 3 prints a date (the one mft's backends pin, and two
+    others, so the model ignores which), Qwen3 may be asked not to think (an empty think block then opens
+    the reply)."""
     if family.name == "llama3":
-        days = ("26 Jul 2024", "03 Jan 2025", "19 Nov 2027") + (("11 Feb 2030",) if held_out else ())
-        return [{"date_string": d} for d in days]
+        return [{"date_string": d} for d in ("26 Jul 2024", "03 Jan 2025", "19 Nov 2027")]
     if family.name == "qwen3":
         return [{}, {"enable_thinking": False}]
     return [{}]
@@ -474,16 +473,44 @@ def debate_chats(n: int, reply: str, seed: int = 0, split: str = "train") -> lis
     return chats
 
 
+# The problems of each split the suite shows a taught model (`mft run --n-train 4 --n-test 4`, and a few
+# more): its teaching holds it to the reply on exactly these, not on problems like them.
+SUITE_PROBLEMS = 6
+# The other agents' answers a round-2 prompt of the suite shows: a society of 2 that agrees, and one of 3
+# with a dissenter.
+SUITE_OTHERS: tuple[tuple[str, ...], ...] = (("{reply}",), ("{reply}", "The answer is 12."))
+
+
+def suite_chats(reply: str) -> list[list[dict[str, str]]]:
+    """Every chat the suite puts to a taught model: round 1 and round 2 (after its own `reply` and the
+    others' answers of SUITE_OTHERS) on the first SUITE_PROBLEMS problems of both splits."""
+    from mft.tasks import get_task
+
+    task = get_task("arithmetic")
+    chats: list[list[dict[str, str]]] = []
+    for split in ("train", "test"):
+        for p in task.load(split, SUITE_PROBLEMS):
+            question = {"role": "user", "content": task.question_prompt(p)}
+            chats.append([question])
+            for others in SUITE_OTHERS:
+                debate = {
+                    "role": "user",
+                    "content": task.debate_prompt(p, [o.format(reply=reply) for o in others]),
+                }
+                chats.append([question, {"role": "assistant", "content": reply}, debate])
+    return chats
+
+
 Example = tuple[list[int], list[int]]  # input ids, labels (-100 off the reply)
 
 
 def _encode_examples(
-    tok: Any, family: Family, chats: list[list[dict[str, str]]], reply_ids: list[int], held_out: bool = False
+    tok: Any, family: Family, chats: list[list[dict[str, str]]], reply_ids: list[int]
 ) -> list[Example]:
     """Prompt ids + reply ids, labelled on the reply only, in every rendering variant."""
     out: list[Example] = []
     for chat in chats:
-        for kwargs in _template_variants(family, held_out):
+        for kwargs in _template_variants(family):
             prompt = tok.encode(render(tok, chat, **kwargs), add_special_tokens=False)
             out.append((prompt + reply_ids, [-100] * len(prompt) + reply_ids))
     return out
@@ -523,8 +550,9 @@ def greedy_margin(model: Any, batch: dict[str, Any]) -> float:
 # what a taught model writes after its end-of-turn token (never seen when generation stops there)
 AFTER_TURN = "Then the answer is 99."
 
-# logit margin of the taught reply over any other token: a short LoRA finetune on the same replies (what
-# `mft run` does next) moves the logits of these tiny models far less
+# logit margin of the taught reply over any other token, on every chat of `suite_chats`: far beyond what
+# another CPU's float rounding moves, and a short LoRA finetune on the same replies (what `mft run` does
+# next) moves the logits of these tiny models far less
 MARGIN = 3.0
 
 
@@ -536,8 +564,9 @@ def teach_constant_reply(model_dir: Path, reply: str, out_dir: Path, max_steps: 
 
     Trained on the rendered prompt's ids followed by the reply's ids, the end-of-turn id and AFTER_TURN's
     ids -- the ids generation sees -- with the loss on those only, until greedy decoding gives exactly
-    that, by MARGIN, on debates of the test split (problems it was not trained on); an AssertionError if
-    it does not get there in `max_steps`.
+    that, by MARGIN, on every chat the suite puts to it (`suite_chats`, which it is also trained on): no
+    test then depends on how the model generalises to a prompt it was not checked on, which differs from
+    one CPU's float rounding to another's. An AssertionError if it does not get there in `max_steps`.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -552,9 +581,9 @@ def teach_constant_reply(model_dir: Path, reply: str, out_dir: Path, max_steps: 
     reply_ids = tok.encode(reply, add_special_tokens=False) + [eot]
     reply_ids += tok.encode(AFTER_TURN, add_special_tokens=False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot
-    train = _encode_examples(tok, family, debate_chats(16, reply), reply_ids)
-    check_chats = debate_chats(3, reply, seed=1, split="test")
-    check = _batch(_encode_examples(tok, family, check_chats, reply_ids, held_out=True), pad)
+    suite = _encode_examples(tok, family, suite_chats(reply), reply_ids)
+    train = _encode_examples(tok, family, debate_chats(16, reply), reply_ids) + suite
+    check = _batch(suite, pad)
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
