@@ -3,18 +3,18 @@
 PYTHON ?= python3
 # CPU build of torch (a plain range would pull a multi-GB CUDA build); override for GPUs: TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
-DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEPS_KEY := $(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo debate run reproduce test test-vllm lint bench clean
+.PHONY: setup demo debate run reproduce test test-vllm lint bench clean constraints
 .DEFAULT_GOAL := demo
 
-$(VENV)/.deps-ok: pyproject.toml
+$(VENV)/.deps-ok: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,track]"
+	$(BIN)/pip install -q -c requirements/constraints.txt -e ".[dev,track]"
 	touch $@
 
 # The venv may be shared by several checkouts: always point the editable install at this one (seconds).
@@ -63,6 +63,12 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+
+# Pin the versions the suite just passed with (run after `make test` on purpose, then commit the file)
+constraints: setup
+	{ sed -n '1,2p' requirements/constraints.txt; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -e '^torch==' -e '^-e '; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt
 
 bench: setup
 	$(BIN)/python benchmarks/debate_throughput.py
