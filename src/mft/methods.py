@@ -201,6 +201,17 @@ class Method:
     # `ft_objective_critic` (DPO on preference pairs by default); every other method's models by SFT
     preference: bool = False
 
+    def training_rounds(self, rounds: int) -> int:
+        """Rounds of its training debate, of a run configured with `rounds`: one round of N independent
+        samples where the method trains on those (Majority FT, STaR), else all of them."""
+        return 1 if self.one_round else rounds
+
+    def tells_ids(self, iteration: int) -> bool:
+        """Whether the society iteration `iteration` produced (0: the base) is told which agent each request
+        is for: only a model finetuned with agent ids (Unique ID, iteration >= 1); the base model never saw
+        them, so it debates as in every method."""
+        return self.agent_ids and iteration >= 1
+
     def slot_names(self, agents: int) -> list[str]:
         """The models finetuned each iteration (their dataset and adapter directories are named so)."""
         if self.slots == "one_model":
@@ -332,8 +343,14 @@ PAPER_NAMES: dict[str, str] = {
 }
 
 
-def of_run(method: str, summarize: bool) -> Method:
-    """The table row of a run from its config: `ours` with summaries is Ours, without it the ablation."""
+def of_run(method: str | None, summarize: bool) -> Method:
+    """The table row of a run from its config's `method` and `summarize` (the one answer to "which method
+    is this run"): `ours` with summaries is Ours, without them the ablation; no method is an `ours` run
+    (a manifest from before the setting). A method the table does not know is a KeyError."""
+    method = method or "ours"
     if method == "ours":
         return BY_KEY["ours" if summarize else "ours_no_summary"]
-    return next(m for m in METHODS if m.run_as == method)
+    found = next((m for m in METHODS if m.run_as == method), None)
+    if found is None:
+        raise KeyError(method)
+    return found

@@ -9,7 +9,7 @@ import pytest
 
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.methods import DEFAULT_KEYS, METHODS
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, of_run
 from mft.pipeline.reproduce import KEYS, method_configs, reproduce
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
@@ -35,6 +35,20 @@ def test_each_method_gets_its_own_run_with_the_same_settings(tmp_path: Path) -> 
     }
     assert {c.run_dir for c in configs.values()} == {tmp_path / "cmp" / k for k in KEYS}
     assert all(c.lora_rank == 4 and c.iterations == 2 and c.seed == 0 for c in configs.values())
+
+
+def test_a_runs_row_and_its_rules_come_from_the_methods_table() -> None:
+    """`of_run` names the row of a run (a manifest without a method is an `ours` run); the row says how many
+    rounds its training debate has and from which iteration its society is told the agents' ids."""
+    assert of_run("ours", True) is BY_KEY["ours"] and of_run(None, False) is BY_KEY["ours_no_summary"]
+    assert of_run("star", True) is BY_KEY["star"]
+    with pytest.raises(KeyError):
+        of_run("no_such_method", True)
+    assert [m.key for m in METHODS if m.training_rounds(3) == 1] == ["majority_ft", "star"]
+    assert all(m.training_rounds(3) == 3 for m in METHODS if m.key not in ("majority_ft", "star"))
+    told = {m.key: (m.tells_ids(0), m.tells_ids(1), m.tells_ids(4)) for m in METHODS}
+    assert told.pop("unique_id") == (False, True, True)
+    assert set(told.values()) == {(False, False, False)}
 
 
 def test_reproduce_runs_every_method_and_shares_identical_stages(scripted, tmp_path: Path) -> None:

@@ -25,9 +25,8 @@ from typing import Any
 
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
-from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, of_run
 from mft.pipeline.run import open_run, run, track_report
-from mft.pipeline.stages import method_of
 from mft.records import write_json_atomic
 from mft.rundir import REPRODUCE, RunDir, lock_dir, settings_diff
 
@@ -47,7 +46,8 @@ def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
 
 
 def _debate_signature(cfg: RunConfig, training: bool) -> tuple[Any, ...]:
-    rounds = 1 if training and method_of(cfg).one_round else cfg.rounds
+    method = of_run(cfg.method, cfg.summarize)
+    rounds = method.training_rounds(cfg.rounds) if training else cfg.rounds
     fields = cfg.model_dump(exclude={"name", "runs_dir", "method", "executor", "ray_workers", "ray_address"})
     return (rounds, json.dumps(fields, sort_keys=True, default=str))
 

@@ -23,7 +23,7 @@ from mft.data.examples import read_training_data, write_examples
 from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
-from mft.methods import BuildContext, Method, Objective, of_run
+from mft.methods import BuildContext, Objective, of_run
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,
@@ -42,21 +42,17 @@ if TYPE_CHECKING:
     from mft.eval.likelihood import Scorer
 
 
-def method_of(cfg: RunConfig) -> Method:
-    return of_run(cfg.method, cfg.summarize)
-
-
 def objective_of(cfg: RunConfig, slot: str) -> Objective:
     """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
     `ft_objective_*` in a preference method, by SFT in every other."""
-    if not method_of(cfg).preference:
+    if not of_run(cfg.method, cfg.summarize).preference:
         return "sft"
     return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
 
 
 def check_objectives(cfg: RunConfig) -> None:
     """Refuse DPO on a backend that cannot train by it, before any model work."""
-    slots = method_of(cfg).slot_names(cfg.n_agents)
+    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
     if cfg.backend not in PREFERENCE_BACKENDS and any(objective_of(cfg, s) == "dpo" for s in slots):
         raise MftError(
             f"method {cfg.method} trains by DPO, which the {cfg.backend} backend does not do",
@@ -120,12 +116,6 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
     )
 
 
-def tells_ids(cfg: RunConfig, k: int) -> bool:
-    """Whether the society of iteration k is told which agent each request is for: only a model finetuned
-    with agent ids (Unique ID, k >= 1); the base model never saw them, so it debates as in every method."""
-    return method_of(cfg).agent_ids and k >= 1
-
-
 def society_after(cfg: RunConfig, k: int) -> Society:
     """The society that iteration k produced (k = 0: N copies of the base, generators and critics alike)."""
     return RunDir(cfg.run_dir).society_for(k, cfg)
@@ -151,13 +141,14 @@ def stage_debate(
     cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem], progress: bool = True
 ) -> list[DebateRecord]:
     """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
-    rounds = 1 if method_of(cfg).one_round else cfg.rounds  # majority FT and STaR: N independent samples
+    method = of_run(cfg.method, cfg.summarize)
+    settings = debate_settings(cfg, task, cfg.seed + k, rounds=method.training_rounds(cfg.rounds))
     records = run_debate(
         backend,
         task,
         train,
         society_after(cfg, k - 1),
-        replace(debate_settings(cfg, task, cfg.seed + k, rounds=rounds), agent_ids=tells_ids(cfg, k - 1)),
+        replace(settings, agent_ids=method.tells_ids(k - 1)),
         RunDir(cfg.run_dir).train_debate(k),
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),
@@ -168,7 +159,7 @@ def stage_debate(
 
 
 def rationalizing(cfg: RunConfig) -> bool:
-    return method_of(cfg).rationalizes and cfg.star_rationalize
+    return of_run(cfg.method, cfg.summarize).rationalizes and cfg.star_rationalize
 
 
 def stage_rationalize(
@@ -256,7 +247,7 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
         generator_objective=objective_of(cfg, "gen_0"),
         critic_objective=objective_of(cfg, "critic_0"),
     )
-    datasets = method_of(cfg).build(records, task.is_equivalent, ctx)
+    datasets = of_run(cfg.method, cfg.summarize).build(records, task.is_equivalent, ctx)
     for slot, dataset in datasets.items():
         write_examples(rd.examples(k, slot), dataset.items())
     sizes: dict[str, Any] = {slot: dataset.sizes for slot, dataset in datasets.items()}
@@ -282,7 +273,7 @@ def stage_finetune(
         return society_after(cfg, k)
     prev = society_after(cfg, k - 1)
     sizes = json.loads(rd.sizes(k).read_text())
-    method = method_of(cfg)
+    method = of_run(cfg.method, cfg.summarize)
     settings = finetune_settings(cfg, k)
     # each model continues from its own previous weights (one model: from generator 0, which it played)
     previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.n_agents)}
@@ -357,7 +348,10 @@ def stage_eval(
         task,
         test,
         society_after(cfg, k),
-        replace(debate_settings(cfg, task, cfg.seed + 1000 + k), agent_ids=tells_ids(cfg, k)),
+        replace(
+            debate_settings(cfg, task, cfg.seed + 1000 + k),
+            agent_ids=of_run(cfg.method, cfg.summarize).tells_ids(k),
+        ),
         rd.eval_debate(k),
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),

@@ -235,16 +235,14 @@ def read_timings(path: Path) -> dict[str, float]:
     return {k: float(v) for k, v in data.items()}
 
 
-def method_key(config: dict[str, Any]) -> str:
-    """The table row of a run from its config (`methods.of_run`; a missing method is an `ours` run).
-
-    A method the table does not know keeps its own name as its key, so a run from a newer or older mft
-    still gets a row (after the known ones) instead of an error.
-    """
-    method = config.get("method") or "ours"
-    if method in methods.RUN_METHODS:
-        return methods.of_run(method, bool(config.get("summarize"))).key
-    return str(method)
+def _method_key(config: dict[str, Any]) -> str:
+    """The table row of a run from its config (`methods.of_run`). A method the table does not know keeps its
+    own name as its key, so a run from a newer or older mft still gets a row (after the known ones) instead
+    of an error."""
+    try:
+        return methods.of_run(config.get("method"), bool(config.get("summarize"))).key
+    except KeyError:
+        return str(config["method"])
 
 
 def read_run(path: Path, key: str | None = None, label: str | None = None) -> Run:
@@ -280,7 +278,7 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
             f"{path} has no evaluated iteration (no iter_<k>/eval/results.json)",
             hint="run `mft run` (or `mft eval --iteration 0`) first",
         )
-    key = key or method_key(config)
+    key = key or _method_key(config)
     return Run(
         key=key,
         label=label or methods.LABELS.get(key, key),

@@ -157,7 +157,7 @@ def build_served(
         source = f"{run_dir} iteration {k}"
         summarize = cfg.summarize
         template_kwargs = dict(cfg.chat_template_kwargs)
-        agent_ids = of_run(cfg.method, cfg.summarize).agent_ids and k >= 1
+        agent_ids = of_run(cfg.method, cfg.summarize).tells_ids(k)
     else:
         society = Society.of_base(agents or 3)
         the_task = get_task(task or "arithmetic")
