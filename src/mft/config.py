@@ -18,7 +18,8 @@ from pydantic_core import PydanticCustomError
 
 from mft.backends import BACKENDS, FINETUNING_BACKENDS
 from mft.errors import MftError
-from mft.methods import PREFERENCE, RUN_METHODS, RUN_METHODS_HELP, Objective
+from mft.methods import PREFERENCE, RUN_METHODS, RUN_METHODS_HELP
+from mft.objectives import Objective
 from mft.tasks import TASKS
 
 if typing.TYPE_CHECKING:

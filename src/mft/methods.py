@@ -38,6 +38,7 @@ from mft.data.builders import (
 )
 from mft.data.examples import Pair
 from mft.debate.engine import agent_id_prompt
+from mft.objectives import Objective
 from mft.records import DebateRecord, Message, Rationale
 
 
@@ -72,7 +73,6 @@ class BuildContext:
 
 DataBuilder = Callable[[Sequence[DebateRecord], Equivalent, BuildContext], dict[str, Dataset]]
 Slots = Literal["society", "generators", "one_model"]
-Objective = Literal["sft", "dpo"]  # how a model is finetuned on its data (docs/dpo.md)
 Reading = Literal["single", "majority", "debate"]  # the readings of an evaluation (`results.json`)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from mft.data.examples import Example, Pair
 from mft.errors import MftError
+from mft.objectives import Objective
 from mft.records import Message
 
 # What an agent is finetuned on: chat examples (SFT) or preference pairs (DPO)
@@ -93,7 +94,7 @@ class FinetuneSettings:
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
     # sft: the chat examples' assistant turns are the targets; dpo: preference pairs, TRL's sigmoid DPO loss
     # against the agent's weights before this finetune, with this beta (hf backend, docs/dpo.md)
-    objective: Literal["sft", "dpo"] = "sft"
+    objective: Objective = "sft"
     dpo_beta: float = 0.1
 
 

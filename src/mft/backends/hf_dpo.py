@@ -162,3 +162,13 @@ def dpo_loop(
         lengths = [len(c[0]) + len(r[0]) for c, r in pairs]
         result.losses = optimize(model, params, lengths, settings, rng, step, on_step)
     return result
+
+
+# The DPO objective's loss module (`mft/objectives.py`): encode, loop, train_stats.
+encode = encode_pair
+loop = dpo_loop
+
+
+def train_stats(settings: FinetuneSettings) -> dict[str, Any]:
+    """The objective and its beta (an agent's first loss is about log 2: it starts as its reference)."""
+    return {"objective": "dpo", "dpo_beta": settings.dpo_beta}

@@ -11,16 +11,18 @@ in the shared PeftModel, or a full copy of the model) and saves the result atomi
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, StepCallback, TrainingData, resolve_model_path
-from mft.backends.hf_train import TrainResult, train_loop
-from mft.data.examples import as_examples, as_pairs
+from mft.backends.hf_train import TrainResult
+from mft.data.examples import as_data
 from mft.errors import MftError
 from mft.faults import checkpoint
+from mft.objectives import objective
 from mft.records import write_json_atomic
 
 if TYPE_CHECKING:
@@ -37,18 +39,14 @@ def fit(
     rng: random.Random,
     on_step: StepCallback | None = None,
 ) -> TrainResult:
-    """Train `params` of `model` on agent `name`'s data by the settings' objective: SFT on chat examples
-    (`hf_train`), or DPO on preference pairs (`hf_dpo`); `on_step` sees each optimizer step."""
-    pad_id = backend.tokenizer.pad_token_id
-    if settings.objective == "dpo":
-        from mft.backends.hf_dpo import dpo_loop, encode_pair
-
-        pairs = [encode_pair(backend.chat, p) for p in as_pairs(data, name)]
-        return dpo_loop(model, params, pairs, pad_id, settings, rng, on_step)
-    if settings.objective != "sft":
-        raise MftError(f"unknown finetuning objective {settings.objective!r}", hint="use 'sft' or 'dpo'")
-    encoded = [backend.chat.training_ids(ex) for ex in as_examples(data, name)]
-    return train_loop(model, params, encoded, pad_id, settings, rng, on_step)
+    """Train `params` of `model` on agent `name`'s data by the settings' objective, through its row's loss
+    module (`mft/objectives.py`); `on_step` sees each optimizer step."""
+    loss = importlib.import_module(objective(settings.objective).loss)
+    encoded = [loss.encode(backend.chat, item) for item in as_data(data, settings.objective, name)]
+    result: TrainResult = loss.loop(
+        model, params, encoded, backend.tokenizer.pad_token_id, settings, rng, on_step
+    )
+    return result
 
 
 def _stats(examples: int, result: TrainResult, settings: FinetuneSettings) -> dict[str, Any]:
@@ -58,8 +56,7 @@ def _stats(examples: int, result: TrainResult, settings: FinetuneSettings) -> di
         "first_loss": result.losses[0],
         "last_loss": result.losses[-1],
     }
-    if settings.objective == "dpo":  # first_loss is about log 2: the model starts as its reference
-        stats.update(objective="dpo", dpo_beta=settings.dpo_beta)
+    stats.update(importlib.import_module(objective(settings.objective).loss).train_stats(settings))
     return {**stats, **result.counts()}
 
 

@@ -34,6 +34,9 @@ from mft.errors import MftError
 if TYPE_CHECKING:
     import torch
 
+    from mft.backends.chat import ChatFormat
+    from mft.data.examples import Example
+
 Encoded = tuple[list[int], list[int]]  # token ids, labels (-100 off the assistant turns)
 LOSS_CHUNK_ROWS = 1024  # label positions per fp32 cross-entropy chunk (1024 x 128k vocab x 4 B = 0.5 GB)
 
@@ -295,3 +298,17 @@ def train_loop(
     lengths = [len(ids) for ids, _ in encoded]
     result.losses = optimize(model, params, lengths, settings, rng, step, on_step)
     return result
+
+
+# The SFT objective's loss module (`mft/objectives.py`): encode, loop, train_stats.
+def encode(chat: ChatFormat, example: Example) -> Encoded:
+    """A chat example as token ids, labelled on its assistant turns."""
+    return chat.training_ids(example)
+
+
+loop = train_loop
+
+
+def train_stats(settings: FinetuneSettings) -> dict[str, Any]:
+    """SFT adds nothing to an agent's train_stats.json."""
+    return {}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mft.errors import MftError
+from mft.objectives import objective
 from mft.records import Message, write_text_atomic
 
 Example = list[Message]
@@ -106,6 +107,12 @@ def read_pairs(path: Path) -> list[Pair]:
     ]
 
 
-def read_training_data(path: Path, objective: str) -> list[Example] | list[Pair]:
-    """An agent's data file, as its objective trains on it: preference pairs for dpo, chat examples else."""
-    return read_pairs(path) if objective == "dpo" else read_examples(path)
+def read_training_data(path: Path, key: str) -> list[Example] | list[Pair]:
+    """An agent's data file, as objective `key` trains on it (its row's data kind: chat examples or
+    preference pairs)."""
+    return read_pairs(path) if objective(key).data == "pairs" else read_examples(path)
+
+
+def as_data(items: Sequence[Example] | Sequence[Pair], key: str, agent: str) -> list[Example] | list[Pair]:
+    """`items` as the data objective `key` trains on, or an MftError where they are of the other kind."""
+    return as_pairs(items, agent) if objective(key).data == "pairs" else as_examples(items, agent)

@@ -18,12 +18,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.data.examples import read_training_data
 from mft.debate.engine import DebateSettings, Society, debate_chunk
 from mft.errors import MftError
+from mft.objectives import Objective
 from mft.records import DebateRecord, Problem
 from mft.tasks.base import Task
 
@@ -38,7 +39,7 @@ class FinetuneJob:
     examples_path: Path
     out_dir: Path
     base: str | None = None  # the agent's base model in a mixed society (None: the run's one model)
-    objective: Literal["sft", "dpo"] = "sft"  # chat examples (SFT) or preference pairs (DPO)
+    objective: Objective = "sft"  # chat examples (SFT) or preference pairs (DPO)
 
 
 def _ray() -> Any:

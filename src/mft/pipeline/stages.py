@@ -23,7 +23,8 @@ from mft.data.examples import read_training_data, write_examples
 from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
-from mft.methods import BuildContext, Objective, of_run
+from mft.methods import BuildContext, of_run
+from mft.objectives import Objective
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,

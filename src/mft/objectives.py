@@ -1,0 +1,58 @@
+"""The training objectives, in one table (as `methods.py` is for the compared methods).
+
+An objective is how a model learns from its data. Its row names the data it trains on (chat examples, or
+preference pairs), its loss module in the hf trainer, and how many sequences one of its training items puts
+through the model at once (what the memory estimate counts: DPO's chosen and rejected replies are two). A
+loss module (imported when the objective first trains) has three functions:
+
+- `encode(chat, item)`: one training item (an example or a pair) as token ids and labels, by the model's
+  chat template (`backends.chat.ChatFormat`);
+- `loop(model, params, encoded, pad_id, settings, rng, on_step)`: the optimisation over the encoded items,
+  returning the losses (`hf_train.TrainResult`);
+- `train_stats(settings)`: what the objective adds to an agent's `train_stats.json`.
+
+Which backends train an objective is each backend's own capability (`Backend.objectives`), so that a new
+backend is one file; `mft.backends.training(key)` lists them. A new objective is one row here plus its loss
+module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mft.errors import MftError
+
+# The objectives' keys, the one place they are spelled as a type (config fields, FinetuneSettings, jobs).
+Objective = Literal["sft", "dpo"]
+DataKind = Literal["examples", "pairs"]
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    key: Objective
+    data: DataKind  # what its data file holds and its loop trains on
+    loss: str  # the module with its `encode`, `loop` and `train_stats`
+    sequences: int  # sequences per training item in one forward pass (the memory estimate's rows)
+    about: str  # for docs and errors
+
+
+OBJECTIVES: tuple[TrainingObjective, ...] = (
+    TrainingObjective(
+        "sft", "examples", "mft.backends.hf_train", sequences=1,
+        about="supervised finetuning on chat examples, the loss on the assistant turns",
+    ),
+    TrainingObjective(
+        "dpo", "pairs", "mft.backends.hf_dpo", sequences=2,
+        about="TRL's sigmoid DPO loss on preference pairs, against the model's weights before the finetune",
+    ),
+)  # fmt: skip
+BY_KEY: dict[str, TrainingObjective] = {o.key: o for o in OBJECTIVES}
+KEYS: tuple[str, ...] = tuple(BY_KEY)
+
+
+def objective(key: str) -> TrainingObjective:
+    """The row of objective `key`; an MftError naming the known ones otherwise."""
+    if key not in BY_KEY:
+        raise MftError(f"unknown finetuning objective {key!r}", hint=f"use one of {', '.join(KEYS)}")
+    return BY_KEY[key]
