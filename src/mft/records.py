@@ -308,7 +308,8 @@ def problem_hashes(problems: Sequence[Problem]) -> dict[str, str]:
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:
-    """sha256 over the problems' (id, question, answer), in order: the one problem hash a manifest records.
+    """sha256 over the problems' (id, question, answer), in order: the one hash of the problems `mft debate`'s
+    summary records (a run's manifest records a hash per problem instead, `problem_hashes`).
 
     Each problem is a JSON array on its own line, so no question text can make two lists hash alike.
     """

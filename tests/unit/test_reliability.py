@@ -22,6 +22,8 @@ from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.cli import main
 from mft.config import RunConfig
 from mft.errors import MftError
+from mft.manifest import write_or_check
+from mft.methods import RATIONALIZING
 from mft.records import DebateRecord, Message, Problem, append_jsonl, write_text_atomic
 from mft.rundir import RunDir
 from mft.tasks.arithmetic import ArithmeticTask
@@ -128,13 +130,13 @@ def test_a_directory_write_killed_midway_leaves_the_old_one_and_its_temp_is_remo
 
 
 _HOLD = (
-    "import sys, time; from pathlib import Path; from mft.rundir import lock_dir; "
+    "import sys, time; from pathlib import Path; from mft.locks import lock_dir; "
     "lock_dir(Path(sys.argv[1]), 'output directory', '--out'); print('locked', flush=True); time.sleep(60)"
 )
 
 
 def test_a_locked_directory_is_refused_with_the_holders_pid_and_freed_by_kill_9(tmp_path: Path) -> None:
-    from mft.rundir import lock_dir
+    from mft.locks import lock_dir
 
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
@@ -190,18 +192,23 @@ def test_resume_refuses_problems_that_changed_and_names_one(tmp_path: Path) -> N
     cfg, task = _cfg(tmp_path), ArithmeticTask()
     train, test = task.load("train", 3), task.load("test", 3)
     rd = RunDir(cfg.run_dir)
-    rd.write_or_check_manifest(cfg, train, test, task)
-    rd.write_or_check_manifest(cfg, train, test, task)  # the same problems: resumes
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)  # the same problems: resumes
     edited = [*train[:1], train[1].model_copy(update={"answer": "12345"}), *train[2:]]
     with pytest.raises(MftError) as err:
-        rd.write_or_check_manifest(cfg, edited, test, task)
+        write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
     msg = str(err.value)
     assert f"train problem {train[1].id!r} changed" in msg and "--name" in msg
-    # a run made before the hashes were recorded still resumes
+    # a run of an older version, with a digest per split beside the hashes: resumes, checked by the hashes
     manifest = json.loads(rd.manifest.read_text())
+    rd.manifest.write_text(json.dumps({**manifest, "problems": {"train": "0" * 64, "test": "1" * 64}}))
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)
+    with pytest.raises(MftError, match="changed"):
+        write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
+    # a run made before the hashes were recorded still resumes
     del manifest["problem_hashes"]
     rd.manifest.write_text(json.dumps(manifest))
-    rd.write_or_check_manifest(cfg, edited, test, task)
+    write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
 
 
 def _rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -251,7 +258,7 @@ def test_an_id_in_both_pools_or_both_splits_is_refused(tmp_path: Path) -> None:
 def test_an_output_directory_that_is_a_file_or_not_writable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mft.rundir import make_dir
+    from mft.locks import make_dir
 
     file = tmp_path / "runs"
     file.write_text("not a directory")

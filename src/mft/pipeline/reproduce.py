@@ -25,11 +25,13 @@ from typing import Any
 
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
-from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS
+from mft.locks import lock_dir
+from mft.manifest import settings_diff
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING
 from mft.pipeline.run import open_run, run, track_report
 from mft.pipeline.stages import method_of
 from mft.records import replace_dir_atomic, write_json_atomic, write_text_atomic
-from mft.rundir import REPRODUCE, RunDir, lock_dir, settings_diff
+from mft.rundir import REPRODUCE, RunDir
 
 KEYS = tuple(m.key for m in METHODS)
 
@@ -85,7 +87,7 @@ def earlier_methods(base: RunConfig) -> list[str]:
     out = []
     for key, cfg in method_configs(base, list(KEYS)).items():
         old = RunDir(cfg.run_dir).manifest_config()
-        if old is not None and not settings_diff(old, cfg):
+        if old is not None and not settings_diff(old, cfg, rationalizing=RATIONALIZING):
             out.append(key)
     return out
 
