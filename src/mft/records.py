@@ -3,16 +3,20 @@
 Artifacts are the interface between stages, so these classes are the project's file formats. JSONL files
 are appended one finished record at a time and flushed (a killed run loses at most the record being
 written); a torn last line -- the only damage a kill can do to an append -- is detected and dropped on read.
+Whole files (`write_text_atomic`) and whole directories (`replace_dir_atomic`) are written under a temp name
+beside their target and renamed into place, so a reader never sees one half-written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -196,7 +200,7 @@ def write_text_atomic(path: Path, text: str | bytes, *, fault_point: bool = True
     it, and the next write of the same file removes it (`_remove_stale_temps`). `fault_point=False` skips
     the fault-injection checkpoint (for writes whose timing is not deterministic, see `faults.py`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = _temp_name(path)
     try:
         if isinstance(text, bytes):
             tmp.write_bytes(text)
@@ -210,11 +214,63 @@ def write_text_atomic(path: Path, text: str | bytes, *, fault_point: bool = True
     _remove_stale_temps(path)
 
 
+@contextlib.contextmanager
+def replace_dir_atomic(path: Path, *, fault_point: str | None = None) -> Iterator[Path]:
+    """The one whole-directory writer: `with replace_dir_atomic(path) as tmp:` yields a new, empty temp
+    directory beside `path` (named as `write_text_atomic` names its temp files) to fill; when the block ends
+    without an error, it takes `path`'s place, so readers never see a half-written directory.
+
+    What was at `path` is first renamed to another temp name, then the new directory is renamed to `path`,
+    then the old one is removed. An error in the block (or at the fault point) removes the temp directory
+    and leaves `path` as it was. A kill leaves `path` whole, old or new -- or, killed between the two
+    renames, absent, which every caller reads as "not written yet" -- plus temp directories, which the next
+    replace of `path` (or `remove_stale_temps_under`, when a run directory is locked) removes.
+    `fault_point`: the label of the fault-injection checkpoint between writing and renaming (`faults.py`);
+    None: no checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    tmp.mkdir()
+    old: Path | None = None
+    try:
+        yield tmp
+        if fault_point is not None:
+            checkpoint(fault_point)
+        if path.exists() or path.is_symlink():
+            old = _temp_name(path)
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # the old one goes back in place
+                os.replace(old, path)
+                old = None
+            raise
+    finally:
+        _remove(tmp)
+    if old is not None:
+        _remove(old)
+    _remove_stale_temps(path)
+
+
+def _temp_name(path: Path) -> Path:
+    """A temp name beside `path`, unique to this process and call: `<name>.<pid>.<random>.tmp`."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove(path: Path) -> None:
+    """Remove a temp file or directory, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 _TEMP = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
 
 
 def _stale(tmp: Path) -> bool:
-    """Whether `tmp` is a temp file of `write_text_atomic` whose writer is gone (killed mid-write)."""
+    """Whether `tmp` is a temp file (or directory) of `write_text_atomic` (or `replace_dir_atomic`) whose
+    writer is gone (killed mid-write)."""
     m = _TEMP.fullmatch(tmp.name)
     if not m or int(m["pid"]) == os.getpid():
         return False
@@ -231,14 +287,15 @@ def _remove_stale_temps(path: Path) -> None:
     for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
         m = _TEMP.fullmatch(tmp.name)
         if m and m["name"] == path.name and _stale(tmp):
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
 
 
 def remove_stale_temps_under(root: Path) -> None:
-    """Remove every temp file under `root` left by a killed writer (see `write_text_atomic`)."""
-    for tmp in root.rglob("*.tmp"):
-        if tmp.is_file() and _stale(tmp):
-            tmp.unlink(missing_ok=True)
+    """Remove every temp file and directory under `root` left by a killed writer (see `write_text_atomic`,
+    `replace_dir_atomic`)."""
+    for tmp in sorted(root.rglob("*.tmp")):  # a directory before what is inside it
+        if tmp.exists() and _stale(tmp):
+            _remove(tmp)
 
 
 def problem_hashes(problems: Sequence[Problem]) -> dict[str, str]:
@@ -251,7 +308,8 @@ def problem_hashes(problems: Sequence[Problem]) -> dict[str, str]:
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:
-    """sha256 over the problems' (id, question, answer), in order: the one problem hash a manifest records.
+    """sha256 over the problems' (id, question, answer), in order: the one hash of the problems `mft debate`'s
+    summary records (a run's manifest records a hash per problem instead, `problem_hashes`).
 
     Each problem is a JSON array on its own line, so no question text can make two lists hash alike.
     """

@@ -1,6 +1,6 @@
-"""The run directory: the only module that knows its paths, its manifest and its `society.json` files.
+"""The run directory: the only module that knows its paths and its `society.json` files.
 
-    runs/<name>/manifest.json             config, seed, versions, problem digests, data source
+    runs/<name>/manifest.json             config, seed, versions, problem hashes, data source (`manifest`)
     runs/<name>/timings.json              seconds per stage
     runs/<name>/metrics.json              the scalars the experiment trackers were sent (`report_to`)
     runs/<name>/tracking.json             the W&B / MLflow run ids a resumed run continues
@@ -15,21 +15,15 @@
 
 A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method. A run's
 `transfer/<task>/` is itself a run directory: its societies evaluated on another task (`pipeline/transfer`).
-The pipeline writes these files, and the server and the report read them, through `RunDir`.
-
-Every directory mft writes a run, a debate or a reproduction into is locked while a process writes it
-(`lock_dir`: `<dir>/.lock`, an advisory `flock` held until the process exits, and freed by the kernel when
-it is killed, so a killed run resumes at once), so two processes never write one directory at once.
+The pipeline writes these files, and the server and the report read them, through `RunDir`. Whether a
+run directory may be continued with a config is `manifest.py`'s; its writer lock (`<dir>/.lock`) is
+`locks.py`'s.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
-import os
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,70 +32,15 @@ from pydantic import ValidationError
 from mft.backends.base import Agent
 from mft.debate.engine import Society
 from mft.errors import MftError
-from mft.methods import RATIONALIZING
-from mft.records import Problem, problem_hashes, problems_digest, remove_stale_temps_under, write_json_atomic
+from mft.locks import lock_dir
+from mft.manifest import MANIFEST, renamed_settings
+from mft.records import write_json_atomic
 
 if TYPE_CHECKING:
     from mft.config import RunConfig
-    from mft.tasks.base import Task
 
-MANIFEST = "manifest.json"
-LOCK = ".lock"
 REPRODUCE = "reproduce.json"
 TRANSFER = "transfer"  # RUN/transfer/<task>/: a run's societies evaluated on another task (`mft eval`)
-# Settings added after runs were made, with the value that does what those runs did: a run directory whose
-# manifest lacks one continues only with that value (and is refused with any other, as for any setting).
-SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
-    "ft_group_by_length": False,
-    "ft_precision": "fp32",
-    "chat_template_kwargs": {},
-    "ft_gradient_checkpointing": False,
-    "ft_warmup_ratio": 0.0,
-    "ft_lr_schedule": "linear",
-    "summarizer_model": None,
-    # used only by the preference method, which came with them: any older run continues with the defaults
-    "ft_objective_generator": "dpo",
-    "ft_objective_critic": "dpo",
-    "dpo_beta": 0.1,
-}
-# Settings a run may change between invocations: moving the directory, asking for more iterations, or
-# logging to other experiment trackers (they change no result).
-RESUMABLE_CHANGES = frozenset({"runs_dir", "iterations", "report_to"})
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("mft", "torch", "transformers", "peft"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def renamed_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A manifest's config with settings renamed since then under their new names: `critic_positive_fraction`
-    (the share of D_C+) is `critic_corrected_share` = 1 - it (the share of D_C-, the same mix wherever the
-    agent had any D_C-)."""
-    if "critic_positive_fraction" not in config:
-        return config
-    out = {k: v for k, v in config.items() if k != "critic_positive_fraction"}
-    old = config["critic_positive_fraction"]
-    out.setdefault("critic_corrected_share", 1 - old if isinstance(old, int | float) else old)
-    return out
-
-
-def settings_diff(old_config: dict[str, Any], cfg: RunConfig) -> list[str]:
-    """The settings of `cfg` that differ from a manifest's `old_config` (those that change results)."""
-    config = json.loads(cfg.model_dump_json())
-    old_config = renamed_settings(old_config)
-    # STaR's rationalization came with its setting: an older STaR run made none; for other methods the
-    # setting does nothing, so an older run of theirs continues with the default
-    rationalized = {"star_rationalize": old_config.get("method") not in RATIONALIZING}
-    before = {**SETTINGS_BEFORE_THEY_EXISTED, **rationalized, **old_config}
-    return sorted(k for k in config if k not in RESUMABLE_CHANGES and before.get(k) != config[k])
 
 
 def timing_key(k: int, stage: str) -> str:
@@ -113,66 +52,6 @@ def parse_timing_key(key: str) -> tuple[int, str] | None:
     """(iteration, stage) of a `timings.json` key; None for a key of another shape."""
     m = re.fullmatch(r"iter_(\d+)/(.+)", key)
     return (int(m.group(1)), m.group(2)) if m else None
-
-
-def make_dir(path: Path, what: str, flag: str) -> None:
-    """Create directory `path` (and its parents) for writing, or one MftError naming it and `flag` (the
-    setting that chose it) when it is a file, sits under a file or cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
-        where = "is a file" if file == path else f"is under {file}, which is a file"
-        raise MftError(
-            f"{what} {path} {where}, not a directory",
-            hint=f"choose another directory ({flag}), or move that file away",
-        ) from None
-    except OSError as exc:
-        raise MftError(
-            f"cannot create {what} {path} ({exc.strerror})",
-            hint=f"choose a directory you can write to ({flag})",
-        ) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MftError(f"{what} {path} is not writable", hint=f"choose a directory you can write to ({flag})")
-
-
-_LOCKS: dict[Path, int] = {}  # directory (resolved) -> the open lock file this process holds
-
-
-def lock_dir(path: Path, what: str, flag: str) -> None:
-    """Make `path` (see `make_dir`) and hold its lock for the rest of this process's life, or refuse at once
-    with one line naming the directory and the holder's pid when another process holds it.
-
-    The lock is an advisory `flock` on `<path>/.lock`, which holds the holder's pid. The kernel frees it when
-    the process exits or is killed, so a killed run is resumed by just re-running it. Locking a directory
-    this process already holds does nothing. Holding it, temp files left there by killed writers are removed.
-    """
-    make_dir(path, what, flag)
-    key = path.resolve()
-    if key in _LOCKS:
-        return
-    try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise MftError(
-            f"cannot write in {what} {path} ({exc.strerror})",
-            hint=f"choose a directory you can write to ({flag})",
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        raise MftError(
-            f"{what} {path} is in use by another mft process (pid {holder})",
-            hint=f"wait for it to finish or stop it, or write elsewhere ({flag})",
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _LOCKS[key] = fd
-    remove_stale_temps_under(path)
 
 
 class RunDir:
@@ -271,71 +150,7 @@ class RunDir:
         """The highest iteration whose society is saved (0 when none is: the base society)."""
         return max([0, *(k for k in self.iterations_on_disk() if self.society_file(k).exists())])
 
-    # -- the manifest ------------------------------------------------------------------------------------
-    def write_or_check_manifest(
-        self, cfg: RunConfig, train: list[Problem], test: list[Problem], task: Task
-    ) -> None:
-        """First run: write the manifest. Later runs (`mft run` and every stage command alike): refuse to mix
-        a run directory with another config, another version of the task (its prompts or scoring), or
-        problems other than those it was made from (its data changed)."""
-        hashes = {"train": problem_hashes(train), "test": problem_hashes(test)}
-        if self.manifest.exists():
-            old = json.loads(self.manifest.read_text(encoding="utf-8"))
-            diff = settings_diff(old["config"], cfg)
-            if diff:
-                raise MftError(
-                    f"{self.path} was made with other settings ({', '.join(diff)} differ)",
-                    hint="use another --name, or delete that directory to start fresh",
-                )
-            made = old.get("task")
-            if isinstance(made, dict) and made.get("version") not in (None, task.version):
-                # the same settings, but the task's prompts or scoring changed since (another mft version):
-                # its records would mix with this version's
-                raise MftError(
-                    f"{self.path} was made with task {made.get('name')!r} version {made['version']}, not "
-                    f"{task.version} (its prompts or scoring changed since)",
-                    hint="use another --name, or delete that directory to start fresh",
-                )
-            if isinstance(old.get("problem_hashes"), dict):  # runs made before they were recorded: no check
-                self._check_problems(old["problem_hashes"], hashes)
-            return
-        write_json_atomic(
-            self.manifest,
-            {
-                "config": json.loads(cfg.model_dump_json()),
-                "seed": cfg.seed,
-                "task": {"name": task.name, "version": task.version},
-                "versions": versions(),
-                "problems": {"train": problems_digest(train), "test": problems_digest(test)},
-                "problem_hashes": hashes,
-                "data": getattr(task, "loads", {}),  # source, pool sizes, skipped bad-gold rows
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
-
-    def _check_problems(self, old: dict[str, Any], new: dict[str, dict[str, str]]) -> None:
-        """Refuse to resume on problems that differ from those the run was made from (an edited data file):
-        its records would mix old and new problems."""
-        changes: list[str] = []
-        for split, hashes in new.items():
-            recorded = old.get(split)
-            before: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-            for pid, h in hashes.items():
-                if pid not in before:
-                    changes.append(f"{split} problem {pid!r} is not one it was made from")
-                elif before[pid] != h:
-                    changes.append(f"{split} problem {pid!r} changed (its question or answer differs)")
-            changes += [
-                f"{split} problem {pid!r} is gone from the data" for pid in before if pid not in hashes
-            ]
-        if changes:
-            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
-            raise MftError(
-                f"{self.path}: the data changed since this run started: {changes[0]}{more}",
-                hint=f"restore the data it was made from, or start afresh with another --name "
-                f"(or delete {self.path})",
-            )
-
+    # -- the manifest and the lock -----------------------------------------------------------------------
     def lock(self) -> None:
         """Create the run directory and hold its lock while this process lives (see `lock_dir`)."""
         lock_dir(self.path, "run directory", "--runs-dir / --name")

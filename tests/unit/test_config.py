@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path: Path) -> None:
-    from mft.cli import config_class_for
+    from mft.cli.commands import config_class_for
 
     load_config(config_class_for(path), path)
     assert main(["validate", str(path)]) == 0
@@ -59,13 +59,14 @@ def test_missing_config_file(capsys) -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_opens_with_the_command_that_runs_it(path: Path) -> None:
-    from mft.cli import _parser, config_class_for
+    from mft.cli.commands import config_class_for
+    from mft.cli.parser import build_parser
     from mft.config import RunConfig
 
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# Run: mft "), first
     argv = first.removeprefix("# Run: mft ").split()
-    args = _parser().parse_args(argv)  # a real command line of this CLI
+    args = build_parser().parse_args(argv)  # a real command line of this CLI
     assert args.config == Path("configs") / path.name
     expected = ("run", "reproduce") if config_class_for(path) is RunConfig else ("debate",)
     assert args.command in expected

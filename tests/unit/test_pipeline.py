@@ -93,7 +93,9 @@ def test_run_directory_refuses_other_settings(tmp_path: Path) -> None:
     with pytest.raises(MftError, match="other settings.*agents"):
         open_run(_cfg(tmp_path, agents=3), task)
     manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
-    assert manifest["problems"]["train"] != manifest["problems"]["test"]
+    hashes = manifest["problem_hashes"]  # the one record of the problems: a hash per problem, per split
+    assert hashes["train"] and hashes["test"] and not set(hashes["train"]) & set(hashes["test"])
+    assert "problems" not in manifest
     assert manifest["versions"]["mft"]
 
 

@@ -22,6 +22,8 @@ from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.cli import main
 from mft.config import RunConfig
 from mft.errors import MftError
+from mft.manifest import write_or_check
+from mft.methods import RATIONALIZING
 from mft.records import DebateRecord, Message, Problem, append_jsonl, write_text_atomic
 from mft.rundir import RunDir
 from mft.tasks.arithmetic import ArithmeticTask
@@ -58,14 +60,83 @@ def test_temp_names_are_unique_per_writer_and_stale_ones_are_removed(
     assert not stale.exists() and live.exists()
 
 
+def _dir(path: Path, **files: str) -> None:
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_directory_is_replaced_whole_and_an_error_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "agents" / "gen_0"
+    with records.replace_dir_atomic(target) as tmp:  # a new directory (and its parent)
+        assert tmp.parent == target.parent and tmp.is_dir() and not list(tmp.iterdir())
+        assert not target.exists()  # nothing visible while it is written
+        (tmp / "w").write_text("1")
+    assert _tree(tmp_path) == {"agents/gen_0/w": "1"}
+    with records.replace_dir_atomic(target) as tmp:  # an old one: replaced, not merged
+        (tmp / "v").write_text("2")
+        assert (target / "w").read_text() == "1"
+    assert _tree(tmp_path) == {"agents/gen_0/v": "2"}
+    with pytest.raises(RuntimeError), records.replace_dir_atomic(target) as tmp:
+        (tmp / "v").write_text("half")
+        raise RuntimeError("the save failed half-way")
+    assert _tree(tmp_path) == {"agents/gen_0/v": "2"}  # the old one, and no temp directory left
+    monkeypatch.setenv("MFT_FAULT", "enospc@1")  # the disk fills at the fault point, before the rename
+    monkeypatch.setattr("mft.faults._count", 0)
+    with pytest.raises(OSError, match="No space"), records.replace_dir_atomic(target, fault_point="x") as tmp:
+        (tmp / "v").write_text("3")
+    assert _tree(tmp_path) == {"agents/gen_0/v": "2"}
+    monkeypatch.delenv("MFT_FAULT")
+    real_replace = os.replace
+
+    def failing(src: Any, dst: Any) -> None:  # the rename of the new directory into place fails
+        if Path(dst) == target and (Path(src) / "v").read_text() == "4":
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(records.os, "replace", failing)
+    with pytest.raises(OSError, match="rename failed"), records.replace_dir_atomic(target) as tmp:
+        (tmp / "v").write_text("4")
+    assert _tree(tmp_path) == {"agents/gen_0/v": "2"}  # the old one is put back
+
+
+def test_a_directory_write_killed_midway_leaves_the_old_one_and_its_temp_is_removed_later(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "run" / "gen_0"
+    _dir(target, w="old")
+    code = (
+        "import sys; from pathlib import Path; from mft.records import replace_dir_atomic\n"
+        "with replace_dir_atomic(Path(sys.argv[1]), fault_point='save') as tmp:\n"
+        "    (tmp / 'w').write_text('new')\n"
+    )
+    env = {**os.environ, "MFT_FAULT": "kill@1"}  # SIGKILL at the fault point, before the rename
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = [p.name for p in target.parent.iterdir() if p.name != "gen_0"]
+    assert (target / "w").read_text() == "old" and len(left) == 1 and left[0].endswith(".tmp")
+    records.remove_stale_temps_under(tmp_path)  # as when the run directory is locked again
+    assert _tree(tmp_path) == {"run/gen_0/w": "old"}
+    subprocess.run([sys.executable, "-c", code, str(target)], env=env, capture_output=True)
+    with records.replace_dir_atomic(target) as tmp:  # the next replace removes the killed one's temp too
+        (tmp / "w").write_text("new")
+    assert _tree(tmp_path) == {"run/gen_0/w": "new"}
+
+
 _HOLD = (
-    "import sys, time; from pathlib import Path; from mft.rundir import lock_dir; "
+    "import sys, time; from pathlib import Path; from mft.locks import lock_dir; "
     "lock_dir(Path(sys.argv[1]), 'output directory', '--out'); print('locked', flush=True); time.sleep(60)"
 )
 
 
 def test_a_locked_directory_is_refused_with_the_holders_pid_and_freed_by_kill_9(tmp_path: Path) -> None:
-    from mft.rundir import lock_dir
+    from mft.locks import lock_dir
 
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
@@ -121,18 +192,23 @@ def test_resume_refuses_problems_that_changed_and_names_one(tmp_path: Path) -> N
     cfg, task = _cfg(tmp_path), ArithmeticTask()
     train, test = task.load("train", 3), task.load("test", 3)
     rd = RunDir(cfg.run_dir)
-    rd.write_or_check_manifest(cfg, train, test, task)
-    rd.write_or_check_manifest(cfg, train, test, task)  # the same problems: resumes
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)  # the same problems: resumes
     edited = [*train[:1], train[1].model_copy(update={"answer": "12345"}), *train[2:]]
     with pytest.raises(MftError) as err:
-        rd.write_or_check_manifest(cfg, edited, test, task)
+        write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
     msg = str(err.value)
     assert f"train problem {train[1].id!r} changed" in msg and "--name" in msg
-    # a run made before the hashes were recorded still resumes
+    # a run of an older version, with a digest per split beside the hashes: resumes, checked by the hashes
     manifest = json.loads(rd.manifest.read_text())
+    rd.manifest.write_text(json.dumps({**manifest, "problems": {"train": "0" * 64, "test": "1" * 64}}))
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)
+    with pytest.raises(MftError, match="changed"):
+        write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
+    # a run made before the hashes were recorded still resumes
     del manifest["problem_hashes"]
     rd.manifest.write_text(json.dumps(manifest))
-    rd.write_or_check_manifest(cfg, edited, test, task)
+    write_or_check(rd.path, cfg, edited, test, task, rationalizing=RATIONALIZING)
 
 
 def _rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -182,7 +258,7 @@ def test_an_id_in_both_pools_or_both_splits_is_refused(tmp_path: Path) -> None:
 def test_an_output_directory_that_is_a_file_or_not_writable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mft.rundir import make_dir
+    from mft.locks import make_dir
 
     file = tmp_path / "runs"
     file.write_text("not a directory")

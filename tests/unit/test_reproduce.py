@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, of_run
+from mft.manifest import settings_diff
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
 from mft.pipeline.reproduce import KEYS, method_configs, reproduce
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
@@ -17,6 +19,11 @@ from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
 
 def _base(tmp_path: Path, **kw: object) -> RunConfig:
     return _cfg(tmp_path, **{"name": "cmp", "agents": 3, **kw})
+
+
+def _diff(old: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """The settings that keep `cfg` from continuing a run made with config `old` (the methods' rule)."""
+    return settings_diff(old, cfg, rationalizing=RATIONALIZING)
 
 
 def _runner(scripted):  # type: ignore[no-untyped-def]
@@ -101,39 +108,39 @@ def test_a_later_subset_keeps_the_methods_already_run_in_the_report(scripted, tm
 
 
 def test_runs_made_before_a_setting_existed_continue_with_the_value_they_used(tmp_path: Path) -> None:
-    from mft.rundir import settings_diff
-
     cfg = _base(tmp_path)
     old = json.loads(cfg.model_dump_json())
     for key in ("ft_group_by_length", "ft_precision"):
         del old[key]  # a manifest written before these settings existed
-    assert settings_diff(old, cfg) == ["ft_group_by_length", "ft_precision"]  # the new defaults differ
+    assert _diff(old, cfg) == ["ft_group_by_length", "ft_precision"]  # the new defaults differ
     legacy = cfg.model_copy(update={"ft_group_by_length": False, "ft_precision": "fp32"})
-    assert settings_diff(old, legacy) == []
+    assert _diff(old, legacy) == []
 
 
 def test_a_manifest_with_the_old_critic_mix_name_is_read_as_the_share_of_corrected(tmp_path: Path) -> None:
-    from mft.rundir import RunDir, settings_diff
+    from mft.rundir import RunDir
 
     cfg = _base(tmp_path, critic_corrected_share=0.75)
     old = json.loads(cfg.model_dump_json())
     del old["critic_corrected_share"]
     old["critic_positive_fraction"] = 0.25  # a run made when the setting named the share of D_C+
-    assert settings_diff(old, cfg) == []
-    assert settings_diff(old, _base(tmp_path)) == ["critic_corrected_share"]  # the default (2/3) differs
+    assert _diff(old, cfg) == []
+    assert _diff(old, _base(tmp_path)) == ["critic_corrected_share"]  # the default (2/3) differs
     cfg.run_dir.mkdir(parents=True)
     (cfg.run_dir / "manifest.json").write_text(json.dumps({"config": old}))
     assert RunDir(cfg.run_dir).run_config("").critic_corrected_share == 0.75
 
 
 def test_older_star_runs_continue_without_rationalization_others_with_the_default(tmp_path: Path) -> None:
-    from mft.rundir import settings_diff
-
     for method, before in (("star", False), ("ours", True)):
         cfg = _base(tmp_path, method=method)
         old = json.loads(cfg.model_dump_json())
         del old["star_rationalize"]  # a manifest written before the setting existed
-        assert settings_diff(old, cfg.model_copy(update={"star_rationalize": before})) == []
-        assert settings_diff(old, cfg.model_copy(update={"star_rationalize": not before})) == [
-            "star_rationalize"
-        ]
+        assert _diff(old, cfg.model_copy(update={"star_rationalize": before})) == []
+        assert _diff(old, cfg.model_copy(update={"star_rationalize": not before})) == ["star_rationalize"]
+    # the rule is the caller's: told that no method rationalizes, an older STaR run continues with the default
+    star = _base(tmp_path, method="star")
+    old = json.loads(star.model_dump_json())
+    del old["star_rationalize"]
+    assert star.star_rationalize and settings_diff(old, star, rationalizing=()) == []
+    assert settings_diff(old, star, rationalizing={"star"}) == ["star_rationalize"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mft.cli import reproduce_title, results_table
+from mft.cli.commands import reproduce_title, results_table
 from mft.methods import LABELS
 from mft.report import load, methods_table
 

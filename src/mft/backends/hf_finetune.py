@@ -21,9 +21,8 @@ from mft.backends.base import FinetuneSettings, StepCallback, TrainingData, reso
 from mft.backends.hf_train import TrainResult
 from mft.data.examples import as_data
 from mft.errors import MftError
-from mft.faults import checkpoint
 from mft.objectives import objective
-from mft.records import write_json_atomic
+from mft.records import replace_dir_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     from mft.backends.hf import HFBackend
@@ -70,10 +69,8 @@ def train_full(
     on_step: StepCallback | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Full finetuning (`method: full`): a copy of the base (or of this agent's previous full model) with
-    every weight trained, saved with save_pretrained to `out_dir` (temp dir, then rename). Costs one model's
+    every weight trained, saved with save_pretrained to `out_dir` (`replace_dir_atomic`). Costs one model's
     memory per agent, unlike LoRA agents which share the base."""
-    import shutil
-
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -88,17 +85,11 @@ def train_full(
     for p in params:
         p.requires_grad_(True)
     result = fit(backend, name, model, params, examples, settings, rng, on_step)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    backend.tokenizer.save_pretrained(tmp)
     stats = {**_stats(len(examples), result, settings), "method": "full"}
-    write_json_atomic(tmp / "train_stats.json", stats)
-    checkpoint(f"save model {out_dir.name}")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with replace_dir_atomic(out_dir, fault_point=f"save model {out_dir.name}") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        backend.tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "train_stats.json", stats)
     return model, stats
 
 
@@ -111,7 +102,7 @@ def train_adapter(
     settings: FinetuneSettings,
     on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
-    """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (temp dir, then rename)."""
+    """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (`replace_dir_atomic`)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
@@ -147,31 +138,26 @@ def train_adapter(
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
     result = fit(backend, name, model, params, examples, settings, rng, on_step)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the other
-    # adapters by the substring `.<other>.`, which an adapter named `model` (the one-model methods')
-    # matches in every key (`base_model.model.model...`): peft then falls back to the whole state dict and
-    # saves every loaded adapter into this one's file, whose stale copies overwrite them when it is loaded.
-    own = {k: v for k, v in model.state_dict().items() if "lora_" in k and f".{name}." in k}
-    state = get_peft_model_state_dict(model, state_dict=own, adapter_name=name)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors")
-    )
-    model.peft_config[name].save_pretrained(str(tmp))
-    # peft stores resolved target modules as a set, written in hash order; sort it so that the same training
-    # gives a byte-identical adapter directory in every process
-    cfg_path = tmp / "adapter_config.json"
-    cfg_data = json.loads(cfg_path.read_text())
-    if isinstance(cfg_data.get("target_modules"), list):
-        cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
-    cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
     stats = _stats(len(examples), result, settings)
-    write_json_atomic(tmp / "train_stats.json", stats)
-    checkpoint(f"save adapter {out_dir.name}")
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with replace_dir_atomic(out_dir, fault_point=f"save adapter {out_dir.name}") as tmp:
+        # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the
+        # other adapters by the substring `.<other>.`, which an adapter named `model` (the one-model
+        # methods') matches in every key (`base_model.model.model...`): peft then falls back to the whole
+        # state dict and saves every loaded adapter into this one's file, whose stale copies overwrite them
+        # when it is loaded.
+        own = {k: v for k, v in model.state_dict().items() if "lora_" in k and f".{name}." in k}
+        state = get_peft_model_state_dict(model, state_dict=own, adapter_name=name)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()},
+            str(tmp / "adapter_model.safetensors"),
+        )
+        model.peft_config[name].save_pretrained(str(tmp))
+        # peft stores resolved target modules as a set, written in hash order; sort it so that the same
+        # training gives a byte-identical adapter directory in every process
+        cfg_path = tmp / "adapter_config.json"
+        cfg_data = json.loads(cfg_path.read_text())
+        if isinstance(cfg_data.get("target_modules"), list):
+            cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
+        cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(tmp / "train_stats.json", stats)
     return stats

@@ -134,6 +134,8 @@ def zero_adapter(model_path: str, out: Path, rank: int, targets: list[str]) -> s
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from mft.records import replace_dir_atomic
+
     if (out / "adapter_model.safetensors").exists():
         return str(out)
     config = AutoConfig.from_pretrained(model_path)
@@ -144,10 +146,10 @@ def zero_adapter(model_path: str, out: Path, rank: int, targets: list[str]) -> s
     state = {
         k: torch.zeros(v.shape, dtype=torch.float32) for k, v in get_peft_model_state_dict(peft_model).items()
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / "adapter_model.safetensors"))
     peft_model.peft_config["default"].base_model_name_or_path = model_path
-    peft_model.peft_config["default"].save_pretrained(str(out))
+    with replace_dir_atomic(out) as tmp:
+        save_file(state, str(tmp / "adapter_model.safetensors"))
+        peft_model.peft_config["default"].save_pretrained(str(tmp))
     return str(out)
 
 

@@ -25,10 +25,12 @@ from typing import Any
 
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
-from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, of_run
+from mft.locks import lock_dir
+from mft.manifest import settings_diff
+from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
 from mft.pipeline.run import open_run, run, track_report
-from mft.records import write_json_atomic
-from mft.rundir import REPRODUCE, RunDir, lock_dir, settings_diff
+from mft.records import replace_dir_atomic, write_json_atomic, write_text_atomic
+from mft.rundir import REPRODUCE, RunDir
 
 KEYS = tuple(m.key for m in METHODS)
 
@@ -56,15 +58,11 @@ def _copy_stage(src: Path, dst: Path) -> None:
     """Copy a finished stage directory/file into another run (to a temporary name, then rename)."""
     if dst.exists() or not src.exists():
         return
-    tmp = dst.with_name(dst.name + ".copying")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        shutil.copytree(src, tmp)
+        with replace_dir_atomic(dst) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
     else:
-        shutil.copy2(src, tmp)
-    tmp.replace(dst)
+        write_text_atomic(dst, src.read_bytes(), fault_point=False)
 
 
 def share_finished_stages(configs: dict[str, RunConfig], key: str) -> None:
@@ -89,7 +87,7 @@ def earlier_methods(base: RunConfig) -> list[str]:
     out = []
     for key, cfg in method_configs(base, list(KEYS)).items():
         old = RunDir(cfg.run_dir).manifest_config()
-        if old is not None and not settings_diff(old, cfg):
+        if old is not None and not settings_diff(old, cfg, rationalizing=RATIONALIZING):
             out.append(key)
     return out
 

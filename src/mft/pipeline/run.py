@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
+from mft.manifest import write_or_check
+from mft.methods import RATIONALIZING
 from mft.pipeline.stages import (
     check_max_new_tokens,
     check_objectives,
@@ -45,7 +47,7 @@ def open_run(cfg: RunConfig, task: Task) -> tuple[list[Problem], list[Problem]]:
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(cfg.run_dir)
     rd.lock()  # another process writing this run: refused here, at once
-    rd.write_or_check_manifest(cfg, train, test, task)
+    write_or_check(rd.path, cfg, train, test, task, rationalizing=RATIONALIZING)
     return train, test
 
 

@@ -25,6 +25,8 @@ from typing import Any
 from mft.backends.base import Backend
 from mft.config import RunConfig, build_backend, build_task
 from mft.errors import MftError
+from mft.manifest import write_or_check
+from mft.methods import RATIONALIZING
 from mft.records import write_json_atomic
 from mft.rundir import TRANSFER, RunDir
 from mft.tasks.base import load_split
@@ -108,7 +110,7 @@ def transfer(
     test = load_split(task, "test", cfg.n_test, cfg.split_seed, "--n-test")
     rd = RunDir(out)
     rd.lock()
-    rd.write_or_check_manifest(cfg, [], test, task)
+    write_or_check(rd.path, cfg, [], test, task, rationalizing=RATIONALIZING)
     # the run is known by its manifest (written once), not by where it is: a run moved with its transfer/
     # is still the same run
     manifest = hashlib.blake2b(src.manifest.read_bytes(), digest_size=16).hexdigest()

@@ -1,11 +1,13 @@
 """`mft report`: one run or reproduce directory as report.md, report.html and plots/*.png.
 
-`build_report` composes the document (tables from `tables`, plot lines from `series`) and returns its blocks
-and the PNG bytes of its plots; `write_report` writes them, each file through a temp name.
+`build_report` composes the document, one function per section (`SECTIONS`; tables from `tables`, plot lines
+from `series`), and returns its blocks and the PNG bytes of its plots; `write_report` writes them, each file
+through a temp name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from mft.report import plots
@@ -67,11 +69,17 @@ def _has_kl_agents(run: Run) -> bool:
 
 
 def build_report(study: Study) -> Document:
-    """The report's blocks and plots: accuracy table, accuracy and diversity per iteration, details,
-    dataset sizes, cost. Reads nothing and writes nothing (the study is already loaded)."""
+    """The report's blocks and plots, one section after another: accuracy table, accuracy and diversity per
+    iteration, details, dataset sizes, debate dynamics, cost. Reads nothing and writes nothing (the study is
+    already loaded)."""
     doc = Document(f"mft report: {study.name}")
-    b = doc.blocks
-    b.append(Heading(1, f"Report: {study.name}"))
+    for section in SECTIONS:
+        section(doc, study)
+    return doc
+
+
+def _intro(doc: Document, study: Study) -> None:
+    doc.blocks.append(Heading(1, f"Report: {study.name}"))
     if study.kind == "run":
         run = study.runs[0]
         intro = (
@@ -86,17 +94,26 @@ def build_report(study: Study) -> Document:
             + ", ".join(f"{r.label} (`{r.path.name}/`)" for r in study.runs)
             + "."
         )
-    b.append(Para(intro))
-    b.append(Para("Written by `mft report` from the saved files only; no model is loaded or run."))
+    doc.blocks.append(Para(intro))
+    doc.blocks.append(Para("Written by `mft report` from the saved files only; no model is loaded or run."))
 
+
+def _accuracy(doc: Document, study: Study) -> None:
+    b = doc.blocks
     b.append(Heading(2, "Accuracy"))
     b.append(methods_table([(study.task, study)]))
     b.append(Para(TABLE_NOTE))
     notes = [column_detail(study.task, study)] + unfinished(study) + study.notes
     b.append(Bullets(notes))
 
-    b += paper_blocks(study) + transfer_blocks(study)
 
+def _experiments(doc: Document, study: Study) -> None:
+    """The paper's experiments found in the study, and its societies' transfers to other tasks."""
+    doc.blocks.extend(paper_blocks(study) + transfer_blocks(study))
+
+
+def _accuracy_per_iteration(doc: Document, study: Study) -> None:
+    b = doc.blocks
     b.append(Heading(2, "Accuracy per iteration"))
     harness = (study.base_from or study.runs[0]).harness  # the harness of the base readings
     series = [accuracy_series(study, r, r.label, plots.colour(r.key, i)) for i, r in enumerate(study.runs)]
@@ -116,12 +133,20 @@ def build_report(study: Study) -> Document:
     if per_iteration is not None:
         b.append(per_iteration)
 
-    b.append(Heading(2, "Diversity per iteration"))
-    metrics = [
+
+def _diversity_metrics(study: Study) -> list[str]:
+    """The diversity metrics some iteration of the study measured, in the report's order."""
+    return [
         m
         for m in DIVERSITY_METRICS
         if any(m in it.diversity for r in study.runs for it in r.iterations.values())
     ]
+
+
+def _diversity(doc: Document, study: Study) -> None:
+    b = doc.blocks
+    b.append(Heading(2, "Diversity per iteration"))
+    metrics = _diversity_metrics(study)
     if not metrics and not any(it.diversity_outdated for r in study.runs for it in r.iterations.values()):
         b.append(Para("No `iter_<k>/diversity.json` files were found."))
     for m in metrics:
@@ -148,31 +173,43 @@ def build_report(study: Study) -> Document:
                 + "; `mft run` on that directory measures it again."
             )
         )
-    kl_run = next((r for r in [ours_run(study), *study.runs] if r and _has_kl_agents(r)), None)
-    if kl_run is not None:
-        b.append(Heading(3, "KL from the base model per agent"))
-        doc.add_plot(
-            "kl_from_base_agents",
-            plots.line_plot(
-                kl_agent_series(study, kl_run),
-                f"{kl_run.label}: KL from the base model per agent",
-                "KL(agent || base) per token",
-            ),
-            f"{kl_run.label}: KL from the base model per agent",
-        )
-        b.append(Para(KL_AGENTS_NOTE))
-    scatter = [(DIVERSITY_LABELS[m], accuracy_vs_diversity(study, m)) for m in ACCURACY_VS if m in metrics]
-    if scatter:
-        b.append(Heading(3, "Accuracy vs diversity"))
-        doc.add_plot(
-            "accuracy_vs_diversity",
-            plots.scatter_panels(
-                scatter, f"{study.task}: accuracy vs diversity", "test accuracy, debate (%)"
-            ),
-            "accuracy vs diversity",
-        )
-        b.append(Para(ACCURACY_VS_NOTE))
 
+
+def _kl_from_base(doc: Document, study: Study) -> None:
+    """A subsection of the diversity: each agent's KL from the base model (Ours' run where it has them)."""
+    kl_run = next((r for r in [ours_run(study), *study.runs] if r and _has_kl_agents(r)), None)
+    if kl_run is None:
+        return
+    doc.blocks.append(Heading(3, "KL from the base model per agent"))
+    doc.add_plot(
+        "kl_from_base_agents",
+        plots.line_plot(
+            kl_agent_series(study, kl_run),
+            f"{kl_run.label}: KL from the base model per agent",
+            "KL(agent || base) per token",
+        ),
+        f"{kl_run.label}: KL from the base model per agent",
+    )
+    doc.blocks.append(Para(KL_AGENTS_NOTE))
+
+
+def _accuracy_vs_diversity(doc: Document, study: Study) -> None:
+    """A subsection of the diversity: accuracy against each measured diversity metric of `ACCURACY_VS`."""
+    metrics = _diversity_metrics(study)
+    scatter = [(DIVERSITY_LABELS[m], accuracy_vs_diversity(study, m)) for m in ACCURACY_VS if m in metrics]
+    if not scatter:
+        return
+    doc.blocks.append(Heading(3, "Accuracy vs diversity"))
+    doc.add_plot(
+        "accuracy_vs_diversity",
+        plots.scatter_panels(scatter, f"{study.task}: accuracy vs diversity", "test accuracy, debate (%)"),
+        "accuracy vs diversity",
+    )
+    doc.blocks.append(Para(ACCURACY_VS_NOTE))
+
+
+def _details(doc: Document, study: Study) -> None:
+    b = doc.blocks
     b.append(Heading(2, "Per-iteration details"))
     b.append(
         Para(
@@ -184,6 +221,9 @@ def build_report(study: Study) -> Document:
         b.append(Heading(3, r.label))
         b.append(detail_table(r))
 
+
+def _dataset_sizes(doc: Document, study: Study) -> None:
+    b = doc.blocks
     b.append(Heading(2, "Dataset sizes"))
     b.append(Para("Training examples per agent per iteration (`iter_<k>/data/sizes.json`)."))
     any_sizes = False
@@ -199,35 +239,47 @@ def build_report(study: Study) -> Document:
         if notes:
             b.append(Bullets(notes))
         if r is chart_run:  # a bar chart for the paper's method
-            its = [it for it in r.iterations.values() if it.sizes]
-            agents = sorted({a for it in its for a in it.sizes or {}}, key=agent_order)
-            bars = {
-                f"iteration {it.k}": [float((it.sizes or {}).get(a, {}).get("examples", 0)) for a in agents]
-                for it in its
-            }
-            doc.add_plot(
-                "dataset_sizes",
-                plots.grouped_bars(agents, bars, f"{r.label}: training examples per agent", "examples"),
-                f"{r.label}: training examples per agent",
-            )
+            _sizes_chart(doc, r)
     if not any_sizes:
         b.append(Para("No `iter_<k>/data/sizes.json` files were found."))
 
-    dynamics = [(r, t) for r in study.runs if (t := dynamics_table(r)) is not None]
-    if dynamics:
-        b.append(Heading(2, "Debate dynamics and training targets"))
-        b.append(Para(DYNAMICS_NOTE))
-        for r, dyn in dynamics:
-            b.append(Heading(3, r.label))
-            b.append(dyn)
-        lines = dynamics_series(study)
-        if lines:
-            doc.add_plot(
-                "dynamics",
-                plots.line_plot(lines, f"{study.task}: what the debate changes", "% of answers"),
-                "answers turned right -> wrong and wrong -> right per iteration",
-            )
 
+def _sizes_chart(doc: Document, run: Run) -> None:
+    """Bars of the training examples of each agent of `run`, a group per iteration."""
+    its = [it for it in run.iterations.values() if it.sizes]
+    agents = sorted({a for it in its for a in it.sizes or {}}, key=agent_order)
+    bars = {
+        f"iteration {it.k}": [float((it.sizes or {}).get(a, {}).get("examples", 0)) for a in agents]
+        for it in its
+    }
+    doc.add_plot(
+        "dataset_sizes",
+        plots.grouped_bars(agents, bars, f"{run.label}: training examples per agent", "examples"),
+        f"{run.label}: training examples per agent",
+    )
+
+
+def _dynamics(doc: Document, study: Study) -> None:
+    dynamics = [(r, t) for r in study.runs if (t := dynamics_table(r)) is not None]
+    if not dynamics:
+        return
+    b = doc.blocks
+    b.append(Heading(2, "Debate dynamics and training targets"))
+    b.append(Para(DYNAMICS_NOTE))
+    for r, dyn in dynamics:
+        b.append(Heading(3, r.label))
+        b.append(dyn)
+    lines = dynamics_series(study)
+    if lines:
+        doc.add_plot(
+            "dynamics",
+            plots.line_plot(lines, f"{study.task}: what the debate changes", "% of answers"),
+            "answers turned right -> wrong and wrong -> right per iteration",
+        )
+
+
+def _cost(doc: Document, study: Study) -> None:
+    b = doc.blocks
     b.append(Heading(2, "Cost"))
     b.append(
         Para(
@@ -250,7 +302,22 @@ def build_report(study: Study) -> Document:
             plots.stacked_bars(panels, f"{study.task}: wall time per iteration", "seconds"),
             "wall time per iteration, stacked by stage",
         )
-    return doc
+
+
+# The report's sections, in order: each adds its blocks (and plots) to the document.
+SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
+    _intro,
+    _accuracy,
+    _experiments,
+    _accuracy_per_iteration,
+    _diversity,
+    _kl_from_base,
+    _accuracy_vs_diversity,
+    _details,
+    _dataset_sizes,
+    _dynamics,
+    _cost,
+)
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:

@@ -32,7 +32,8 @@ class DatasetTask(Task):
     After `load()`: `skipped` is the number of rows of the drawn split's pool skipped for an unparseable
     gold answer (`skip_bad_gold=True`), `skipped_rows` where they were, and `load_info` a small dict
     (source, split, seed, sizes, skipped) for the run manifest; `loads[split]` keeps the last one of each
-    split. The digest of the drawn problems is not in it: the manifest records `records.problems_digest`.
+    split. The drawn problems are not in it: a run's manifest records a hash of each
+    (`records.problem_hashes`).
     """
 
     question_field: str = "question"
