@@ -101,6 +101,20 @@ def test_dry_run_prints_the_estimate_and_runs_nothing(
     assert not (tmp_path / "dry").exists()
 
 
+def test_dry_run_counts_the_sequences_of_each_objectives_items(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DPO pair is two sequences in one forward pass (the objectives table's row): Ours (DPO) trains on
+    twice the activations of Ours, at the same settings."""
+
+    def activations(method: str) -> str:
+        assert main(["run", "--dry-run", "--method", method, "--runs-dir", str(tmp_path), "--name", "d"]) == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("activations"))
+
+    sft, dpo = (float(activations(m).split()[-2]) for m in ("ours", "ours_dpo"))
+    assert dpo == pytest.approx(2 * sft, rel=0.05) and sft > 0
+
+
 def test_mistral_and_phi3_parts_match_their_known_sizes(tmp_path: Path) -> None:
     mistral = estimate(_plan(_model_dir(tmp_path, MISTRAL_7B), lora_rank=16))
     assert 7.24e9 < mistral["weights"] / 2 < 7.25e9  # 7.24 B parameters in bfloat16

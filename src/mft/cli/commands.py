@@ -68,19 +68,16 @@ def _print_memory(cfg: RunConfig) -> int:
 
     from mft.backends.hf_memory import MemoryPlan, describe, estimate
     from mft.methods import of_run
+    from mft.objectives import objective
     from mft.pipeline.stages import objective_of
 
     if cfg.backend != "hf":
         raise MftError(f"--dry-run estimates the hf backend's memory, not {cfg.backend}'s")
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
-    # a DPO batch of n pairs is 2n sequences in one forward pass (chosen and rejected)
-    rows = (
-        2
-        if any(
-            objective_of(cfg, s) == "dpo" for s in of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
-        )
-        else 1
-    )
+    # sequences per training item in one forward pass, the most of any slot's objective (a DPO batch of n
+    # pairs is 2n sequences: chosen and rejected)
+    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
+    rows = max(objective(objective_of(cfg, s)).sequences for s in slots)
     micro = cfg.ft_micro_batch_size
     for model in cfg.base_models():  # a mixed society: each base with its own agents, all in memory at once
         plan = MemoryPlan(
