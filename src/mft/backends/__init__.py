@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
-from mft.registry import LazyTable
+from mft.registry import BACKEND_TABLE, LazyTable
 
-# The one list of backend names: config choices, CLI choices and lookups all read it.
-TABLE: LazyTable[Backend] = LazyTable(
-    "backend",
-    {
-        "hf": "mft.backends.hf:HFBackend",
-        "openai": "mft.backends.openai:OpenAIBackend",
-        "vllm": "mft.backends.vllm:VLLMBackend",  # imports no vllm: its constructor does
-    },
-    positional=("model",),
-)
+# The one list of backend names (config choices, CLI choices, lookups), kept in the leaf `mft.registry` so
+# the config reads it without importing this package.
+TABLE: LazyTable[Backend] = BACKEND_TABLE
 BACKENDS = TABLE.names
 # The backends `mft run` / `mft reproduce` accept: those that can finetune agents (all of them; vllm through
 # the project's own trainer on the same base).
