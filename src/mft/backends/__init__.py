@@ -18,11 +18,6 @@ from mft.registry import BACKEND_TABLE, LazyTable
 # the config reads it without importing this package.
 TABLE: LazyTable[Backend] = BACKEND_TABLE
 BACKENDS = TABLE.names
-# The backends `mft run` / `mft reproduce` accept: those that can finetune agents (all of them; vllm through
-# the project's own trainer on the same base).
-FINETUNING_BACKENDS = tuple(BACKENDS)
-# The backends that finetune by DPO too (vllm through the hf trainer); the openai backend does SFT only.
-PREFERENCE_BACKENDS = ("hf", "vllm")
 
 __all__ = [
     "Agent",
@@ -38,8 +33,6 @@ __all__ = [
     "training",
     "BACKENDS",
     "TABLE",
-    "FINETUNING_BACKENDS",
-    "PREFERENCE_BACKENDS",
 ]
 
 
