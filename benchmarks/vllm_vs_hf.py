@@ -118,7 +118,7 @@ def main() -> None:
 
     from mft.backends.hf import HFBackend
     from mft.backends.vllm import VLLMBackend
-    from mft.config import vllm_lora_rank
+    from mft.backends.vllm_engine import vllm_lora_rank
 
     scratch = tempfile.TemporaryDirectory(prefix="vllm-vs-hf-")
     adapters = list(args.adapters)

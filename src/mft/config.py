@@ -1,46 +1,39 @@
 """Typed configuration: every field has help text, which is also the CLI's `--help`.
 
-Configs come from YAML files with CLI overrides on top. Unknown keys and bad values are rejected with one
-line naming the field and the file (`ConfigError`), never a traceback.
+A leaf: the config classes and their validation only. It builds nothing (the task, backend and society of a
+config are assembled by `mft.pipeline.assemble`) and imports no backend, task or debate module: the choices
+of `task` and `backend` are the registry's names, and a backend's capability is read from its class through
+the registry's lazy table. Configs come from YAML files with CLI overrides on top (`mft.config_file`,
+whose `load_config` and `ConfigError` are importable from here); unknown keys and bad values are rejected
+with one line naming the field and the file, never a traceback. `mft.config_flags` turns the fields into
+command-line flags.
 """
 
 from __future__ import annotations
 
-import argparse
-import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from mft.backends import BACKENDS, FINETUNING_BACKENDS
-from mft.errors import MftError
+from mft.config_file import ConfigError as ConfigError
+from mft.config_file import format_validation_error as format_validation_error
+from mft.config_file import load_config as load_config
 from mft.methods import PREFERENCE, RUN_METHODS, RUN_METHODS_HELP
 from mft.objectives import Objective
-from mft.tasks import TASKS
+from mft.registry import BACKEND_TABLE, TASK_TABLE
 
 if typing.TYPE_CHECKING:
-    from mft.backends.base import Backend
-    from mft.debate.engine import Society
-    from mft.tasks.base import Task
-
     # The choices below come from the registries (one list of names each); a type checker sees plain str.
     TaskName = str
     BackendName = str
-    RunBackendName = str
     MethodName = str
 else:
-    TaskName = Literal[TASKS]
-    BackendName = Literal[BACKENDS]
-    RunBackendName = Literal[FINETUNING_BACKENDS]
+    TaskName = Literal[TASK_TABLE.names]
+    BackendName = Literal[BACKEND_TABLE.names]  # every backend finetunes (`objectives`): run takes them all
     MethodName = Literal[RUN_METHODS]
-
-
-class ConfigError(MftError):
-    pass
 
 
 class SharedConfig(BaseModel):
@@ -173,13 +166,14 @@ def _bases_of(info: ValidationInfo) -> set[str]:
 
 
 def check_society_backend(backend: str, info: ValidationInfo) -> str:
-    """A mixed society (agents on several base models) runs on the hf backend only: one line otherwise."""
-    if backend != "hf" and len(_bases_of(info)) > 1:
+    """A mixed society (agents on several base models) runs on a backend that declares `mixes_bases` (hf)
+    only: one line otherwise. The backend's class is read through the table (its module, no model)."""
+    if len(_bases_of(info)) > 1 and not BACKEND_TABLE.load(backend).mixes_bases:
         raise PydanticCustomError(
             "mixed_society",
-            "a mixed society (agents on several base models) runs on the hf backend only, not {backend}: "
-            "use backend: hf, or one base model for every agent",
-            {"backend": backend},
+            "a mixed society (agents on several base models) runs on the {mixing} backend only, not "
+            "{backend}: use backend: {mixing}, or one base model for every agent",
+            {"backend": backend, "mixing": " or ".join(BACKEND_TABLE.where(lambda b: b.mixes_bases))},
         )
     return backend
 
@@ -217,216 +211,12 @@ class DebateConfig(SharedConfig):
     _one_backend = field_validator("backend")(check_society_backend)
 
 
-C = TypeVar("C", bound=BaseModel)
-
-
-def build_task(cfg: SharedConfig) -> Task:
-    """The configured task with its settings; a bad setting is an MftError before any model work."""
-    from mft.tasks import get_task
-
-    return get_task(cfg.task, cfg.task_options, data=str(cfg.data) if cfg.data else None)
-
-
-def build_backend(cfg: DebateConfig | RunConfig) -> Backend:
-    """The configured backend on the configured model (a mixed society: one backend per distinct base, see
-    `backends/mixed.py`); a bad backend option is an MftError naming it."""
-    from mft.backends.mixed import society_backend
-
-    return society_backend(cfg.backend, cfg.base_models(), backend_options(cfg))
-
-
-def base_society(cfg: SharedConfig) -> Society:
-    """The society of N copies of the base model(s): every agent on its own base in a mixed society."""
-    from mft.debate.engine import Society
-
-    if cfg.mixed:
-        return Society.of_base(cfg.n_agents, cfg.agent_models(), cfg.summarizer_base())
-    return Society.of_base(cfg.n_agents)
-
-
-def backend_options(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
-    """What the configured backend is built with besides the model: the batch size, the chat template's
-    options and the backend's own settings."""
-    options: dict[str, Any] = {"batch_size": cfg.batch_size}
-    if cfg.chat_template_kwargs:
-        options["chat_template_kwargs"] = cfg.chat_template_kwargs
-    if cfg.backend == "vllm":
-        # the longest sequence a debate builds (vLLM's max_model_len is the smaller of it and the model's
-        # context), and no more sequences in flight than a chunk's requests (agents x problems)
-        options["context_hint"] = debate_context(cfg, cfg.max_new_tokens or build_task(cfg).max_new_tokens)
-        options["max_num_seqs"] = min(VLLM_MAX_NUM_SEQS, cfg.n_agents * cfg.chunk_size)
-    if cfg.backend == "vllm" and isinstance(cfg, RunConfig):
-        # every agent's adapter in one batch: N generators, N critics, and the all-zero adapter base
-        # agents run as on a CPU; LoRA slots as large as the run's adapters (vLLM's ranks: 8, 16, 32, ...)
-        options["max_loras"] = 2 * cfg.n_agents + 1
-        options["max_lora_rank"] = vllm_lora_rank(cfg.lora_rank)
-    return {**options, **cfg.backend_options}  # a run's own backend_options win
-
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-VLLM_MAX_NUM_SEQS = 256  # vLLM's own default: more sequences per step stop paying off
-QUESTION_TOKENS = 1024  # per round: a question and the prompt's own text (GSM8K/MATH need < 600)
-
-
-def vllm_lora_rank(rank: int) -> int:
-    """The smallest max_lora_rank vLLM accepts that holds adapters of rank `rank`."""
-    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
-
-
-def debate_context(cfg: DebateConfig | RunConfig, max_new: int) -> int:
-    """Tokens the longest debate sequence can need: a last-round critic's conversation holds, per round, the
-    prompt (the question, restated) and, per earlier round, its own answer and the others' N-1 answers (or
-    one summary of them), then its reply; every answer at most `max_new` tokens. Rounded up to 256."""
-    per_round = max_new * (2 if cfg.summarize else cfg.n_agents)
-    tokens = cfg.rounds * QUESTION_TOKENS + (cfg.rounds - 1) * per_round + max_new
-    return -(-tokens // 256) * 256
-
-
-def format_validation_error(exc: ValidationError, source: str, fields: list[str] | None = None) -> str:
-    """One line naming each bad field; an unknown one gets the closest of `fields` as a suggestion."""
-    import difflib
-
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(field, fields or [], n=1, cutoff=0.75)
-            msg = (
-                f"unknown setting (did you mean '{close[0]}'?)"
-                if close
-                else "unknown setting (check its spelling)"
-            )
-        parts.append(f"field '{field}': {msg}")
-    return f"{source}: " + "; ".join(parts)
-
-
-def load_config(cls: type[C], path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
-    """YAML file (optional) + overrides -> validated config, or a ConfigError naming file and field."""
-    data: dict[str, Any] = {}
-    source = "command line"
-    if path is not None:
-        source = str(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        data.update(loaded)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if given:
-        data.update(given)
-        if path is not None:
-            source = f"{path} + command line"
-    check_renamed(data, source)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, list(cls.model_fields))) from None
-
-
-def check_renamed(data: dict[str, Any], source: str) -> None:
-    """A setting that was renamed (its old name read the other way round) is one line with its new value."""
-    if "critic_positive_fraction" in data:
-        old = data["critic_positive_fraction"]
-        new = f"{1 - old:g}" if isinstance(old, int | float) and 0 <= old <= 1 else "1 - its value"
-        raise ConfigError(
-            f"{source}: field 'critic_positive_fraction' (the share of D_C+) is now critic_corrected_share, "
-            f"the share of D_C- (the paper's w): write critic_corrected_share: {new}"
-        )
-
-
-# The groups of settings in `--help` (and in docs), in this order. Every field of every config class is in
-# exactly one group (a test checks it), so a new setting cannot go unlisted.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "task and data": ("task", "data", "task_options", "split", "limit", "n_train", "n_test"),
-    "model and backend": (
-        "model", "summarizer_model", "backend", "batch_size", "backend_options", "chat_template_kwargs",
-    ),
-    "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
-    "sampling": ("temperature", "top_p", "max_new_tokens"),
-    "seeds": ("seed", "split_seed"),
-    "method": (
-        "method", "iterations", "critic_corrected_share", "critic_mask_first_answer", "star_rationalize",
-        "min_examples",
-    ),
-    "finetuning": (
-        "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
-        "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
-        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule", "ft_objective_generator", "ft_objective_critic",
-        "dpo_beta",
-    ),
-    "diversity metrics": ("diversity_problems", "embedding_model"),
-    "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
-    "output": ("out", "name", "runs_dir", "report_to"),
-}  # fmt: skip
-
-
-def section_of(field: str) -> str:
-    return next(title for title, fields in SECTIONS.items() if field in fields)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
-    """One `--flag` per config field, grouped by section, with the field's description as help; unset
-    flags stay None (so a YAML file's value is kept)."""
-    groups = {title: parser.add_argument_group(f"{title} settings") for title in SECTIONS}
-    fields = sorted(cls.model_fields.items(), key=lambda kv: list(SECTIONS).index(section_of(kv[0])))
-    for name, info in fields:
-        group = groups[section_of(name)]
-        flag = "--" + name.replace("_", "-")
-        annotation = info.annotation
-        if typing.get_origin(annotation) is dict:
-            continue  # mappings are set in the YAML file
-        default = info.get_default(call_default_factory=True)
-        if isinstance(default, list):
-            default = ",".join(map(str, default))
-        if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
-            default = f"{default:.4g}"
-        help_text = f"{info.description} (default: {default})"
-        if annotation is bool:
-            group.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-            continue
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
-        choices = _literal_choices(annotation)
-        if choices:
-            kwargs["choices"] = choices
-        kwargs["type"] = _scalar_type(annotation)
-        group.add_argument(flag, **kwargs)
-
-
-def _literal_choices(annotation: Any) -> list[Any] | None:
-    if typing.get_origin(annotation) is Literal:
-        return list(typing.get_args(annotation))
-    return None
-
-
-def _scalar_type(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        return str  # a comma-separated list on the command line, split by the field's validator
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _scalar_type(args[0])
-    if origin is Literal:
-        return type(typing.get_args(annotation)[0])
-    return str if annotation is Path else annotation
-
-
 class RunConfig(SharedConfig):
     """Settings of a multiagent finetuning run (`mft run`): debate -> per-agent data -> finetune -> eval."""
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
     runs_dir: Path = Field(Path("runs"), description="Directory holding runs.")
-    backend: RunBackendName = Field(
+    backend: BackendName = Field(
         "hf",
         description="Generation and finetuning backend: hf (LoRA adapters on one base), vllm (vLLM "
         "generates, the hf trainer finetunes the adapters on the same base) or openai (the fine-tuning "

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from mft.cli import main
-from mft.config import DebateConfig, base_society, build_backend, load_config
+from mft.config import DebateConfig, load_config
 from mft.debate.engine import run_debate
+from mft.pipeline.assemble import base_society, build_backend
 from mft.pipeline.stages import debate_settings
 from mft.records import DebateRecord, read_jsonl
 from mft.tasks import get_task
@@ -81,7 +82,7 @@ def test_debate_routes_each_agent_to_its_own_base(
     )
     cfg = load_config(DebateConfig, config)
     task = get_task("arithmetic")
-    backend = build_backend(cfg)
+    backend = build_backend(cfg, task)
     problems = task.load("test", 2)
     records = run_debate(
         backend, task, problems, base_society(cfg), debate_settings(cfg, task, 0), tmp_path / "d.jsonl", False

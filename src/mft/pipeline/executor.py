@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.data.examples import read_training_data
-from mft.debate.engine import DebateSettings, Society, debate_chunk
+from mft.debate.engine import ChunkRunner, DebateSettings, Society, debate_chunk
 from mft.errors import MftError
 from mft.objectives import Objective
+from mft.pipeline.assemble import backend_options
 from mft.records import DebateRecord, Problem
 from mft.tasks.base import Task
 
@@ -65,12 +66,14 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def _finetune_one(model: str, options: dict[str, Any], job: FinetuneJob, settings: FinetuneSettings) -> str:
-    """Body of one Ray finetune task: a fresh backend on this worker (on the agent's own base), one agent
-    trained and saved."""
+def _finetune_one(
+    trainer: str, model: str, options: dict[str, Any], job: FinetuneJob, settings: FinetuneSettings
+) -> str:
+    """Body of one Ray finetune task: a fresh `trainer` backend on this worker (on the agent's own base),
+    one agent trained and saved."""
     from mft.backends import get_backend
 
-    backend = get_backend("hf", job.base or model, **options)
+    backend = get_backend(trainer, job.base or model, **options)
     data = read_training_data(job.examples_path, job.objective)
     agent = backend.finetune(
         Agent(job.name, job.start_from), data, job.out_dir, replace(settings, objective=job.objective)
@@ -80,6 +83,7 @@ def _finetune_one(model: str, options: dict[str, Any], job: FinetuneJob, setting
 
 
 def ray_finetune(
+    backend: str,
     model: str,
     options: dict[str, Any],
     jobs: list[FinetuneJob],
@@ -89,10 +93,18 @@ def ray_finetune(
     num_cpus: float,
     num_gpus: float,
 ) -> list[Agent]:
-    """Run the finetune jobs as Ray tasks; returns the trained agents in job order."""
+    """Run the finetune jobs of a run on backend `backend` as Ray tasks, each on the backend its class
+    names as its `ray_trainer` (built with `options`); returns the trained agents in job order."""
+    from mft.backends import backend_class
+
+    trainer = backend_class(backend).ray_trainer
+    if trainer is None:
+        raise MftError(
+            f"the {backend} backend does not finetune its agents in Ray workers", hint="use executor: local"
+        )
     ray = init_ray(address)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_finetune_one)
-    refs = [remote.remote(model, options, job, settings) for job in jobs]
+    refs = [remote.remote(trainer, model, options, job, settings) for job in jobs]
     return [Agent(job.name, path, job.base) for job, path in zip(jobs, ray.get(refs), strict=True)]
 
 
@@ -150,13 +162,23 @@ class RayChunkRunner:
 _RUNNERS: dict[tuple[Any, ...], RayChunkRunner] = {}
 
 
-def chunk_runner_for(cfg: RunConfig) -> RayChunkRunner | None:
-    """Ray actors for debate chunks, started once per process and reused by every stage of the run."""
+def chunk_runner_for(cfg: RunConfig) -> ChunkRunner | None:
+    """Ray actors for debate chunks, started once per process and reused by every stage of the run: the
+    runner starts (or finds) them when a debate hands it its chunks, with a backend sized for that debate's
+    task (`assemble.backend_options`)."""
     if cfg.executor != "ray":
         return None
-    from mft.config import backend_options
 
-    options = backend_options(cfg)
+    def run(
+        task: Task, todo: list[tuple[int, list[Problem]]], society: Society, settings: DebateSettings
+    ) -> Iterator[list[DebateRecord]]:
+        return _runner(cfg, task)(task, todo, society, settings)
+
+    return run
+
+
+def _runner(cfg: RunConfig, task: Task) -> RayChunkRunner:
+    options = backend_options(cfg, task)
     models = cfg.base_models()
     key = (cfg.backend, *models, json.dumps(options, sort_keys=True), cfg.ray_workers, cfg.ray_address)
     if key not in _RUNNERS:

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mft.config import RunConfig, build_backend, build_task
+from mft.config import RunConfig
 from mft.errors import MftError
 from mft.locks import lock_dir
 from mft.manifest import settings_diff
 from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
+from mft.pipeline.assemble import build_backend, build_task
 from mft.pipeline.run import open_run, run, track_report
 from mft.records import replace_dir_atomic, write_json_atomic, write_text_atomic
 from mft.rundir import REPRODUCE, RunDir
@@ -124,11 +125,11 @@ def reproduce(
     lock_dir(root, "reproduce directory", "--runs-dir / --name")
     listed = methods + [m for m in earlier_methods(base) if m not in methods]
     write_json_atomic(root / REPRODUCE, {"task": base.task, "methods": {k: k for k in listed}})
+    task = build_task(base)
     backend = None
     if runner is None:
-        backend = build_backend(base)
+        backend = build_backend(base, task)
         runner = run
-    task = build_task(base)
     for key, cfg in configs.items():
         if progress:
             print(f"== {key} ==")

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mft.backends.base import Backend
-from mft.config import RunConfig, build_backend, build_task
+from mft.config import RunConfig
 from mft.manifest import write_or_check
 from mft.methods import RATIONALIZING
+from mft.pipeline.assemble import build_backend, build_task
 from mft.pipeline.stages import (
     check_max_new_tokens,
     check_objectives,
@@ -92,7 +93,7 @@ def run(
 
         check_encoder(cfg.embedding_model)  # a missing encoder stops here, not after the first eval
     if backend is None:
-        backend = build_backend(cfg)
+        backend = build_backend(cfg, task)
     check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     timings_path = RunDir(cfg.run_dir).timings
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from mft.backends import PREFERENCE_BACKENDS
+from mft.backends import backend_class, training
 from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
-from mft.config import DebateConfig, RunConfig, backend_options
+from mft.config import DebateConfig, RunConfig
 from mft.data.builders import wrong_samples
 from mft.data.examples import read_training_data, write_examples
 from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
@@ -25,6 +25,7 @@ from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.methods import BuildContext, of_run
 from mft.objectives import Objective
+from mft.pipeline.assemble import trainer_options
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,
@@ -52,13 +53,18 @@ def objective_of(cfg: RunConfig, slot: str) -> Objective:
 
 
 def check_objectives(cfg: RunConfig) -> None:
-    """Refuse DPO on a backend that cannot train by it, before any model work."""
+    """Refuse an objective (DPO) the backend does not train by (its class's `objectives`), before any
+    model work."""
+    trains = backend_class(cfg.backend).objectives
     slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
-    if cfg.backend not in PREFERENCE_BACKENDS and any(objective_of(cfg, s) == "dpo" for s in slots):
+    missing = [o for o in dict.fromkeys(objective_of(cfg, s) for s in slots) if o not in trains]
+    if missing:
+        objective = missing[0]
+        able = training(objective)
+        instead = ", or ft_objective_generator / ft_objective_critic: sft" if objective != "sft" else ""
         raise MftError(
-            f"method {cfg.method} trains by DPO, which the {cfg.backend} backend does not do",
-            hint=f"use backend {' or '.join(PREFERENCE_BACKENDS)}, or ft_objective_generator / "
-            "ft_objective_critic: sft",
+            f"method {cfg.method} trains by {objective.upper()}, which the {cfg.backend} backend does not do",
+            hint=f"use backend {' or '.join(able)}{instead}",
         )
 
 
@@ -308,8 +314,9 @@ def stage_finetune(
     if cfg.executor == "ray" and todo:
         release_runners()
         trained = ray_finetune(
+            cfg.backend,
             cfg.primary_model,
-            backend_options(cfg),
+            trainer_options(cfg),
             todo,
             settings,
             address=cfg.ray_address,
@@ -371,12 +378,9 @@ def stage_eval(
 
 
 def _scorer(backend: Backend) -> Scorer | None:
-    """The backend as a scorer of responses where it is one (hf; a mixed society where every base's
-    backend is), else None."""
-    from mft.backends.mixed import MixedBackend
-
-    scores = backend.can_score() if isinstance(backend, MixedBackend) else hasattr(backend, "score_responses")
-    return cast("Scorer", backend) if scores else None
+    """The backend as a scorer of responses where it is one (`can_score`: hf, vllm; a mixed society where
+    every base's backend is), else None."""
+    return cast("Scorer", backend) if backend.can_score() else None
 
 
 _ENCODERS: dict[str, Any] = {}

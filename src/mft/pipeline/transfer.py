@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from mft.backends.base import Backend
-from mft.config import RunConfig, build_backend, build_task
+from mft.config import RunConfig
 from mft.errors import MftError
 from mft.manifest import write_or_check
 from mft.methods import RATIONALIZING
+from mft.pipeline.assemble import build_backend, build_task
 from mft.records import write_json_atomic
 from mft.rundir import TRANSFER, RunDir
 from mft.tasks.base import load_split
@@ -133,6 +134,6 @@ def transfer(
     if k >= 1:  # the run's society, its adapters by path; rewritten each time (the run may have moved)
         society = src.society_for(k, run)
         rd.write_society(k, society.generators, society.critics, {})
-    backend = backend if backend is not None else build_backend(cfg)
+    backend = backend if backend is not None else build_backend(cfg, task)
     stages.check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     return out, stages.stage_eval(cfg, k, backend, task, test, progress)

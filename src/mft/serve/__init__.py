@@ -11,8 +11,9 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
-from mft.config import vllm_lora_rank
+from mft.backends import EngineShape, backend_class
 from mft.errors import MftError
 from mft.serve.app import ApiError, ChatMessageIn, ChatRequest, Limits, create_app
 from mft.serve.society import DEFAULT_SOCIETY_NAME, AsAsked, ServedSociety, build_served, load_run_society
@@ -30,6 +31,7 @@ __all__ = [
     "is_loopback",
     "build_served",
     "create_app",
+    "engine_options",
     "load_run_society",
     "serve",
 ]
@@ -71,15 +73,30 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def vllm_sizes(served: ServedSociety) -> dict[str, int]:
-    """vLLM's LoRA slots for a served society: one per agent (plus the all-zero adapter base agents run as
-    on a CPU), each as large as the largest adapter's rank."""
+def engine_options(served: ServedSociety, backend_name: str) -> dict[str, Any]:
+    """What backend `backend_name` sizes its engine by for a served society (`Backend.engine_options`):
+    its agents, each an adapter slot, as large as the largest adapter's rank (8, mft's default rank, where
+    no agent has one); a server runs no fixed debate, so no context or sequences in flight are given."""
     ranks = [
-        int(json.loads((Path(a.adapter) / "adapter_config.json").read_text()).get("r", 8))
-        for a in served.agents()
-        if a.adapter is not None
+        r for a in served.agents() if a.adapter is not None and (r := _rank(Path(a.adapter))) is not None
     ]
-    return {"max_loras": len(served.agents()) + 1, "max_lora_rank": vllm_lora_rank(max(ranks, default=8))}
+    shape = EngineShape(
+        agents=served.society.size,
+        rounds=served.rounds,
+        summarize=served.summarize,
+        adapters=len(served.agents()),
+        lora_rank=max(ranks, default=8),
+    )
+    return backend_class(backend_name).engine_options(shape)
+
+
+def _rank(adapter: Path) -> int | None:
+    """The rank an adapter directory's config declares (8 where it names none); None where it has no
+    readable config (the backend says so when it loads the adapter)."""
+    try:
+        return int(json.loads((adapter / "adapter_config.json").read_text()).get("r", 8))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def serve(
@@ -129,7 +146,7 @@ def serve(
             {
                 "batch_size": batch_size,
                 "chat_template_kwargs": served.chat_template_kwargs,
-                **(vllm_sizes(served) if backend_name == "vllm" else {}),
+                **engine_options(served, backend_name),
             },
         )
         app = create_app(backend, served, limits)

@@ -131,8 +131,8 @@ def build_served(
     society_name: str = DEFAULT_SOCIETY_NAME,
 ) -> ServedSociety:
     """What `mft serve` serves. With a run directory, unset options default to that run's settings."""
-    from mft.config import build_task
     from mft.methods import of_run
+    from mft.pipeline.assemble import build_task
     from mft.tasks import get_task
 
     if iteration is not None and run_dir is None:

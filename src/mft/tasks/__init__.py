@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mft.registry import LazyTable
+from mft.registry import TASK_TABLE, LazyTable
 from mft.tasks.base import Task
 
-# The one list of task names: config choices, CLI choices and lookups all read it.
-TABLE: LazyTable[Task] = LazyTable(
-    "task",
-    {
-        "arithmetic": "mft.tasks.arithmetic:ArithmeticTask",
-        "gsm8k": "mft.tasks.gsm8k:GSM8KTask",
-        "math": "mft.tasks.math_task:MathTask",
-        "custom": "mft.tasks.custom:CustomTask",
-    },
-)
+# The one list of task names (config choices, CLI choices, lookups), kept in the leaf `mft.registry` so the
+# config reads it without importing this package.
+TABLE: LazyTable[Task] = TASK_TABLE
 TASKS = TABLE.names
 
 __all__ = ["Task", "TABLE", "TASKS", "get_task", "task_settings"]

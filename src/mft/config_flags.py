@@ -1,0 +1,89 @@
+"""A config class's fields as command-line flags: one `--flag` per field, with its description as help,
+grouped in `--help` by the sections below (`SECTIONS`, in this order)."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+# The groups of settings in `--help` (and in docs), in this order. Every field of every config class is in
+# exactly one group (a test checks it), so a new setting cannot go unlisted.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "task and data": ("task", "data", "task_options", "split", "limit", "n_train", "n_test"),
+    "model and backend": (
+        "model", "summarizer_model", "backend", "batch_size", "backend_options", "chat_template_kwargs",
+    ),
+    "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
+    "sampling": ("temperature", "top_p", "max_new_tokens"),
+    "seeds": ("seed", "split_seed"),
+    "method": (
+        "method", "iterations", "critic_corrected_share", "critic_mask_first_answer", "star_rationalize",
+        "min_examples",
+    ),
+    "finetuning": (
+        "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
+        "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
+        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule", "ft_objective_generator", "ft_objective_critic",
+        "dpo_beta",
+    ),
+    "diversity metrics": ("diversity_problems", "embedding_model"),
+    "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),
+    "output": ("out", "name", "runs_dir", "report_to"),
+}  # fmt: skip
+
+
+def section_of(field: str) -> str:
+    return next(title for title, fields in SECTIONS.items() if field in fields)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
+    """One `--flag` per config field, grouped by section, with the field's description as help; unset
+    flags stay None (so a YAML file's value is kept)."""
+    groups = {title: parser.add_argument_group(f"{title} settings") for title in SECTIONS}
+    fields = sorted(cls.model_fields.items(), key=lambda kv: list(SECTIONS).index(section_of(kv[0])))
+    for name, info in fields:
+        group = groups[section_of(name)]
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        if typing.get_origin(annotation) is dict:
+            continue  # mappings are set in the YAML file
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
+            default = f"{default:.4g}"
+        help_text = f"{info.description} (default: {default})"
+        if annotation is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        choices = _literal_choices(annotation)
+        if choices:
+            kwargs["choices"] = choices
+        kwargs["type"] = _scalar_type(annotation)
+        group.add_argument(flag, **kwargs)
+
+
+def _literal_choices(annotation: Any) -> list[Any] | None:
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    return None
+
+
+def _scalar_type(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return str  # a comma-separated list on the command line, split by the field's validator
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _scalar_type(args[0])
+    if origin is Literal:
+        return type(typing.get_args(annotation)[0])
+    return str if annotation is Path else annotation

@@ -1,0 +1,75 @@
+"""A run's parts from its config: the task, the backend on the society's base model(s) and the society of
+base agents. `mft run`, `debate`, `reproduce`, the stage commands and transfers all build them here.
+
+The backend is built with what the config says (batch size, chat-template options, `backend_options`) and
+what its class says it needs for the society and its debates (`Backend.engine_options`, e.g. vLLM's LoRA
+slots and context); the config's own `backend_options` win over the latter. The task is built once, by the
+caller, and passed in: its token budget is the default of `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mft.backends import Backend, EngineShape, backend_class
+from mft.backends.mixed import society_backend
+from mft.config import DebateConfig, RunConfig, SharedConfig
+from mft.debate.engine import Society
+from mft.tasks import Task, get_task
+
+
+def build_task(cfg: SharedConfig) -> Task:
+    """The configured task with its settings; a bad setting is an MftError before any model work."""
+    return get_task(cfg.task, cfg.task_options, data=str(cfg.data) if cfg.data else None)
+
+
+def build_backend(cfg: DebateConfig | RunConfig, task: Task) -> Backend:
+    """The configured backend on the configured model(s) (a mixed society: one backend per distinct base,
+    see `backends/mixed.py`), sized for the config's society and debates on `task`; a bad backend option is
+    an MftError naming it."""
+    return society_backend(cfg.backend, cfg.base_models(), backend_options(cfg, task))
+
+
+def base_society(cfg: SharedConfig) -> Society:
+    """The society of N copies of the base model(s): every agent on its own base in a mixed society."""
+    if cfg.mixed:
+        return Society.of_base(cfg.n_agents, cfg.agent_models(), cfg.summarizer_base())
+    return Society.of_base(cfg.n_agents)
+
+
+def engine_shape(cfg: DebateConfig | RunConfig, task: Task) -> EngineShape:
+    """The society and debates of a config, as a backend sizes its engine by them: N agents x M rounds,
+    summaries or not, the token budget (the config's, else the task's), the chunk; a run also finetunes an
+    adapter per generator and per critic (2N), of rank `lora_rank`."""
+    shape = EngineShape(
+        agents=cfg.n_agents,
+        rounds=cfg.rounds,
+        summarize=cfg.summarize,
+        max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+        chunk_size=cfg.chunk_size,
+    )
+    if isinstance(cfg, RunConfig):
+        shape = dataclasses.replace(shape, adapters=2 * cfg.n_agents, lora_rank=cfg.lora_rank)
+    return shape
+
+
+def backend_options(cfg: DebateConfig | RunConfig, task: Task) -> dict[str, Any]:
+    """What the configured backend is built with besides the model: the batch size, the chat template's
+    options, what its class sizes its engine by for the config's society (`engine_options`) and the
+    config's own `backend_options`, which win."""
+    engine = backend_class(cfg.backend).engine_options(engine_shape(cfg, task))
+    return {**_configured(cfg), **engine, **cfg.backend_options}
+
+
+def trainer_options(cfg: RunConfig) -> dict[str, Any]:
+    """What the backend that finetunes a run's agents in a Ray worker (the backend's `ray_trainer`) is
+    built with: the config's settings, without the engine sizing (a trainer generates no debate)."""
+    return {**_configured(cfg), **cfg.backend_options}
+
+
+def _configured(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"batch_size": cfg.batch_size}
+    if cfg.chat_template_kwargs:
+        options["chat_template_kwargs"] = cfg.chat_template_kwargs
+    return options
