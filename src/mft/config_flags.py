@@ -57,7 +57,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
             default = ",".join(map(str, default))
         if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
             default = f"{default:.4g}"
-        help_text = f"{info.description} (default: {default})"
+        # argparse formats help with %: a literal one ("30% slower") must be doubled
+        help_text = f"{info.description} (default: {default})".replace("%", "%%")
         if annotation is bool:
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text

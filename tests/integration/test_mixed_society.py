@@ -22,8 +22,7 @@ import pytest
 from mft.cli import main
 from mft.config import DebateConfig, load_config
 from mft.debate.engine import run_debate
-from mft.pipeline.assemble import base_society, build_backend
-from mft.pipeline.stages import debate_settings
+from mft.pipeline.assemble import base_society, build_backend, debate_settings
 from mft.records import DebateRecord, read_jsonl
 from mft.tasks import get_task
 from tests.architectures.conftest import one_torch_thread  # noqa: F401 - tiny models run on one thread

@@ -70,8 +70,7 @@ def _print_memory(cfg: RunConfig) -> int:
     from mft.backends.hf_memory import MemoryPlan, describe, estimate
     from mft.methods import of_run
     from mft.objectives import objective
-    from mft.pipeline.assemble import build_task
-    from mft.pipeline.stages import objective_of
+    from mft.pipeline.assemble import build_task, objective_of
 
     if not backend_class(cfg.backend).estimates_memory:
         modelled = " or ".join(backends_where(lambda b: b.estimates_memory))

@@ -1,5 +1,6 @@
 """A run's parts from its config: the task, the backend on the society's base model(s) and the society of
-base agents. `mft run`, `debate`, `reproduce`, the stage commands and transfers all build them here.
+base agents; the settings of its debates and finetunes, and each model's training objective. `mft run`,
+`debate`, `reproduce`, the stage commands and transfers all build them here.
 
 The backend is built with what the config says (batch size, chat-template options, `backend_options`) and
 what its class says it needs for the society and its debates (`Backend.engine_options`, e.g. vLLM's LoRA
@@ -10,12 +11,16 @@ caller, and passed in: its token budget is the default of `max_new_tokens`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
-from mft.backends import Backend, EngineShape, backend_class
+from mft.backends import Backend, EngineShape, backend_class, training
+from mft.backends.base import FinetuneSettings, Sampling
 from mft.backends.mixed import society_backend
 from mft.config import DebateConfig, RunConfig, SharedConfig
-from mft.debate.engine import Society
+from mft.debate.engine import DebateSettings, Society
+from mft.errors import MftError
+from mft.methods import of_run
+from mft.objectives import Objective
 from mft.tasks import Task, get_task
 
 
@@ -73,3 +78,68 @@ def _configured(cfg: DebateConfig | RunConfig) -> dict[str, Any]:
     if cfg.chat_template_kwargs:
         options["chat_template_kwargs"] = cfg.chat_template_kwargs
     return options
+
+
+def debate_settings(
+    cfg: DebateConfig | RunConfig, task: Task, seed: int, rounds: int | None = None
+) -> DebateSettings:
+    """The debate a config asks for (sampling, rounds, summaries, chunking), seeded with `seed`."""
+    max_new = cfg.max_new_tokens or task.max_new_tokens
+    return DebateSettings(
+        rounds=rounds or cfg.rounds,
+        summarize=cfg.summarize,
+        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new),
+        seed=seed,
+        chunk_size=cfg.chunk_size,
+    )
+
+
+def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
+    """How iteration k's agents are finetuned (seeded per iteration)."""
+    targets = cfg.lora_targets
+    modules: tuple[str, ...] | Literal["all-linear"] = (
+        "all-linear" if targets == "all-linear" else tuple(t.strip() for t in targets.split(","))
+    )
+    return FinetuneSettings(
+        method=cfg.ft_method,
+        rank=cfg.lora_rank,
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        target_modules=modules,
+        epochs=cfg.ft_epochs,
+        lr=cfg.ft_lr,
+        batch_size=cfg.ft_batch_size,
+        seed=cfg.seed + k,
+        group_by_length=cfg.ft_group_by_length,
+        precision=cfg.ft_precision,
+        micro_batch_size=cfg.ft_micro_batch_size,
+        gradient_checkpointing=cfg.ft_gradient_checkpointing,
+        max_length=cfg.ft_max_length,
+        warmup_ratio=cfg.ft_warmup_ratio,
+        lr_schedule=cfg.ft_lr_schedule,
+        dpo_beta=cfg.dpo_beta,
+    )
+
+
+def objective_of(cfg: RunConfig, slot: str) -> Objective:
+    """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
+    `ft_objective_*` in a preference method, by SFT in every other."""
+    if not of_run(cfg.method, cfg.summarize).preference:
+        return "sft"
+    return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
+
+
+def check_objectives(cfg: RunConfig) -> None:
+    """Refuse an objective (DPO) the backend does not train by (its class's `objectives`), before any
+    model work."""
+    trains = backend_class(cfg.backend).objectives
+    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
+    missing = [o for o in dict.fromkeys(objective_of(cfg, s) for s in slots) if o not in trains]
+    if missing:
+        objective = missing[0]
+        able = training(objective)
+        instead = ", or ft_objective_generator / ft_objective_critic: sft" if objective != "sft" else ""
+        raise MftError(
+            f"method {cfg.method} trains by {objective.upper()}, which the {cfg.backend} backend does not do",
+            hint=f"use backend {' or '.join(able)}{instead}",
+        )

@@ -16,8 +16,8 @@ from mft.config import DebateConfig
 from mft.debate.engine import run_debate
 from mft.eval.metrics import Estimate, as_dict, debate_accuracies
 from mft.locks import lock_dir
-from mft.pipeline.assemble import base_society, build_backend, build_task
-from mft.pipeline.stages import check_max_new_tokens, debate_settings
+from mft.pipeline.assemble import base_society, build_backend, build_task, debate_settings
+from mft.pipeline.stages import check_max_new_tokens
 from mft.records import problems_digest, write_json_atomic
 from mft.tasks.base import load_split
 from mft.toy import check_split_seed

@@ -19,10 +19,9 @@ from mft.backends.base import Backend
 from mft.config import RunConfig
 from mft.manifest import write_or_check
 from mft.methods import RATIONALIZING
-from mft.pipeline.assemble import build_backend, build_task
+from mft.pipeline.assemble import build_backend, build_task, check_objectives
 from mft.pipeline.stages import (
     check_max_new_tokens,
-    check_objectives,
     stage_build_data,
     stage_debate,
     stage_diversity,

@@ -13,19 +13,17 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from mft.backends import backend_class, training
-from mft.backends.base import Agent, Backend, FinetuneSettings, GenerationRequest, Sampling, StepCallback
-from mft.config import DebateConfig, RunConfig
+from mft.backends.base import Agent, Backend, GenerationRequest, StepCallback
+from mft.config import RunConfig
 from mft.data.builders import wrong_samples
 from mft.data.examples import read_training_data, write_examples
-from mft.debate.engine import SUMMARIZER, DebateSettings, Society, run_debate
+from mft.debate.engine import SUMMARIZER, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict, debate_accuracies
 from mft.methods import BuildContext, of_run
-from mft.objectives import Objective
-from mft.pipeline.assemble import trainer_options
+from mft.pipeline.assemble import debate_settings, finetune_settings, objective_of, trainer_options
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,
@@ -44,44 +42,6 @@ if TYPE_CHECKING:
     from mft.eval.likelihood import Scorer
 
 
-def objective_of(cfg: RunConfig, slot: str) -> Objective:
-    """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
-    `ft_objective_*` in a preference method, by SFT in every other."""
-    if not of_run(cfg.method, cfg.summarize).preference:
-        return "sft"
-    return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
-
-
-def check_objectives(cfg: RunConfig) -> None:
-    """Refuse an objective (DPO) the backend does not train by (its class's `objectives`), before any
-    model work."""
-    trains = backend_class(cfg.backend).objectives
-    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
-    missing = [o for o in dict.fromkeys(objective_of(cfg, s) for s in slots) if o not in trains]
-    if missing:
-        objective = missing[0]
-        able = training(objective)
-        instead = ", or ft_objective_generator / ft_objective_critic: sft" if objective != "sft" else ""
-        raise MftError(
-            f"method {cfg.method} trains by {objective.upper()}, which the {cfg.backend} backend does not do",
-            hint=f"use backend {' or '.join(able)}{instead}",
-        )
-
-
-def debate_settings(
-    cfg: DebateConfig | RunConfig, task: Task, seed: int, rounds: int | None = None
-) -> DebateSettings:
-    """The debate a config asks for (sampling, rounds, summaries, chunking), seeded with `seed`."""
-    max_new = cfg.max_new_tokens or task.max_new_tokens
-    return DebateSettings(
-        rounds=rounds or cfg.rounds,
-        summarize=cfg.summarize,
-        sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new),
-        seed=seed,
-        chunk_size=cfg.chunk_size,
-    )
-
-
 def check_max_new_tokens(backend: Backend, max_new: int) -> None:
     """Refuse a response budget the model's context cannot hold (before any generation: a huge one would
     otherwise preallocate a KV cache of that many tokens)."""
@@ -94,33 +54,6 @@ def check_max_new_tokens(backend: Backend, max_new: int) -> None:
             hint=f"set max_new_tokens (--max-new-tokens) well below {context}, or leave it unset for the "
             "task's default",
         )
-
-
-def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
-    """How iteration k's agents are finetuned (seeded per iteration)."""
-    targets = cfg.lora_targets
-    modules: tuple[str, ...] | Literal["all-linear"] = (
-        "all-linear" if targets == "all-linear" else tuple(t.strip() for t in targets.split(","))
-    )
-    return FinetuneSettings(
-        method=cfg.ft_method,
-        rank=cfg.lora_rank,
-        alpha=cfg.lora_alpha,
-        dropout=cfg.lora_dropout,
-        target_modules=modules,
-        epochs=cfg.ft_epochs,
-        lr=cfg.ft_lr,
-        batch_size=cfg.ft_batch_size,
-        seed=cfg.seed + k,
-        group_by_length=cfg.ft_group_by_length,
-        precision=cfg.ft_precision,
-        micro_batch_size=cfg.ft_micro_batch_size,
-        gradient_checkpointing=cfg.ft_gradient_checkpointing,
-        max_length=cfg.ft_max_length,
-        warmup_ratio=cfg.ft_warmup_ratio,
-        lr_schedule=cfg.ft_lr_schedule,
-        dpo_beta=cfg.dpo_beta,
-    )
 
 
 def society_after(cfg: RunConfig, k: int) -> Society:
