@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mft.backends.hf_model import accepts_logits_to_keep, left_pad
+from mft.backends.hf.model import accepts_logits_to_keep, left_pad
 from mft.records import Message
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ Generation packs all requests of a round -- across problems -- into left-padded 
 is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it a few at a time, then decoded as one
 batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
 (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
-the adapted weights (see `hf_adapters.merged`). When each agent has only a few requests, they share
+the adapted weights (see `adapters.merged`). When each agent has only a few requests, they share
 batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as
 scoring (`score_responses`) always does.
 """
@@ -26,8 +26,8 @@ from mft.backends.base import (
     TrainingData,
 )
 from mft.backends.chat import ChatFormat
-from mft.backends.hf_adapters import mergeable, merged
-from mft.backends.hf_model import (
+from mft.backends.hf.adapters import mergeable, merged
+from mft.backends.hf.model import (
     BASE_ADAPTER,
     free_token_budget,
     is_full_model,
@@ -75,7 +75,7 @@ class HFBackend(Backend):
     # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see `_mixed`)
     adapter_batching: str = "auto"
     # whether a per-adapter batch runs on the base with that adapter merged into its weights (see
-    # `hf_adapters.merged`)
+    # `adapters.merged`)
     merge_adapters: str = "auto"
     # with the filled cache, prompts are prefilled in chunks of about this many tokens (rows x prompt
     # width, at least one row), then decoded as one batch (`kv_cache.prefill_in_chunks`); "auto": 2048 on a
@@ -304,7 +304,7 @@ class HFBackend(Backend):
 
     def _cache_kwargs(self, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """generate()'s KV-cache argument for the batch of `kwargs` (see `kv_cache.cache_argument`)."""
-        from mft.backends.kv_cache import cache_argument
+        from mft.backends.hf.kv_cache import cache_argument
 
         return cache_argument(model, kwargs, self.cache_implementation, self._prefill_tokens())
 
@@ -372,8 +372,8 @@ class HFBackend(Backend):
         responses: list[str],
         batch_size: int | None = None,
     ) -> list[tuple[Any, Any]]:
-        """Agent `agent`'s next-token distributions on given replies (see `hf_scoring.score_responses`)."""
-        from mft.backends.hf_scoring import score_responses
+        """Agent `agent`'s next-token distributions on given replies (see `scoring.score_responses`)."""
+        from mft.backends.hf.scoring import score_responses
 
         return score_responses(self, agent, prompts, responses, batch_size)
 
@@ -388,7 +388,7 @@ class HFBackend(Backend):
     ) -> Agent:
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`;
         `on_step` sees each optimizer step."""
-        from mft.backends.hf_finetune import train_adapter, train_full
+        from mft.backends.hf.finetune import train_adapter, train_full
 
         cfg = settings or FinetuneSettings()
         if cfg.method == "full":

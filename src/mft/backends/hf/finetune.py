@@ -5,7 +5,7 @@ its own previous adapter (or a fresh LoRA on the base). The adapter lives in the
 next to every other agent's adapter; only the trained agent's LoRA weights receive gradients, so the other
 agents stay bit-identical (tested).
 
-The loop itself is in `hf_train.py`; this module sets up what it trains (a fresh or continued LoRA adapter
+The loop itself is in `train.py`; this module sets up what it trains (a fresh or continued LoRA adapter
 in the shared PeftModel, or a full copy of the model) and saves the result atomically.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, StepCallback, TrainingData, resolve_model_path
-from mft.backends.hf_train import TrainResult
+from mft.backends.hf.train import TrainResult
 from mft.data.examples import as_data
 from mft.errors import MftError
 from mft.objectives import objective
