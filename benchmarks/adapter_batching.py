@@ -22,7 +22,7 @@ import torch
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
 from mft.backends.hf import HFBackend
-from mft.backends.hf_model import load_base
+from mft.backends.hf.model import load_base
 from mft.records import Message
 from mft.tasks import get_task
 

@@ -52,7 +52,7 @@ def train_once(
     from transformers import AutoModelForCausalLM
 
     from mft.backends.base import FinetuneSettings
-    from mft.backends.hf_train import train_loop
+    from mft.backends.hf.train import train_loop
 
     torch.set_num_threads(2)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -26,7 +26,7 @@ import torch
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.hf import HFBackend
-from mft.backends.hf_train import autocast_dtype
+from mft.backends.hf.train import autocast_dtype
 from mft.records import Message
 from mft.toy.corpus import CorpusConfig, sample_conversation
 

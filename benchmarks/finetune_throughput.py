@@ -30,7 +30,7 @@ import torch
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.hf import HFBackend
-from mft.backends.hf_model import load_base
+from mft.backends.hf.model import load_base
 from mft.records import Message
 from mft.tasks import get_task
 from mft.toy.corpus import solve
@@ -128,7 +128,7 @@ def main() -> None:
         backend.finetune(Agent("warmup"), warmup, tmp_dir / "warmup", warm_lora)
         trl_run(warm_model, trl_tok, warmup, warm_lora, tmp_dir / "trl-warmup")
 
-        # ours: the HFBackend.finetune path (mft.backends.hf_finetune.train_adapter)
+        # ours: the HFBackend.finetune path (mft.backends.hf.finetune.train_adapter)
         t = time.perf_counter()
         backend.finetune(Agent("agent"), examples, tmp_dir / "agent", lora)
         ours_s = time.perf_counter() - t

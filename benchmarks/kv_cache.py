@@ -2,7 +2,7 @@
 
 Three modes of the hf backend. "static": transformers' static cache, which preallocates `prompt width +
 max_new_tokens` positions per batch, writes in place, and whose attention reads all of them every step
-(the unused ones masked out). "filled" (`mft.backends.kv_cache`): the same preallocation, attention over
+(the unused ones masked out). "filled" (`mft.backends.hf.kv_cache`): the same preallocation, attention over
 the positions written so far only; prompts prefilled as one batch (`prefill_tokens=0`).
 "filled+chunked": the default on a CPU, the filled cache with the prompts prefilled in chunks of about
 2048 tokens (5 of the 400-token round-2 prompts), then decoded as one batch. P test problems x N agents

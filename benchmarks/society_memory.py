@@ -96,7 +96,7 @@ def make_adapters(out: Path, agents: int, rank: int, base_model: str) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mft.backends.hf_model import load_base
+    from mft.backends.hf.model import load_base
 
     for i in range(agents):
         base, _ = load_base(base_model, device="cpu")

@@ -8,7 +8,7 @@ loss module (imported when the objective first trains) has three functions:
 - `encode(chat, item)`: one training item (an example or a pair) as token ids and labels, by the model's
   chat template (`backends.chat.ChatFormat`);
 - `loop(model, params, encoded, pad_id, settings, rng, on_step)`: the optimisation over the encoded items,
-  returning the losses (`hf_train.TrainResult`);
+  returning the losses (`hf.train.TrainResult`);
 - `train_stats(settings)`: what the objective adds to an agent's `train_stats.json`.
 
 Which backends train an objective is each backend's own capability (`Backend.objectives`), so that a new
@@ -39,11 +39,11 @@ class TrainingObjective:
 
 OBJECTIVES: tuple[TrainingObjective, ...] = (
     TrainingObjective(
-        "sft", "examples", "mft.backends.hf_train", sequences=1,
+        "sft", "examples", "mft.backends.hf.train", sequences=1,
         about="supervised finetuning on chat examples, the loss on the assistant turns",
     ),
     TrainingObjective(
-        "dpo", "pairs", "mft.backends.hf_dpo", sequences=2,
+        "dpo", "pairs", "mft.backends.hf.dpo", sequences=2,
         about="TRL's sigmoid DPO loss on preference pairs, against the model's weights before the finetune",
     ),
 )  # fmt: skip

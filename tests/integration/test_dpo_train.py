@@ -71,7 +71,7 @@ def test_the_loss_is_trls_dpo_loss_on_the_same_batch(tmp_path: Path) -> None:
     from trl import DPOConfig, DPOTrainer
 
     from mft.backends.chat import ChatFormat
-    from mft.backends.hf_dpo import dpo_loss, encode_pair, pair_logps, reference_logps
+    from mft.backends.hf.dpo import dpo_loss, encode_pair, pair_logps, reference_logps
     from mft.toy import CHECKPOINT_DIR
 
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def test_the_loss_is_trls_dpo_loss_on_the_same_batch(tmp_path: Path) -> None:
 def test_policy_equal_to_reference_gives_log2_and_gradients_only_in_the_trained_adapter(
     backend, tmp_path: Path
 ) -> None:
-    from mft.backends.hf_dpo import dpo_loss, encode_pair, pair_logps, reference_logps
+    from mft.backends.hf.dpo import dpo_loss, encode_pair, pair_logps, reference_logps
 
     backend.add_agent(Agent("other", str(random_adapter(tmp_path / "other", seed=1))))
     backend.add_agent(Agent("me", str(random_adapter(tmp_path / "me", seed=2))))
@@ -173,7 +173,7 @@ def test_the_reference_is_the_agents_previous_adapter_not_the_base(backend, tmp_
 
     # with the base as the reference instead, the previous adapter's first loss is not log 2: the test can
     # tell the two apart
-    from mft.backends.hf_dpo import dpo_loss, encode_pair, reference_logps
+    from mft.backends.hf.dpo import dpo_loss, encode_pair, reference_logps
 
     pad = backend.tokenizer.pad_token_id
     pairs = [encode_pair(backend.chat, p) for p in _pairs()]

@@ -173,7 +173,7 @@ def test_accumulation_and_checkpointing_give_the_gradients_of_one_batch(tmp_path
     from peft import LoraConfig, get_peft_model
 
     from mft.backends.hf import HFBackend
-    from mft.backends.hf_train import _set_checkpointing, accumulate
+    from mft.backends.hf.train import _set_checkpointing, accumulate
 
     backend = HFBackend("bundled")
     torch.manual_seed(0)  # B != 0, so every LoRA weight gets a gradient
@@ -219,7 +219,7 @@ def test_micro_batches_in_a_finetune(backend, tmp_path: Path) -> None:
 def test_the_loss_is_the_models_own_on_the_labelled_tokens(backend) -> None:
     """Logits kept only where the next token is labelled, fp32 cross-entropy in chunks: the same number as
     transformers' loss over the whole sequence."""
-    from mft.backends.hf_train import collate, token_loss_sum
+    from mft.backends.hf.train import collate, token_loss_sum
 
     encoded = [backend.chat.training_ids(ex) for ex in _examples(6, 60)]
     batch = collate(encoded, backend.tokenizer.pad_token_id)
@@ -244,7 +244,7 @@ def test_long_examples_are_cut_to_max_length_and_counted(backend, tmp_path: Path
 
 
 def test_learning_rate_schedules() -> None:
-    from mft.backends.hf_train import lr_factor
+    from mft.backends.hf.train import lr_factor
 
     assert [lr_factor("linear", s, 4, 0) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
     assert [round(lr_factor("linear", s, 6, 2), 3) for s in range(6)] == [0.333, 0.667, 1.0, 0.75, 0.5, 0.25]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mft.backends.base import Agent, GenerationRequest, Sampling
-from mft.backends.hf_adapters import mergeable, merged
+from mft.backends.hf.adapters import mergeable, merged
 from mft.errors import MftError
 from mft.records import Message
 from mft.tasks import get_task
@@ -202,7 +202,7 @@ def test_filled_cache_attends_only_to_written_positions() -> None:
     import torch
     from transformers import AutoConfig
 
-    from mft.backends.kv_cache import FilledStaticLayer, filled_cache, supports_filled_cache
+    from mft.backends.hf.kv_cache import FilledStaticLayer, filled_cache, supports_filled_cache
 
     layer = FilledStaticLayer(max_cache_len=10)
     k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)  # batch 2, 4 heads, 3 prompt positions
@@ -233,7 +233,7 @@ def test_filled_cache_attends_only_to_written_positions() -> None:
 def test_generate_uses_the_filled_cache_where_it_applies(backend, monkeypatch) -> None:
     import torch
 
-    from mft.backends.kv_cache import FilledStaticLayer
+    from mft.backends.hf.kv_cache import FilledStaticLayer
 
     ids = torch.tensor([[0, 5, 6, 7], [8, 9, 10, 11]])
     kwargs = {"input_ids": ids, "attention_mask": (ids != 0).long(), "max_new_tokens": 196}
@@ -254,7 +254,7 @@ def test_chunked_prefill_holds_the_whole_batch_prefill(backend) -> None:
     left-padded batch, row by row (padding positions aside, which attention never reads)."""
     import torch
 
-    from mft.backends.kv_cache import filled_cache, generate_cache_kwarg, prefill_in_chunks
+    from mft.backends.hf.kv_cache import filled_cache, generate_cache_kwarg, prefill_in_chunks
 
     tok = backend.tokenizer
     texts = [backend.render(_req("agent_0", i)) for i in range(5)]
@@ -345,7 +345,7 @@ def test_loads_a_saved_copy_like_a_hub_model(tmp_path: Path) -> None:
 def test_generation_batches_fit_a_token_budget(backend, monkeypatch) -> None:
     """`batch_tokens` caps rows x (longest prompt + max_new_tokens) per generate call: more, smaller
     batches, the same greedy answers."""
-    from mft.backends.hf_model import plan_batches
+    from mft.backends.hf.model import plan_batches
 
     backend.add_agent(Agent("budget"))
     reqs = [_req("budget", i) for i in range(6)]

@@ -58,7 +58,7 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture
 def load_counts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """How many times each base model is loaded (the hf backend's `load_base`)."""
-    import mft.backends.hf as hf
+    import mft.backends.hf.backend as hf
 
     counts: Counter[str] = Counter()
     real = hf.load_base

@@ -13,7 +13,7 @@ import pytest
 
 from mft import objectives
 from mft.backends.base import Agent, FinetuneSettings
-from mft.backends.hf_train import Encoded, TrainResult
+from mft.backends.hf.train import Encoded, TrainResult
 from mft.data.examples import Pair, read_training_data, write_examples
 from mft.errors import MftError
 from mft.objectives import Objective, TrainingObjective

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mft.backends.base import Agent, FinetuneSettings, TrainStep
-from mft.backends.hf_train import lr_factor
+from mft.backends.hf.train import lr_factor
 from mft.records import Message
 from mft.tasks import get_task
 from mft.tracking import Tracking, read_metrics

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mft.backends.hf_train import batch_order
+from mft.backends.hf.train import batch_order
 
 
 def _padding(lengths: list[int], batches: list[list[int]]) -> int:
@@ -39,7 +39,7 @@ def test_length_grouped_batches_pad_less_and_stay_shuffled() -> None:
 def test_precision_picks_the_autocast_dtype() -> None:
     import torch
 
-    from mft.backends.hf_train import autocast_dtype
+    from mft.backends.hf.train import autocast_dtype
     from mft.errors import MftError
 
     cpu = torch.device("cpu")

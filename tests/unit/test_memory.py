@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mft.backends.hf_memory import GIB, MemoryPlan, estimate
+from mft.backends.hf.memory import GIB, MemoryPlan, estimate
 from mft.cli import main
 
 # Llama-3-8B-Instruct's published architecture (config.json); no weights are needed

@@ -368,7 +368,7 @@ def test_a_model_that_cannot_be_loaded_is_one_line_without_library_chatter(
 ) -> None:
     import transformers
 
-    from mft.backends.hf_model import load_base
+    from mft.backends.hf.model import load_base
 
     def offline(*args: Any, **kwargs: Any) -> Any:
         for _ in range(5):

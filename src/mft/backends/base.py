@@ -167,7 +167,7 @@ class Backend(ABC):
     scores_responses: ClassVar[bool] = False
     # its agents are LoRA adapter directories on a base model it loads itself (what `mft serve` serves)
     loads_adapters: ClassVar[bool] = False
-    # `mft run --dry-run`'s memory estimate (`hf_memory`) models this backend
+    # `mft run --dry-run`'s memory estimate (`hf.memory`) models this backend
     estimates_memory: ClassVar[bool] = False
 
     def __init__(self) -> None:

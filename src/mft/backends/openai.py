@@ -14,7 +14,8 @@ Seeds: each request is sent `seed` derived from the round's sampling seed and th
 rerun sends exactly the same requests.
 
 Fine-tuning goes through the OpenAI fine-tuning API: `finetune` drives `mft.backends.openai_finetune`
-(upload, job, polls, resume from job.json / model.json) with this backend's client and retry policy.
+(upload, job, polls, resume from job.json / model.json) through a `JobClient` holding this backend's client,
+retry policy and poll settings (`job_client`).
 """
 
 from __future__ import annotations
@@ -303,6 +304,13 @@ class OpenAIBackend(Backend):
         )
 
     # -- fine-tuning (the job API itself is in openai_finetune) --------------------------------------------
+    def job_client(self) -> openai_finetune.JobClient:
+        """What `openai_finetune` needs of this server: its client, retry policy and poll settings; the jobs
+        it starts are recorded in `finetune_jobs`."""
+        return openai_finetune.JobClient(
+            self.base_url, self.client, self.with_retries, self.poll, self.finetune_jobs
+        )
+
     def finished_agent(self, name: str, out_dir: Path) -> Agent | None:
         """Agent `name` with the model id `out_dir/model.json` records, or None (no finished job there)."""
         return openai_finetune.finished_agent(name, Path(out_dir))
@@ -333,7 +341,7 @@ class OpenAIBackend(Backend):
             epochs, seed = openai_finetune.job_settings(settings)
             model = agent.adapter or self.model
             chats = as_examples(examples, agent.name)
-            job = openai_finetune.run_job(self, agent.name, model, chats, out_dir, epochs, seed)
+            job = openai_finetune.run_job(self.job_client(), agent.name, model, chats, out_dir, epochs, seed)
             done = run_sync(job)
         self.agents[agent.name] = done  # the next generate (and finetune) uses the new model
         return done

@@ -6,8 +6,9 @@ model id, polls it (exponential backoff) and returns the agent with the fine-tun
 same job; `out_dir/model.json` marks a finished agent. Uploads, job creation and polls are retried with
 the same policy as chat requests (`OpenAIBackend.with_retries`).
 
-`OpenAIBackend.finetune` and `finished_agent` call this module; it uses the backend it is handed (client,
-retries, poll settings) and imports `mft.backends.openai` for types only, so the import arrow points one way.
+`OpenAIBackend.finetune` and `finished_agent` call this module. What a job needs of the server is a
+`JobClient` the backend builds (its SDK client, retry policy, poll settings); this module never imports
+the backend, so the import arrow points one way.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mft.backends.base import Agent, FinetuneSettings
 from mft.backends.openai_retry import Failure
 from mft.data.examples import write_examples
 from mft.errors import MftError
 from mft.records import Message, write_json_atomic
-
-if TYPE_CHECKING:
-    from mft.backends.openai import OpenAIBackend
 
 JOB_FILE = "job.json"  # {"file": id, "job": id, ...}: written as soon as each id exists (resume)
 MODEL_FILE = "model.json"  # {"model": id, "job": id, "trained_tokens": n}: the agent is finished
@@ -37,6 +36,21 @@ JOB_DONE = frozenset({"succeeded", "failed", "cancelled"})
 _UPLOAD, _CREATE, _POLL = -1, -2, -3
 
 _DAMAGED_HINT = f"delete it (with {MODEL_FILE}, {JOB_FILE} makes the next run poll that job again)"
+
+# `call()` under a retry policy, `index` keying its backoff's jitter; a final failure raises
+# `give_up(failure, attempts made)` (`OpenAIBackend.with_retries`)
+Retrying = Callable[[int, Callable[[], Awaitable[Any]], Callable[[Failure, int], MftError]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class JobClient:
+    """What a fine-tuning job needs of the server it runs on (`OpenAIBackend.job_client` builds one)."""
+
+    base_url: str  # the server, as error messages name it
+    connect: Callable[[], Any]  # a fresh SDK client (an `AsyncOpenAI`); the caller closes it
+    with_retries: Retrying  # the chat requests' retry policy
+    poll: tuple[float, float, float]  # the first wait between polls, the longest, the most in all (s)
+    jobs: dict[str, str]  # agent name -> id of its latest job, filled in as each job is known
 
 
 def finetune_suffix(name: str) -> str:
@@ -70,7 +84,7 @@ def job_settings(settings: FinetuneSettings | None) -> tuple[int | None, int | N
 
 
 async def run_job(
-    backend: OpenAIBackend,
+    server: JobClient,
     name: str,
     model: str,
     examples: list[list[Message]],
@@ -81,7 +95,7 @@ async def run_job(
     """Upload (unless job.json has a file), create the job (unless it has one), poll it to the end."""
     job_path = out_dir / JOB_FILE
     state = _read_record(job_path) or {}
-    client = backend.client()
+    client = server.connect()
     try:
         if not state.get("job"):
             if not state.get("file"):  # nothing uploaded yet (a restart after that reuses the file)
@@ -94,7 +108,7 @@ async def run_job(
                 write_examples(train, examples)  # the API's chat format is the trainer's: one writer
                 data = train.read_bytes()  # once: every attempt uploads the same bytes
                 uploaded = await _api(
-                    backend,
+                    server,
                     f"upload of {train} for agent {name!r}",
                     _UPLOAD,
                     lambda: client.files.create(file=(TRAIN_FILE, data), purpose="fine-tune"),
@@ -111,7 +125,7 @@ async def run_job(
             if epochs is not None:
                 body["hyperparameters"] = {"n_epochs": epochs}
             job = await _api(
-                backend,
+                server,
                 f"creating a fine-tuning job for agent {name!r} (model {model!r})",
                 _CREATE,
                 lambda: client.fine_tuning.jobs.create(**body),
@@ -119,8 +133,8 @@ async def run_job(
             state = {**state, "job": job.id, "model": model}
             write_json_atomic(job_path, state)
         job_id = str(state["job"])
-        backend.finetune_jobs[name] = job_id
-        job = await _wait(backend, client, name, job_id, out_dir)
+        server.jobs[name] = job_id
+        job = await _wait(server, client, name, job_id, out_dir)
     finally:
         await client.close()
     tuned = job.fine_tuned_model
@@ -136,14 +150,14 @@ async def run_job(
     return Agent(name, tuned)
 
 
-async def _wait(backend: OpenAIBackend, client: Any, name: str, job_id: str, out_dir: Path) -> Any:
+async def _wait(server: JobClient, client: Any, name: str, job_id: str, out_dir: Path) -> Any:
     """Poll job `job_id` until it ends: waits of interval * 2**k, capped, for at most the timeout."""
-    interval, max_interval, timeout = backend.poll
+    interval, max_interval, timeout = server.poll
     start = time.monotonic()
     k = 0
     while True:
         job = await _api(
-            backend,
+            server,
             f"polling fine-tuning job {job_id} of agent {name!r}",
             _POLL,
             lambda: client.fine_tuning.jobs.retrieve(job_id),
@@ -174,17 +188,17 @@ async def _wait(backend: OpenAIBackend, client: Any, name: str, job_id: str, out
         k += 1
 
 
-async def _api(backend: OpenAIBackend, what: str, index: int, call: Callable[[], Awaitable[Any]]) -> Any:
+async def _api(server: JobClient, what: str, index: int, call: Callable[[], Awaitable[Any]]) -> Any:
     """`call()` under the retry policy of chat requests; a final failure is an MftError naming `what`."""
 
     def give_up(failure: Failure, attempts: int) -> MftError:
         tries = f"after {attempts} attempts" if attempts > 1 else "(not retried)"
         return MftError(
-            f"openai backend: {what} at {backend.base_url} failed {tries}: {failure.what}",
-            hint=_hint(backend.base_url, failure),
+            f"openai backend: {what} at {server.base_url} failed {tries}: {failure.what}",
+            hint=_hint(server.base_url, failure),
         )
 
-    return await backend.with_retries(index, call, give_up)
+    return await server.with_retries(index, call, give_up)
 
 
 def _hint(base_url: str, failure: Failure) -> str:

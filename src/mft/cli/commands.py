@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_memory(cfg: RunConfig) -> int:
     import torch
 
-    from mft.backends.hf_memory import MemoryPlan, describe, estimate
+    from mft.backends.hf.memory import MemoryPlan, describe, estimate
     from mft.methods import of_run
     from mft.objectives import objective
     from mft.pipeline.assemble import build_task, objective_of

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from mft.backends.hf_train import collate
+from mft.backends.hf.train import collate
 from mft.records import Message
 from mft.toy.corpus import CorpusConfig, stream
 from mft.toy.tokenizer import build_tokenizer

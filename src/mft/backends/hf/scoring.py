@@ -1,24 +1,27 @@
-"""Teacher-forced scoring of given replies by an agent of the hf backend (cross-agent NLL and KL)."""
+"""Teacher-forced scoring of given replies by an agent of the hf backend (cross-agent NLL and KL).
+
+It is handed the loaded model (`model.LoadedModel`) and the agent's adapter or own model, not the backend.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mft.backends.hf_model import accepts_logits_to_keep, left_pad
+from mft.backends.hf.model import LoadedModel, accepts_logits_to_keep, left_pad
 from mft.records import Message
-
-if TYPE_CHECKING:
-    from mft.backends.hf import HFBackend
 
 
 def score_responses(
-    backend: HFBackend,
-    agent: str,
+    loaded: LoadedModel,
+    adapter: str,
+    full_model: Any | None,
     prompts: list[list[Message]],
     responses: list[str],
-    batch_size: int | None = None,
+    batch_size: int,
 ) -> list[tuple[Any, Any]]:
-    """Agent `agent`'s next-token distributions on given replies (teacher forcing), in request order.
+    """An agent's next-token distributions on given replies (teacher forcing), in request order: the agent
+    of `adapter` in `loaded.model` (`BASE_ADAPTER`: the bare base), or, where it has one (a fully finetuned
+    agent), its own `full_model`. At most `batch_size` replies a forward.
 
     For each example: `(token_ids [T], logprobs [T, V])`, both on the model's device, logprobs float32:
     the T tokens of `responses[i]` as the chat template renders it as the assistant reply to
@@ -28,37 +31,33 @@ def score_responses(
     """
     import torch
 
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    adapter = backend.adapter_of(agent)
-    model = backend.full_models.get(agent, backend.model)
-    core = backend.full_models.get(agent, backend.base)
-    seqs = [backend.chat.reply_ids(p, r) for p, r in zip(prompts, responses, strict=True)]
+    model = loaded.model if full_model is None else full_model
+    core = loaded.base if full_model is None else full_model
+    seqs = [loaded.chat.reply_ids(p, r) for p, r in zip(prompts, responses, strict=True)]
 
     keep_arg = accepts_logits_to_keep(core)
-    pad = backend.tokenizer.pad_token_id
-    bs = batch_size or backend.batch_size
+    pad = loaded.tokenizer.pad_token_id
     out: list[tuple[Any, Any]] = [None] * len(seqs)  # type: ignore[list-item]
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))
     was_training = model.training
     model.eval()  # peft's per-row adapter routing is inference-only
     try:
-        for lo in range(0, len(order), bs):
-            idx = order[lo : lo + bs]
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
             width = max(len(seqs[i][0]) for i in idx)
             ids, mask = left_pad([seqs[i][0] for i in idx], pad)
             # left padding: positions count from each row's first real token, as generate() does
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             t_max = max(seqs[i][1] for i in idx)
             kwargs: dict[str, Any] = {
-                "input_ids": ids.to(backend.device),
-                "attention_mask": mask.to(backend.device),
-                "position_ids": positions.to(backend.device),
+                "input_ids": ids.to(loaded.device),
+                "attention_mask": mask.to(loaded.device),
+                "position_ids": positions.to(loaded.device),
                 "use_cache": False,
             }
             if keep_arg:  # replies end every row: the last t_max + 1 positions hold all their logits
                 kwargs["logits_to_keep"] = t_max + 1
-            if agent not in backend.full_models and backend.model is not backend.base:
+            if full_model is None and loaded.has_adapters:
                 kwargs["adapter_names"] = [adapter] * len(idx)
             with torch.no_grad():
                 logits = model(**kwargs).logits

@@ -109,7 +109,7 @@ def prefill_in_chunks(
     and the new tokens. Positions are counted as `generate` counts them (from each row's first real token;
     padding at 1). `forward_kwargs` go to every forward (e.g. peft's `adapter_names`, per row: sliced).
     """
-    from mft.backends.hf_model import accepts_logits_to_keep
+    from mft.backends.hf.model import accepts_logits_to_keep
 
     batch, width = input_ids.shape
     cache = filled_cache(model.config, max_cache_len)

@@ -1,10 +1,10 @@
 """DPO for the hf backend: TRL's DPO loss inside the project's own multi-adapter training loop.
 
-Why not TRL's DPOTrainer: like SFT (`hf_train.py`), an agent is trained in place as one adapter of the
+Why not TRL's DPOTrainer: like SFT (`train.py`), an agent is trained in place as one adapter of the
 backend's shared PeftModel, next to every other agent's adapter, and DPOTrainer wants a model of its own.
 What is TRL's here: the loss (DPOTrainer's default `loss_type="sigmoid"` with `f_divergence_type=
 "reverse_kl"`, written out in `dpo_loss`), the per-token log-probabilities (`selective_log_softmax`, in
-`hf_train.sequence_logps`), precomputed reference log-probabilities (its `precompute_ref_log_probs`) and
+`train.sequence_logps`), precomputed reference log-probabilities (its `precompute_ref_log_probs`) and
 dropout off while training (its `disable_dropout`). A test checks the loss equals DPOTrainer's on the same
 batch.
 
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, StepCallback
 from mft.backends.chat import ChatFormat
-from mft.backends.hf_model import accepts_logits_to_keep
-from mft.backends.hf_train import Encoded, TrainResult, autocast_dtype, collate, optimize, sequence_logps
+from mft.backends.hf.model import accepts_logits_to_keep
+from mft.backends.hf.train import Encoded, TrainResult, autocast_dtype, collate, optimize, sequence_logps
 from mft.data.examples import Pair
 
 if TYPE_CHECKING:

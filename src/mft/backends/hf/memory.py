@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mft.backends.base import resolve_model_path
-from mft.backends.hf_model import kv_bytes_per_token
-from mft.backends.hf_train import LOSS_CHUNK_ROWS
+from mft.backends.hf.model import kv_bytes_per_token
+from mft.backends.hf.train import LOSS_CHUNK_ROWS
 from mft.errors import MftError
 
 QUESTION_TOKENS = 256

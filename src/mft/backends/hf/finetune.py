@@ -5,8 +5,9 @@ its own previous adapter (or a fresh LoRA on the base). The adapter lives in the
 next to every other agent's adapter; only the trained agent's LoRA weights receive gradients, so the other
 agents stay bit-identical (tested).
 
-The loop itself is in `hf_train.py`; this module sets up what it trains (a fresh or continued LoRA adapter
-in the shared PeftModel, or a full copy of the model) and saves the result atomically.
+The loop itself is in the objective's loss module (`train.py`, `dpo.py`); this module sets up what it
+trains (a fresh or continued LoRA adapter in the shared PeftModel, or a full copy of the model) and saves
+the result atomically. It is handed the loaded model (`model.LoadedModel`), not the backend.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ import importlib
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mft.backends.base import FinetuneSettings, StepCallback, TrainingData, resolve_model_path
-from mft.backends.hf_train import TrainResult
+from mft.backends.hf.model import LoadedModel
+from mft.backends.hf.train import TrainResult
 from mft.data.examples import as_data
 from mft.errors import MftError
 from mft.objectives import objective
 from mft.records import replace_dir_atomic, write_json_atomic
 
-if TYPE_CHECKING:
-    from mft.backends.hf import HFBackend
-
 
 def fit(
-    backend: HFBackend,
+    loaded: LoadedModel,
     name: str,
     model: Any,
     params: list[Any],
@@ -41,9 +40,9 @@ def fit(
     """Train `params` of `model` on agent `name`'s data by the settings' objective, through its row's loss
     module (`mft/objectives.py`); `on_step` sees each optimizer step."""
     loss = importlib.import_module(objective(settings.objective).loss)
-    encoded = [loss.encode(backend.chat, item) for item in as_data(data, settings.objective, name)]
+    encoded = [loss.encode(loaded.chat, item) for item in as_data(data, settings.objective, name)]
     result: TrainResult = loss.loop(
-        model, params, encoded, backend.tokenizer.pad_token_id, settings, rng, on_step
+        model, params, encoded, loaded.tokenizer.pad_token_id, settings, rng, on_step
     )
     return result
 
@@ -60,7 +59,7 @@ def _stats(examples: int, result: TrainResult, settings: FinetuneSettings) -> di
 
 
 def train_full(
-    backend: HFBackend,
+    loaded: LoadedModel,
     name: str,
     init_model: str | None,
     examples: TrainingData,
@@ -78,23 +77,23 @@ def train_full(
         raise MftError(f"agent {name!r}: no training examples")
     rng = random.Random(f"finetune:{settings.seed}:{name}")
     torch.manual_seed(rng.randrange(2**31))
-    # Reload from disk rather than copy `backend.base`: peft injects LoRA layers into the base in place.
-    source = init_model if init_model is not None else resolve_model_path(backend.model_name)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=backend.base.dtype).to(backend.device)
+    # Reload from disk rather than copy `loaded.base`: peft injects LoRA layers into the base in place.
+    source = init_model if init_model is not None else resolve_model_path(loaded.name)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=loaded.base.dtype).to(loaded.device)
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
-    result = fit(backend, name, model, params, examples, settings, rng, on_step)
+    result = fit(loaded, name, model, params, examples, settings, rng, on_step)
     stats = {**_stats(len(examples), result, settings), "method": "full"}
     with replace_dir_atomic(out_dir, fault_point=f"save model {out_dir.name}") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        backend.tokenizer.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "train_stats.json", stats)
     return model, stats
 
 
 def train_adapter(
-    backend: HFBackend,
+    loaded: LoadedModel,
     name: str,
     init_adapter: str | None,
     examples: TrainingData,
@@ -102,7 +101,8 @@ def train_adapter(
     settings: FinetuneSettings,
     on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
-    """Train adapter `name` in `backend` (an HFBackend) and save it to `out_dir` (`replace_dir_atomic`)."""
+    """Train adapter `name` in `loaded.model` (made a PeftModel if it is the bare base) and save it to
+    `out_dir` (`replace_dir_atomic`)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
@@ -120,14 +120,12 @@ def train_adapter(
         else list(settings.target_modules),
         task_type="CAUSAL_LM",
     )
-    if backend.model is backend.base:
-        backend.model = PeftModel(backend.base, config, adapter_name=name)
-    elif name in backend.model.peft_config:
-        backend.model.delete_adapter(name)
-        backend.model.add_adapter(name, config)
+    if not loaded.has_adapters:
+        loaded.model = PeftModel(loaded.base, config, adapter_name=name)
     else:
-        backend.model.add_adapter(name, config)
-    model = backend.model
+        loaded.drop_adapter(name)
+        loaded.model.add_adapter(name, config)
+    model = loaded.model
     if init_adapter is not None:  # continue from this agent's previous-iteration weights
         init = Path(init_adapter)
         set_peft_model_state_dict(
@@ -137,7 +135,7 @@ def train_adapter(
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
-    result = fit(backend, name, model, params, examples, settings, rng, on_step)
+    result = fit(loaded, name, model, params, examples, settings, rng, on_step)
     stats = _stats(len(examples), result, settings)
     with replace_dir_atomic(out_dir, fault_point=f"save adapter {out_dir.name}") as tmp:
         # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the

@@ -1,16 +1,61 @@
-"""A transformers causal LM and its tokenizer, loaded; the batches of generate and scoring, sized to fit."""
+"""A transformers causal LM and its tokenizer, loaded (`LoadedModel`); the batches of generate and scoring,
+sized to fit."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mft.backends.base import resolve_model_path
+from mft.backends.chat import ChatFormat
 from mft.errors import MftError
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One base model loaded for the hf backend, and the model its agents' LoRA adapters live in.
+
+    What the trainer (`finetune`), the scorer (`scoring`) and adapter loading (`adapters`) are handed: the
+    backend holds one and delegates to it, so none of them needs the backend. Its repr names the model only
+    (not its layers)."""
+
+    name: str  # the model as configured: "bundled", a hub id or a local directory
+    base: Any = field(repr=False)  # the transformers causal LM
+    tokenizer: Any = field(repr=False)  # its tokenizer (left padding, a pad token)
+    # how prompts are rendered, where turns end (every stop id), what training trains on
+    chat: ChatFormat = field(repr=False)
+    # `base`, or the PeftModel wrapping it that holds the agents' adapters: the trainer makes it one when
+    # it adds the first adapter (so does loading a saved adapter)
+    model: Any = field(repr=False)
+
+    @property
+    def device(self) -> Any:
+        """Where the base's weights are (and the batches go)."""
+        return self.base.device
+
+    @property
+    def has_adapters(self) -> bool:
+        """Whether `model` is a PeftModel (some adapter was added), not the bare base."""
+        return self.model is not self.base
+
+    def context_length(self) -> int | None:
+        """The most positions (prompt + new tokens) the model attends to, from its config; None if unknown."""
+        config = self.base.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def drop_adapter(self, name: str) -> None:
+        """Remove adapter `name` from `model`, if it holds one by that name."""
+        if self.has_adapters and name in self.model.peft_config:
+            self.model.delete_adapter(name)
 
 
 def load_base(

@@ -5,13 +5,18 @@ Generation packs all requests of a round -- across problems -- into left-padded 
 is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it a few at a time, then decoded as one
 batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
 (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
-the adapted weights (see `hf_adapters.merged`). When each agent has only a few requests, they share
+the adapted weights (see `adapters.merged`). When each agent has only a few requests, they share
 batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as
-scoring (`score_responses`) always does.
+scoring (`score_responses`) always does. How requests are grouped and batched: `generation.py`.
+
+The loaded model (`model.LoadedModel`: base, tokenizer, chat format, the adapters' PeftModel) is what the
+trainer (`finetune.py`) and the scorer (`scoring.py`) are handed; this class holds one and delegates to it
+(`backend.model`, `.base`, `.tokenizer`, `.chat`, `.device` are its).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +31,20 @@ from mft.backends.base import (
     TrainingData,
 )
 from mft.backends.chat import ChatFormat
-from mft.backends.hf_adapters import mergeable, merged
-from mft.backends.hf_model import (
+from mft.backends.hf.adapters import active, load_adapter
+from mft.backends.hf.generation import (
+    Interrupt,
+    check_settings,
+    group_requests,
+    mixed_batching,
+    new_tokens,
+    prefill_chunk_tokens,
+    sampling_kwargs,
+    token_budget,
+)
+from mft.backends.hf.model import (
     BASE_ADAPTER,
-    free_token_budget,
+    LoadedModel,
     is_full_model,
     left_pad,
     load_base,
@@ -38,19 +53,6 @@ from mft.backends.hf_model import (
 )
 from mft.errors import MftError
 from mft.records import Message
-
-
-class _Interrupt:
-    """A transformers stopping criterion that ends every row once `poll()` says so (and stays fired)."""
-
-    def __init__(self, poll: Any) -> None:
-        self.poll, self.fired = poll, False
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        self.fired = self.fired or bool(self.poll())
-        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 
 def torch_float32() -> Any:
@@ -72,10 +74,11 @@ class HFBackend(Backend):
     # sliding-window or non-attention layers fall back to "static"); None: transformers' dynamic cache,
     # which grows by torch.cat every step (slower than "static"). Measurements: docs/performance.md.
     cache_implementation: str | None = "filled"
-    # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see `_mixed`)
+    # how requests of several LoRA agents are batched: "auto", "per-adapter" or "mixed" (see
+    # `generation.mixed_batching`)
     adapter_batching: str = "auto"
     # whether a per-adapter batch runs on the base with that adapter merged into its weights (see
-    # `hf_adapters.merged`)
+    # `adapters.merged`)
     merge_adapters: str = "auto"
     # with the filled cache, prompts are prefilled in chunks of about this many tokens (rows x prompt
     # width, at least one row), then decoded as one batch (`kv_cache.prefill_in_chunks`); "auto": 2048 on a
@@ -100,55 +103,70 @@ class HFBackend(Backend):
         offload_full_models: str = "auto",
     ) -> None:
         super().__init__()
-        if batch_tokens != "auto" and not (isinstance(batch_tokens, int) and batch_tokens > 0):
-            raise MftError(f"batch_tokens must be auto or a whole number > 0, not {batch_tokens!r}")
-        if offload_full_models not in ("auto", "on", "off"):
-            raise MftError(f"offload_full_models must be auto, on or off, not {offload_full_models!r}")
+        check_settings(
+            batch_tokens, offload_full_models, prefill_tokens, kv_cache, merge_adapters, adapter_batching
+        )
         if prefill_tokens is not None:
-            if prefill_tokens != "auto" and not (isinstance(prefill_tokens, int) and prefill_tokens >= 0):
-                raise MftError(f"prefill_tokens must be auto or a whole number >= 0, not {prefill_tokens!r}")
             self.prefill_tokens = prefill_tokens
         if kv_cache is not None:
-            if kv_cache not in ("filled", "static", "dynamic"):
-                raise MftError(f"kv_cache must be filled, static or dynamic, not {kv_cache!r}")
             self.cache_implementation = None if kv_cache == "dynamic" else kv_cache
         if merge_adapters is not None:
-            if merge_adapters not in ("auto", "on", "off"):
-                raise MftError(f"merge_adapters must be auto, on or off, not {merge_adapters!r}")
             self.merge_adapters = merge_adapters
         if adapter_batching is not None:
-            if adapter_batching not in ("auto", "per-adapter", "mixed"):
-                raise MftError(
-                    f"adapter_batching must be auto, per-adapter or mixed, not {adapter_batching!r}"
-                )
             self.adapter_batching = adapter_batching
-        self.model_name = model
         self.batch_size = batch_size
-        self.base, self.tokenizer = load_base(
+        base, tokenizer = load_base(
             model, device=device, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
         )
-        if merge_adapters == "on" and self.base.dtype != torch_float32():
+        if merge_adapters == "on" and base.dtype != torch_float32():
             # W + BA in bfloat16 rounds most of a small LoRA delta away: a merged batch would not compute
             # what the adapter does
             raise MftError(
-                f"merge_adapters: on needs float32 weights, not {self.base.dtype}",
+                f"merge_adapters: on needs float32 weights, not {base.dtype}",
                 hint="leave merge_adapters at auto (it merges only float32 weights), or use dtype: float32",
             )
         # generation batches: at most `batch_size` rows and, on a GPU, as many cached tokens as fit
         self.batch_tokens = batch_tokens
         # a fully finetuned agent's own model waits on the CPU while others generate (auto: on a GPU)
         self.offload_full_models = (
-            self.device.type == "cuda" if offload_full_models == "auto" else offload_full_models == "on"
+            base.device.type == "cuda" if offload_full_models == "auto" else offload_full_models == "on"
         )
         # how prompts are rendered, where turns end (every stop id) and what finetuning trains on
-        self.chat = ChatFormat(self.tokenizer, self.base.generation_config, chat_template_kwargs)
-        self.model: Any = self.base  # becomes a PeftModel once the first adapter is added
+        chat = ChatFormat(tokenizer, base.generation_config, chat_template_kwargs)
+        # the model becomes a PeftModel once the first adapter is added
+        self.loaded = LoadedModel(model, base, tokenizer, chat, model=base)
         self.agents: dict[str, Agent] = {}
         self.full_models: dict[str, Any] = {}  # fully finetuned agents, each its own model
 
+    # -- the loaded model's parts, as the backend's own attributes --------------------------------------
+    @property
+    def model(self) -> Any:
+        """The base, or the PeftModel wrapping it that holds the agents' adapters."""
+        return self.loaded.model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self.loaded.model = value
+
+    @property
+    def base(self) -> Any:
+        return self.loaded.base
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def chat(self) -> ChatFormat:
+        return self.loaded.chat
+
     @property
     def device(self) -> Any:
-        return self.base.device
+        return self.loaded.device
+
+    @property
+    def model_name(self) -> str:
+        return self.loaded.name
 
     # -- agents --------------------------------------------------------------------------------------------
     def add_agent(self, agent: Agent) -> None:
@@ -161,34 +179,11 @@ class HFBackend(Backend):
             # a fully finetuned agent (`method: full`): its own model, generated separately
             from transformers import AutoModelForCausalLM
 
-            if self.model is not self.base and agent.name in self.model.peft_config:
-                self.model.delete_adapter(agent.name)
+            self.loaded.drop_adapter(agent.name)
             full = AutoModelForCausalLM.from_pretrained(agent.adapter, dtype=self.base.dtype)
             self.full_models[agent.name] = full.to("cpu" if self.offload_full_models else self.device).eval()
         elif agent.adapter is not None:
-            from peft import PeftModel
-
-            adapter_dir = Path(agent.adapter)
-            if not (adapter_dir / "adapter_config.json").exists():
-                raise MftError(
-                    f"agent {agent.name!r}: {adapter_dir} is not a LoRA adapter (no adapter_config.json)",
-                    hint="re-run the finetune stage for this agent",
-                )
-            if self.model is not self.base and agent.name in self.model.peft_config:
-                self.model.delete_adapter(agent.name)
-            try:
-                if self.model is self.base:
-                    self.model = PeftModel.from_pretrained(
-                        self.base, str(adapter_dir), adapter_name=agent.name
-                    )
-                else:
-                    self.model.load_adapter(str(adapter_dir), adapter_name=agent.name)
-            except Exception as exc:  # noqa: BLE001 - a corrupt adapter becomes one clear message
-                raise MftError(
-                    f"agent {agent.name!r}: could not load adapter {adapter_dir}: {str(exc).splitlines()[0]}",
-                    hint="delete that adapter directory and re-run its finetune",
-                ) from exc
-            self.model.eval()
+            load_adapter(self.loaded, agent.name, Path(agent.adapter))
         self.agents[agent.name] = agent
 
     def adapter_of(self, name: str) -> str:
@@ -212,42 +207,37 @@ class HFBackend(Backend):
         adapters = [self.adapter_of(r.agent) for r in requests]
         outputs: list[str] = [""] * len(requests)
         pad = self.tokenizer.pad_token_id
-        # A fully finetuned agent has its own model. LoRA and base agents share one model; their requests
-        # are batched per adapter with that adapter active (adapters off for base agents), or all in
-        # peft's mixed-adapter batches (`adapter_names=`, each row through its own adapter).
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, r in enumerate(requests):
-            key = ("model", r.agent) if r.agent in self.full_models else ("adapter", adapters[i])
-            groups.setdefault(key, []).append(i)
-        if self._mixed([len(v) for k, v in groups.items() if k[0] == "adapter"]):
-            mixed = [i for k in sorted(groups) if k[0] == "adapter" for i in groups.pop(k)]
-            groups[("mixed", "")] = mixed
+        # per own model, per adapter or mixed (`generation.py`)
+        groups = group_requests(requests, adapters, self.full_models, self._mixed)
         lengths = [len(e) for e in encoded]
         usage = [(len(e), 0) for e in encoded]
-        stop_early = _Interrupt(self.interrupt) if self.interrupt is not None else None
+        stop_early = Interrupt(self.interrupt) if self.interrupt is not None else None
         b = 0
         for key in sorted(groups):
             kind, name = key
             model = self.full_models[name] if kind == "model" else self.model
             # Sort by length so each batch pads little; results are put back in request order.
             order = sorted(groups[key], key=lambda i: (len(encoded[i]), i))
-            budget = self._token_budget(model)
+            budget = token_budget(self.batch_tokens, model)
             for idx in plan_batches(order, lengths, self.batch_size, sampling.max_new_tokens, budget):
                 ids, mask = left_pad([encoded[i] for i in idx], pad)
                 width = ids.shape[1]
+                # batches are slices of requests sorted by prompt length: the last one's is the longest
+                fit = new_tokens(
+                    sampling.max_new_tokens,
+                    width,
+                    self.context_length(),
+                    self.model_name,
+                    requests[idx[-1]].agent,
+                )
                 kwargs: dict[str, Any] = {
                     "input_ids": ids.to(self.device),
                     "attention_mask": mask.to(self.device),
-                    "max_new_tokens": self._new_tokens(sampling.max_new_tokens, width, requests, idx),
+                    "max_new_tokens": fit,
                     "pad_token_id": pad,
                     "eos_token_id": list(self.chat.stop_ids),  # every end-of-turn token, not just eos
+                    **sampling_kwargs(sampling),
                 }
-                if sampling.temperature > 0:
-                    kwargs.update(
-                        do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0
-                    )
-                else:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                 if kind == "mixed":
                     kwargs["adapter_names"] = [adapters[i] for i in idx]
                 if stop_early is not None:
@@ -279,72 +269,24 @@ class HFBackend(Backend):
         return outputs
 
     def context_length(self) -> int | None:
-        config = self.base.config
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
-
-    def _new_tokens(self, asked: int, width: int, requests: list[GenerationRequest], idx: list[int]) -> int:
-        """`asked` new tokens, or as many as fit in the model's context after the batch's prompts (`width`
-        tokens, padded); a prompt that leaves no room is an MftError naming its agent."""
-        context = self.context_length()
-        if context is None or width + asked <= context:
-            return asked
-        if width >= context:
-            longest = requests[idx[-1]].agent  # batches are slices of requests sorted by prompt length
-            raise MftError(
-                f"agent {longest!r}: a prompt of {width} tokens does not fit in the context of model "
-                f"{self.model_name!r} ({context} tokens)",
-                hint="use fewer agents or rounds, summarize: true, shorter questions or a smaller "
-                "max_new_tokens (shorter responses make shorter debate prompts)",
-            )
-        return context - width
+        return self.loaded.context_length()
 
     def _cache_kwargs(self, model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """generate()'s KV-cache argument for the batch of `kwargs` (see `kv_cache.cache_argument`)."""
-        from mft.backends.kv_cache import cache_argument
+        from mft.backends.hf.kv_cache import cache_argument
 
-        return cache_argument(model, kwargs, self.cache_implementation, self._prefill_tokens())
-
-    def _token_budget(self, model: Any) -> int | None:
-        if self.batch_tokens == "auto":
-            return free_token_budget(model) if model.device.type == "cuda" else None
-        return int(self.batch_tokens)
-
-    def _prefill_tokens(self) -> int:
-        if self.prefill_tokens == "auto":
-            return 2048 if self.device.type == "cpu" else 0
-        return int(self.prefill_tokens)
+        prefill = prefill_chunk_tokens(self.prefill_tokens, self.device)
+        return cache_argument(model, kwargs, self.cache_implementation, prefill)
 
     def _mixed(self, group_sizes: list[int]) -> bool:
-        """Whether to batch requests of several adapters together (peft mixed-adapter batches).
+        """Whether to batch requests of several adapters together (`generation.mixed_batching`)."""
+        return mixed_batching(self.adapter_batching, self.loaded.has_adapters, group_sizes, self.batch_size)
 
-        Per adapter is faster for LoRA agents (measured on the bundled model on a CPU:
-        benchmarks/adapter_batching.py, docs/performance.md), but the requests may need more batches,
-        and a batch's fixed per-step cost is worth about 40 rows.
-        So: per adapter, unless that needs more extra batches than the rows it saves (n/160); a handful
-        of requests per agent (an interactive turn of `mft serve`, a tiny eval) stays mixed.
-        """
-        if self.adapter_batching != "auto" or self.model is self.base or len(group_sizes) < 2:
-            return self.adapter_batching == "mixed" and self.model is not self.base
-        n, bs = sum(group_sizes), self.batch_size
-        extra = sum(-(-k // bs) for k in group_sizes) - -(-n // bs)
-        return extra > n / 160
-
-    def _active(self, kind: str, adapter: str) -> Any:
+    def _active(self, kind: str, adapter: str) -> contextlib.AbstractContextManager[Any]:
         """Context in which the shared model computes as `adapter` (the base: adapters disabled)."""
-        import contextlib
-
-        if kind != "adapter" or self.model is self.base:
+        if kind != "adapter":
             return contextlib.nullcontext()
-        if adapter == BASE_ADAPTER:
-            return self.model.disable_adapter()
-        if self._merge_enabled() and mergeable(self.model, adapter):
-            return merged(self.model, adapter)
-        self.model.set_adapter(adapter)
-        return contextlib.nullcontext()
+        return active(self.loaded, adapter, self._merge_enabled())
 
     def _merge_enabled(self) -> bool:
         # auto: on a CPU, where it was measured faster (docs/performance.md) and
@@ -372,10 +314,13 @@ class HFBackend(Backend):
         responses: list[str],
         batch_size: int | None = None,
     ) -> list[tuple[Any, Any]]:
-        """Agent `agent`'s next-token distributions on given replies (see `hf_scoring.score_responses`)."""
-        from mft.backends.hf_scoring import score_responses
+        """Agent `agent`'s next-token distributions on given replies (see `scoring.score_responses`)."""
+        from mft.backends.hf.scoring import score_responses
 
-        return score_responses(self, agent, prompts, responses, batch_size)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        adapter, own = self.adapter_of(agent), self.full_models.get(agent)
+        return score_responses(self.loaded, adapter, own, prompts, responses, batch_size or self.batch_size)
 
     def finetune(
         self,
@@ -388,20 +333,19 @@ class HFBackend(Backend):
     ) -> Agent:
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`;
         `on_step` sees each optimizer step."""
-        from mft.backends.hf_finetune import train_adapter, train_full
+        from mft.backends.hf.finetune import train_adapter, train_full
 
         cfg = settings or FinetuneSettings()
         if cfg.method == "full":
             start = (
                 agent.adapter if agent.adapter is not None and is_full_model(Path(agent.adapter)) else None
             )
-            model, _ = train_full(self, agent.name, start, examples, out_dir, cfg, on_step)
-            if self.model is not self.base and agent.name in self.model.peft_config:
-                self.model.delete_adapter(agent.name)
+            model, _ = train_full(self.loaded, agent.name, start, examples, out_dir, cfg, on_step)
+            self.loaded.drop_adapter(agent.name)
             self.full_models[agent.name] = model.to("cpu") if self.offload_full_models else model
         elif cfg.method == "lora":
             self.full_models.pop(agent.name, None)
-            train_adapter(self, agent.name, agent.adapter, examples, out_dir, cfg, on_step)
+            train_adapter(self.loaded, agent.name, agent.adapter, examples, out_dir, cfg, on_step)
         else:
             raise MftError(f"unknown finetuning method {cfg.method!r}", hint="use 'lora' or 'full'")
         trained = Agent(agent.name, str(out_dir))

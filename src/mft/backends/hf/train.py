@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, StepCallback, TrainStep
-from mft.backends.hf_model import accepts_logits_to_keep
+from mft.backends.hf.model import accepts_logits_to_keep
 from mft.errors import MftError
 
 if TYPE_CHECKING:
