@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles inside `mft`, between modules or between its packages, so every
-import arrow points one way."""
+"""The package's shape: no import cycles inside `mft`, between modules or between its packages (imports for
+the type checker included), so every import arrow points one way; no module over MAX_LINES lines; the config
+a leaf."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+# A module that grows past this mixes concerns: split it by concern, not by size.
+MAX_LINES = 400
 
 
 def _module_name(path: Path) -> str:
@@ -14,32 +17,18 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST, package: str) -> list[tuple[str, list[str]]]:
-    """(module, names) of every import, at module level or inside functions, but not under TYPE_CHECKING
-    (those are for the type checker only and never run)."""
+    """(module, names) of every import: at module level, inside functions and under `if TYPE_CHECKING:`
+    alike (an import for the type checker only still ties the two modules together)."""
     out: list[tuple[str, list[str]]] = []
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                todo.extend(child.orelse)  # type: ignore[arg-type]
-                continue
-            if isinstance(child, ast.Import):
-                out += [(alias.name, []) for alias in child.names]
-            elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:  # relative import
-                    base = ".".join(package.split(".")[: len(package.split(".")) - child.level + 1] + [base])
-                out.append((base.strip("."), [alias.name for alias in child.names]))
-            todo.append(child)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base])
+            out.append((base.strip("."), [alias.name for alias in node.names]))
     return out
 
 
@@ -125,3 +114,36 @@ def test_the_methods_table_is_the_only_place_that_names_the_compared_methods() -
             if isinstance(node, ast.Constant) and node.value in keys:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}")
     assert len(keys) >= 4 and not found, found
+
+
+def _modules_importing(path: Path) -> set[str]:
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return {module for module, _ in _imports(ast.parse(path.read_text(encoding="utf-8")), package)}
+
+
+def test_imports_for_the_type_checker_count() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mft.backends.base import X\n"
+    )
+    assert ("mft.backends.base", ["X"]) in _imports(tree, "mft")
+
+
+def test_no_module_over_the_line_limit() -> None:
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in (SRC / "mft").rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
+
+
+def test_the_config_is_a_leaf() -> None:
+    """config.py holds the config classes, their loading and validation: it builds no task, backend or
+    society, so it imports nothing from the packages that do (not even inside a function)."""
+    imported = _modules_importing(SRC / "mft" / "config.py")
+    assert "pydantic" in imported  # the walk sees its imports
+    bad = sorted(
+        m for m in imported if m.split(".")[:2] in (["mft", "backends"], ["mft", "tasks"], ["mft", "debate"])
+    )
+    assert not bad, bad
