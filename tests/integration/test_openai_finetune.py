@@ -454,3 +454,11 @@ def test_finished_agent_of_the_base_and_hf_backends(tmp_path: Path) -> None:
         (tmp_path / "gen_0" / "adapter_model.safetensors").write_bytes(b"")
         assert backend.finished_agent("gen_0", tmp_path / "gen_0") == Agent("gen_0", str(tmp_path / "gen_0"))
         (tmp_path / "gen_0" / "adapter_model.safetensors").unlink()
+
+
+def test_an_objective_the_backend_does_not_train_is_refused_naming_those_that_do(tmp_path: Path) -> None:
+    """The backend's own `objectives` decide, before any request: DPO is one line naming hf and vllm."""
+    backend = _backend("http://127.0.0.1:9")  # nothing listens: no request may be made
+    with pytest.raises(MftError, match="finetunes by SFT only, not dpo") as err:
+        backend.finetune(Agent("gen_0"), [], tmp_path / "gen_0", FinetuneSettings(objective="dpo"))
+    assert err.value.hint == "use backend: hf or vllm for dpo finetuning"

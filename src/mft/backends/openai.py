@@ -331,10 +331,14 @@ class OpenAIBackend(Backend):
         The job trains on the server: `on_step` is never called (no training curve is streamed).
         """
         out_dir = Path(out_dir)
-        if settings is not None and settings.objective != "sft":
+        if settings is not None and settings.objective not in self.objectives:
+            from mft.backends import training
+
+            trains = " or ".join(o.upper() for o in self.objectives)
             raise MftError(
-                f"the openai backend finetunes by SFT only, not {settings.objective}",
-                hint="use backend: hf or vllm for preference (DPO) finetuning",
+                f"the openai backend finetunes by {trains} only, not {settings.objective}",
+                hint=f"use backend: {' or '.join(training(settings.objective))} for {settings.objective} "
+                "finetuning",
             )
         done = openai_finetune.finished_agent(agent.name, out_dir)
         if done is None:
