@@ -46,6 +46,7 @@ from mft.backends.base import (
 from mft.backends.chat import ChatFormat
 from mft.backends.seeds import request_seed
 from mft.errors import MftError
+from mft.objectives import KEYS as OBJECTIVE_KEYS
 from mft.records import Message
 
 
@@ -60,7 +61,7 @@ def _fingerprint(adapter_dir: Path) -> tuple[int, int]:
 
 class VLLMBackend(Backend):
     name = "vllm"
-    objectives = ("sft", "dpo")  # by the hf trainer on the same base (`trainer`)
+    objectives = OBJECTIVE_KEYS  # every one, by the hf trainer on the same base (`trainer`)
     ray_trainer = "hf"
     scores_responses = True  # by the trainer too
     loads_adapters = True

@@ -52,6 +52,7 @@ from mft.backends.hf.model import (
     plan_batches,
 )
 from mft.errors import MftError
+from mft.objectives import KEYS as OBJECTIVE_KEYS
 from mft.records import Message
 
 
@@ -63,7 +64,7 @@ def torch_float32() -> Any:
 
 class HFBackend(Backend):
     name = "hf"
-    objectives = ("sft", "dpo")
+    objectives = OBJECTIVE_KEYS  # every row of the table: their loss modules are this trainer's
     mixes_bases = True
     ray_trainer = "hf"
     scores_responses = True
