@@ -29,6 +29,7 @@ from mft.backends.base import (
     Sampling,
     StepCallback,
     TrainingData,
+    resolve_model_path,
 )
 from mft.backends.chat import ChatFormat
 from mft.backends.hf.adapters import active, load_adapter
@@ -50,6 +51,7 @@ from mft.backends.hf.model import (
     load_base,
     on_device,
     plan_batches,
+    prepare_base,
 )
 from mft.errors import MftError
 from mft.objectives import KEYS as OBJECTIVE_KEYS
@@ -102,7 +104,12 @@ class HFBackend(Backend):
         device_map: str | dict[str, Any] | None = None,
         batch_tokens: int | str = "auto",
         offload_full_models: str = "auto",
+        preloaded: tuple[Any, Any] | None = None,
     ) -> None:
+        """`preloaded`: a (causal LM, tokenizer) already built, used as the base instead of loading
+        `model`, which then only names it: a directory with its config.json and tokenizer for what reads
+        them again (the memory estimate; full finetuning reloads the weights from it). The model is used as
+        built (`dtype`, `attn_implementation` and `device_map` do not apply; `device`: where to move it)."""
         super().__init__()
         check_settings(
             batch_tokens, offload_full_models, prefill_tokens, kv_cache, merge_adapters, adapter_batching
@@ -116,9 +123,16 @@ class HFBackend(Backend):
         if adapter_batching is not None:
             self.adapter_batching = adapter_batching
         self.batch_size = batch_size
-        base, tokenizer = load_base(
-            model, device=device, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
-        )
+        if preloaded is not None:
+            base, tokenizer = prepare_base(*preloaded, resolve_model_path(model), device)
+        else:
+            base, tokenizer = load_base(
+                model,
+                device=device,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                device_map=device_map,
+            )
         if merge_adapters == "on" and base.dtype != torch_float32():
             # W + BA in bfloat16 rounds most of a small LoRA delta away: a merged batch would not compute
             # what the adapter does

@@ -102,6 +102,14 @@ def load_base(
             hint="check the hub id's spelling, download it once with network access (it is cached), or give "
             "a local directory",
         ) from exc
+    # with a device map the weights are already placed
+    return prepare_base(lm, tok, path, device if device_map is None else None)
+
+
+def prepare_base(lm: Any, tok: Any, path: str, device: str | None = None) -> tuple[Any, Any]:
+    """A loaded (or already built) causal LM and its tokenizer made ready for the backend: a chat template
+    checked, a pad token, left padding, the weights moved to `device` (None: left where they are), eval
+    mode. `path` names the model in the error."""
     if tok.chat_template is None:
         raise MftError(
             f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one"
@@ -109,7 +117,7 @@ def load_base(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    if device_map is None:  # with a device map the weights are already placed
+    if device is not None:
         lm.to(device)
     lm.eval()
     return lm, tok
