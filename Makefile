@@ -7,7 +7,7 @@ DEPS_KEY := $(shell cat pyproject.toml requirements/constraints.txt | sha256sum 
 VENV ?= $(HOME)/.cache/mft/venv-$(DEPS_KEY)
 BIN := $(VENV)/bin
 
-.PHONY: setup demo debate run reproduce test test-vllm lint bench clean constraints
+.PHONY: setup demo debate run reproduce test test-vllm lint bench clean constraints gpu-check-wheels
 .DEFAULT_GOAL := demo
 
 $(VENV)/.deps-ok: pyproject.toml requirements/constraints.txt
@@ -72,6 +72,16 @@ constraints: setup
 
 bench: setup
 	$(BIN)/python benchmarks/debate_throughput.py
+
+# Wheels of what the GPU check needs beyond torch, transformers, peft and accelerate (pydantic, for mft's
+# records), at this suite's versions, for a GPU machine without network: benchmarks/gpu_check.sh unpacks
+# them there. GPU_PYTHON: that machine's Python version.
+GPU_PYTHON ?= 3.12
+GPU_CHECK_WHEELS := pydantic pydantic_core annotated-types typing-inspection typing_extensions
+gpu-check-wheels: setup
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  -c requirements/constraints.txt -d benchmarks/wheels $(GPU_CHECK_WHEELS)
 
 clean:
 	rm -rf runs build src/*.egg-info
