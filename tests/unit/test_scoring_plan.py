@@ -1,5 +1,5 @@
 """The scoring plan: each (model, response) scored once, grouped by model, in blocks bounded by a budget,
-reduced to NLLs and KL pairs."""
+reduced to NLLs and KL pairs; and the hf scorer's token-sized batches."""
 
 from __future__ import annotations
 
@@ -100,3 +100,16 @@ def test_a_scorer_that_drops_a_response_is_refused() -> None:
     with pytest.raises(MftError, match="results for"):
         score_requests(requests(), Short({"a": 0.5, "b": 0.8, "base": 0.3}))
 
+
+def test_hf_scoring_batches_are_capped_by_rows_tokens_and_kept_positions() -> None:
+    from mft.backends.hf.scoring import plan_score_batches
+
+    widths, replies = [5, 5, 9, 9, 20], [1, 4, 2, 8, 3]
+    order = [0, 1, 2, 3, 4]
+    assert plan_score_batches(order, widths, replies, 8, None, None) == [order]
+    assert plan_score_batches(order, widths, replies, 2, None, None) == [[0, 1], [2, 3], [4]]
+    assert plan_score_batches(order, widths, replies, 8, 20, None) == [[0, 1], [2, 3], [4]]  # 3 x 9 > 20
+    # kept positions: rows x (longest reply + 1): [0, 1] 2 x 5, then 3 x 5 > 12
+    assert plan_score_batches(order, widths, replies, 8, None, 12) == [[0, 1], [2], [3], [4]]
+    # one row at least, whatever the caps
+    assert plan_score_batches(order, widths, replies, 8, 1, 1) == [[0], [1], [2], [3], [4]]
