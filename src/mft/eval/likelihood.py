@@ -181,8 +181,8 @@ def likelihood_diversity(
             return agent
         if isinstance(base, str):
             return base
-        if isinstance(base, Mapping) and agent in base:
-            return base[agent]
+        if isinstance(base, Mapping):  # copies of several bases: each is its own base's
+            return base.get(agent, agent)
         return first_copy or agent
 
     plan = _Plan()

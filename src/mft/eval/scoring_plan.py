@@ -31,8 +31,8 @@ from mft.records import Message
 if TYPE_CHECKING:
     import torch
 
-# bytes of float32 log-probs a block may hold at once (1 GiB: 2,000 tokens of a 128k vocabulary under 4
-# models; the whole of a small run on the bundled model's 433)
+# bytes of float32 log-probs a block may hold at once (1 GiB: about 520 tokens of a 128k vocabulary under 4
+# models, a handful of replies; 150,000 of the bundled model's 433, a small run's every reply)
 LOGPROB_BUDGET = 1 << 30
 _VOCAB_GUESS = 1 << 18  # before the first block is scored: at least any common vocabulary
 _TOKEN_MARGIN = 4  # tokens a reply may have beyond its text's estimate (its end-of-turn token, ...)
