@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
 import socket
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from mft.backends.base import Agent
+from mft.backends.base import Agent, Sampling
 from mft.eval.diversity import compute_diversity, embedding_dissimilarity
 from mft.eval.encoders import load_encoder
 from mft.eval.likelihood import kl_from_base, pairwise_kl
@@ -167,3 +171,94 @@ def test_default_encoder_loads_offline(monkeypatch) -> None:
     close = embedding_dissimilarity([rec(["The answer is 12.", "So the answer is 12."])], encoder).mean
     far = embedding_dissimilarity([rec(["The answer is 12.", "I like sailing in summer."])], encoder).mean
     assert 0 <= close < far
+
+
+# -- the planned computation against the reference, on a real debate ---------------------------------------
+class CharEncoder:
+    """A cheap deterministic encoder (character counts): embedding dissimilarity without a model download."""
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        out = np.zeros((len(sentences), 64))
+        for row, s in enumerate(sentences):
+            for c in s:
+                out[row, ord(c) % 64] += 1
+        return out
+
+
+class CountingScorer:
+    """The backend as a scorer, counting how often each (model, prompt, response) is scored."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.scored: Counter[tuple[str, str, str]] = Counter()
+
+    def score_responses(self, agent, prompts, responses):
+        for p, r in zip(prompts, responses, strict=True):
+            self.scored[(agent, json.dumps([m.model_dump() for m in p]), r)] += 1
+        return self.backend.score_responses(agent, prompts, responses)
+
+
+def differences(a, b, where: str = "") -> list[str]:
+    """Where two diversity dicts differ: numbers beyond rel 1e-4 / abs 1e-6, anything else at all."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where}: keys {sorted(a)} != {sorted(b)}"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: {len(a)} != {len(b)} entries"]
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")
+        ]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) else [f"{where}: {a!r} != {b!r}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+@pytest.fixture(scope="module")
+def debate(backend, adapters, tmp_path_factory) -> list[DebateRecord]:
+    """A seeded 2-round debate of 3 slots on the bundled model: generators a, b and a copy of the base,
+    critics c, b (gen_1's own model again) and the base copy; adapters that make them differ."""
+    from mft.debate.engine import DebateSettings, Society, run_debate
+
+    c = random_adapter(tmp_path_factory.mktemp("adapters") / "c", 3)
+    for agent in [Agent("a", str(adapters["a"])), Agent("b", str(adapters["b"])), Agent("c", str(c))]:
+        backend.add_agent(agent)
+    backend.add_agent(Agent("plain"))
+    backend.add_agent(Agent("base_model"))
+    society = Society(
+        generators=[Agent("a", str(adapters["a"])), Agent("b", str(adapters["b"])), Agent("plain")],
+        critics=[Agent("c", str(c)), Agent("b", str(adapters["b"])), Agent("plain")],
+    )
+    settings = DebateSettings(rounds=2, sampling=Sampling(max_new_tokens=40), seed=0, chunk_size=8)
+    return run_debate(backend, task, task.load("test", 8), society, settings, progress=False)
+
+
+def test_planned_diversity_equals_the_reference_scoring_each_pair_once(backend, debate, monkeypatch) -> None:
+    """Every metric of diversity.json from the planned, batched scoring equals the simple reference (one
+    response per call: one per forward, unpadded) to float tolerance; each (model, response) pair is
+    scored once, where the reference scores some several times."""
+    options = dict(encoder=CharEncoder(), base="base_model", same_as_base=["plain"], progress=False)
+    reference = compute_diversity(debate, task, scorer=backend, reference=True, chunk_size=1, **options)
+    assert {"consensus", "agreement", "embedding_dissimilarity", "held_out_nll", "kl", "kl_from_base"} <= set(
+        reference
+    )
+    assert set(reference["kl_from_base"]["per_agent"]) == {
+        f"{r}_{s}" for r in ("gen", "critic") for s in range(3)
+    }
+    assert reference["kl_from_base"]["per_agent"]["gen_0"]["mean"] > 1e-3  # the agents differ from the base
+    assert reference["kl"]["matrix"][0][1] > 1e-3
+
+    counting = CountingScorer(backend)
+    planned = compute_diversity(debate, task, scorer=counting, **options)
+    assert differences(planned, reference) == []
+    # final round: 8 problems x 3 responses under c, b and the base (the held-out NLL, the critics' KL and
+    # c's and b's KL from the base share them); round 1: a's and b's responses under themselves and the base
+    assert max(counting.scored.values()) == 1
+    assert sum(counting.scored.values()) == 8 * 3 * 3 + 8 * 2 * 2
+    assert {m for m, _, _ in counting.scored} == {"a", "b", "c", "base_model"}
+
+    # one response per block, one row per forward: still the same numbers
+    monkeypatch.setattr(backend, "score_tokens", 1)
+    small = compute_diversity(debate, task, scorer=backend, logprob_budget=1, **options)
+    assert differences(small, reference) == []

@@ -397,3 +397,66 @@ def test_copies_of_the_base_are_scored_once_with_the_same_results() -> None:
     assert known["held_out_nll"]["matrix"] == plain["held_out_nll"]["matrix"]
     for row, ref in zip(known["kl"]["matrix"], plain["kl"]["matrix"], strict=True):
         assert row == pytest.approx(ref)
+
+
+def _three_rounds(pid: str, texts: list[str]) -> DebateRecord:
+    """3 rounds of 3 slots: generators g<i>, then critics c0, c1 and the base copy "copy" twice."""
+    critics = ["c0", "c1", "copy"]
+    return DebateRecord(
+        task="arithmetic",
+        task_version="1",
+        problem=Problem(id=pid, question="q", answer="0"),
+        agents=[["g0", "g1", "g2"], critics, critics],
+        responses=[texts, texts[::-1], [t + "1" for t in texts]],
+        answers=[["1", "2", "1"]] * 3,
+        conversations=[
+            [
+                m
+                for rnd, rt in enumerate([texts, texts[::-1], [t + "1" for t in texts]])
+                for m in (
+                    Message(role="user", content=f"{pid} r{rnd} s{i}"),
+                    Message(role="assistant", content=rt[i]),
+                )
+            ]
+            for i in range(3)
+        ],
+        consensus="1",
+        round_consensus=["1", "1", "1"],
+        correct=False,
+    )
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_planned_equals_the_reference_and_scores_less(mixed: bool) -> None:
+    q = {"g0": [0.6, 0.2, 0.5, 0.3], "g1": [0.3] * 4, "g2": [0.5, 0.5, 0.9, 0.1], "c0": [0.7, 0.4, 0.1, 0.5]}
+    q |= {"c1": [0.2, 0.8, 0.6, 0.6], "copy": [0.45] * 4, "base": [0.45] * 4, "base_b": [0.35] * 4}
+    recs = [_three_rounds(f"p{i}", t) for i, t in enumerate([["0", "01", "110"], ["11", "0", "010"]])]
+    base: str | dict[str, str] = "base"
+    if mixed:  # slot 1's agents on another base
+        base = {
+            a: ("base_b" if a in ("g1", "c1") else "base") for a in ["g0", "g1", "g2", "c0", "c1", "copy"]
+        }
+    options = dict(base=base, same_as_base=["copy"], progress=False)
+    reference_scorer, planned_scorer = FakeScorer(q), FakeScorer(q)
+    reference = compute_diversity(recs, numeric_eq, scorer=reference_scorer, reference=True, **options)
+    planned = compute_diversity(recs, numeric_eq, scorer=planned_scorer, **options)
+    assert ("kl" in planned) is not mixed
+    assert planned.keys() == reference.keys()
+    assert _close(planned, reference)
+    assert planned["kl_from_base"]["per_agent"]["critic_2"]["mean"] == 0.0  # the base copy
+    assert planned["kl_from_base"]["per_agent"]["critic_1"]["mean"] > 0
+
+    def scorings(scorer: FakeScorer) -> int:
+        return sum(len(responses) for _, _, responses in scorer.calls)
+
+    assert scorings(planned_scorer) < scorings(reference_scorer)
+
+
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b

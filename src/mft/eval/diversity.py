@@ -13,7 +13,8 @@ answers the debate is scored on, as the paper's own evaluation reads them for co
 - embedding dissimilarity: per problem, mean over agent pairs of 1 - cosine similarity of the final
   responses' sentence embeddings (all-MiniLM-L6-v2 by default, loaded offline by `mft.eval.encoders`).
 - likelihood-based, with the agents' own models (`mft.eval.likelihood`): `held_out_nll` (the paper's
-  likelihood diversity), `kl` between critics, and `kl_from_base` per agent (the paper's Figure 8).
+  likelihood diversity), `kl` between critics, and `kl_from_base` per agent (the paper's Figure 8), from
+  one scoring of each (model, response) pair they need.
 
 Every number is a mean with its standard error over problems (`Estimate`), so iterations and methods compare
 like the accuracy table does. Importing this module imports neither torch nor numpy.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from mft.errors import MftError
 from mft.eval.encoders import Encoder
-from mft.eval.likelihood import Scorer, held_out_nll, held_out_nll_and_kl, kl_from_base
+from mft.eval.likelihood import LOGPROB_BUDGET, Scorer, likelihood_diversity
 from mft.eval.metrics import Estimate, mean_se, strict_json
 from mft.records import DebateRecord
 
@@ -136,19 +137,24 @@ def compute_diversity(
     *,
     base: str | Mapping[str, str] | None = None,
     same_as_base: Collection[str] = (),
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
+    logprob_budget: int = LOGPROB_BUDGET,
+    reference: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """All diversity metrics of one iteration's test debates, as a JSON-serialisable dict.
 
     `max_problems` keeps the first K records (None: all). Embedding dissimilarity only with an `encoder`;
-    the held-out NLL and the critics' pairwise KL only with a `scorer` (from one shared scoring pass, with
-    at least 2 agents); KL from the base model with a `scorer` and `base`, the scorer's name for the base
-    model itself (agents in `same_as_base` are the base and get 0 unscored).
+    the held-out NLL and the critics' pairwise KL only with a `scorer` (with at least 2 agents); KL from
+    the base model with a `scorer` and `base`, the scorer's name for the base model itself (agents in
+    `same_as_base` are the base and get 0 unscored). The likelihood metrics come from one scoring of each
+    (model, response) pair they need, batched (`mft.eval.likelihood.likelihood_diversity`; `chunk_size`
+    and `logprob_budget` bound its blocks); `reference` computes them the simple, slow way instead
+    (`mft.eval.likelihood_reference`, `chunk_size` responses per call, 8 by default): the same numbers.
 
     A mixed society (agents on several base models) passes as `base` each agent's own base: its KL is from
     that base. Its agents need not share a tokenizer, so the critics' pairwise KL is left out, and its base
-    copies are not one model: each is scored for the held-out NLL (per token of the scoring critic's own
+    copies are scored as their own base for the held-out NLL (per token of the scoring critic's own
     tokenizer).
     """
     recs = list(records)[:max_problems] if max_problems is not None else list(records)
@@ -163,18 +169,26 @@ def compute_diversity(
     if encoder is not None:
         out["embedding_dissimilarity"] = strict_json(embedding_dissimilarity(recs, encoder))
     if scorer is not None and recs:
-        if recs[0].n_agents >= 2 and isinstance(base, Mapping):  # a mixed society
-            nll = held_out_nll(recs, scorer, chunk_size=chunk_size, progress=progress)
-            out["held_out_nll"] = nll.as_dict()
-        elif recs[0].n_agents >= 2:
-            nll, kl = held_out_nll_and_kl(
-                recs, scorer, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
+        pairs = recs[0].n_agents >= 2
+        options: dict[str, Any] = {
+            "held_out": pairs,
+            "kl": pairs and not isinstance(base, Mapping),  # a mixed society: no KL across tokenizers
+            "base": base,
+            "same_as_base": same_as_base,
+            "progress": progress,
+        }
+        if reference:
+            from mft.eval.likelihood_reference import reference_likelihoods
+
+            got = reference_likelihoods(recs, scorer, chunk_size=chunk_size or 8, **options)
+        else:
+            got = likelihood_diversity(
+                recs, scorer, chunk_size=chunk_size, logprob_budget=logprob_budget, **options
             )
-            out["held_out_nll"] = nll.as_dict()
-            out["kl"] = kl.as_dict()
-        if base is not None:
-            from_base = kl_from_base(
-                recs, scorer, base, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
-            )
-            out["kl_from_base"] = from_base.as_dict()
+        if got.held_out is not None:
+            out["held_out_nll"] = got.held_out.as_dict()
+        if got.kl is not None:
+            out["kl"] = got.kl.as_dict()
+        if got.from_base is not None:
+            out["kl_from_base"] = got.from_base.as_dict()
     return out

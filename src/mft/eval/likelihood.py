@@ -14,84 +14,45 @@
   >= 0, exactly 0 for an agent equal to the base, and the estimate has less variance than the sampled
   log-ratio log p_agent(y) - log p_base(y) whose expectation it is.
 
-All come from teacher-forced scoring through a `Scorer` (the hf backend is one). Every number is a mean over
-problems with its standard error over problems. Importing this module imports neither torch nor numpy.
+All come from teacher-forced scoring through a `Scorer` (the hf backend is one). `likelihood_diversity`
+computes any of them together: it plans every (model, response) pair they need, so a pair two metrics share
+(a critic on its own final-round response: the held-out matrix's diagonal and its KL from the base; the
+base on it) is scored once, and `mft.eval.scoring_plan` scores them batched and grouped by model. The
+functions of one metric plan that metric alone. `mft.eval.likelihood_reference` computes the same numbers
+the simple, slow way, to check and time this one against. Every number is a mean over problems with its
+standard error over problems. Importing this module imports neither torch nor numpy.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Collection, Mapping, Sequence
 
 from mft.errors import MftError
-from mft.eval.metrics import Estimate, mean_se, strict_json
+from mft.eval.likelihood_results import (
+    HeldOutNLL,
+    KLFromBase,
+    Likelihoods,
+    PairwiseKL,
+    from_base_from,
+    held_out_from,
+    pairwise_kl_from,
+)
+from mft.eval.scoring_plan import LOGPROB_BUDGET, Request, Scored, Scorer, score_requests
 from mft.records import DebateRecord, Message
 
-if TYPE_CHECKING:
-    import torch
-
-
-class Scorer(Protocol):
-    """An agent's next-token distributions on given replies (teacher forcing); `HFBackend` is one.
-
-    For each example i: `(token_ids [T], logprobs [T, V])` -- the T tokens of `responses[i]` as the chat
-    template renders it as the assistant reply to `prompts[i]` (the tokens generation would produce, end of
-    turn included), and agent `agent`'s log-softmax over the whole vocabulary at each of those positions.
-    """
-
-    def score_responses(
-        self, agent: str, prompts: list[list[Message]], responses: list[str]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
-
-
-@dataclass(frozen=True)
-class HeldOutNLL:
-    """Per-token NLL of the final-round responses under held-out critics (scorer slot != writer slot)."""
-
-    estimate: Estimate  # per problem: mean over (scorer m, writer s), m != s; standard error over problems
-    matrix: list[
-        list[float]
-    ]  # matrix[m][s]: slot s's responses under slot m's critic (diagonal: own, unused)
-    agents: list[str]  # the final-round agent of each slot
-    round: int  # the round scored, counted from 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **strict_json(self.estimate),
-            "matrix": self.matrix,
-            "agents": self.agents,
-            "round": self.round,
-        }
-
-
-@dataclass(frozen=True)
-class PairwiseKL:
-    """Mean over ordered pairs (m, n), m != n, of KL(p_m || p_n) per response token."""
-
-    estimate: Estimate  # mean over pairs, standard error over problems
-    matrix: list[list[float]]  # matrix[m][n] = KL(p_m || p_n), averaged over tokens, responses, problems
-    agents: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**strict_json(self.estimate), "matrix": self.matrix, "agents": self.agents}
-
-
-@dataclass(frozen=True)
-class KLFromBase:
-    """Each agent's KL from the base model on its own responses (keys `gen_<n>` and `critic_<n>`)."""
-
-    estimate: Estimate  # per problem: mean over the agents; standard error over problems
-    per_agent: dict[str, Estimate]  # role key -> mean over problems, standard error over problems
-    agents: dict[str, str]  # role key -> the agent (model) that wrote those responses
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **strict_json(self.estimate),
-            "per_agent": {k: strict_json(v) for k, v in self.per_agent.items()},
-            "agents": self.agents,
-        }
+__all__ = [
+    "LOGPROB_BUDGET",
+    "HeldOutNLL",
+    "KLFromBase",
+    "Likelihoods",
+    "PairwiseKL",
+    "Scorer",
+    "held_out_nll",
+    "held_out_nll_and_kl",
+    "kl_from_base",
+    "likelihood_diversity",
+    "pairwise_kl",
+]
 
 
 def role_key(round_: int, slot: int) -> str:
@@ -116,44 +77,6 @@ def response_prompt(r: DebateRecord, slot: int, round_: int) -> list[Message]:
     )
 
 
-def _kl(lp_a: torch.Tensor, lp_b: torch.Tensor) -> float:
-    """Mean over positions of KL(p_a || p_b) over the full vocabulary, from log-probs [T, V]."""
-    import torch
-
-    p_a = lp_a.exp()
-    terms = torch.where(p_a > 0, p_a * (lp_a - lp_b), torch.zeros_like(p_a))  # 0 log 0 = 0
-    return float(terms.sum(-1).mean())
-
-
-def _nll(token_ids: torch.Tensor, logprobs: torch.Tensor) -> float:
-    """Mean per-token negative log-likelihood of `token_ids` [T] under `logprobs` [T, V]."""
-    ids = token_ids.to(logprobs.device).long().view(-1, 1)
-    return float(-logprobs.gather(-1, ids).mean())
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for lo in range(0, len(items), max(1, size)):
-        yield items[lo : lo + max(1, size)]
-
-
-def _scored(
-    scorer: Scorer, name: str, prompts: list[list[Message]], responses: list[str]
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = scorer.score_responses(name, prompts, responses)
-    if len(out) != len(responses):
-        raise MftError(f"scorer returned {len(out)} results for {len(responses)} responses")
-    return out
-
-
-def _same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise MftError(
-            f"agents {name_a!r} and {name_b!r} scored a response with different shapes "
-            f"{tuple(a.shape)} / {tuple(b.shape)}",
-            hint="KL needs agents that share one tokenizer (one base model)",
-        )
-
-
 def final_round_agents(records: Sequence[DebateRecord]) -> list[str]:
     """The agent of each slot in the final round, the same in every record (one society)."""
     if not records:
@@ -170,97 +93,162 @@ def final_round_agents(records: Sequence[DebateRecord]) -> list[str]:
     return names
 
 
-# -- held-out NLL and pairwise KL of the final round ------------------------------------------------------
-@dataclass
-class _FinalScores:
-    nll: list[list[list[float]]]  # [problem][scorer slot m][writer slot s]
-    kl: list[list[list[float]]] | None  # [problem][m][n]: mean over the problem's final-round responses
-
-
-def _score_final(
-    records: Sequence[DebateRecord],
-    want_kl: bool,
-    scorer: Scorer,
-    chunk_size: int,
-    progress: bool,
-    same_as_base: Collection[str] = (),
-) -> tuple[_FinalScores, list[str]]:
-    """Every final-round response under every distinct final-round critic, `chunk_size` responses at a time.
-
-    A model that plays several slots (single-model methods, or base copies: the agents in `same_as_base`)
-    is run once per chunk, not once per slot. Only
-    one chunk's [T, V] log-probs are alive at a time (for every distinct critic when KL is wanted, else
-    only the current one's), so memory stays bounded whatever the vocabulary and the number of problems.
-    """
-    from tqdm.auto import tqdm
-
+def critics_of(records: Sequence[DebateRecord]) -> list[str]:
+    """`final_round_agents`, of which the likelihood diversity needs at least 2."""
     names = final_round_agents(records)
+    if len(names) < 2:
+        raise MftError(f"likelihood diversity needs at least 2 agents, got {len(names)}")
+    return names
+
+
+def writers(records: Sequence[DebateRecord]) -> dict[str, str]:
+    """Role key (`role_key`) -> the agent that wrote those responses, the same in every record."""
+    keys: dict[str, str] = {}
+    for r in records:
+        for rnd, slots in enumerate(r.agents):
+            for s, name in enumerate(slots):
+                key = role_key(rnd, s)
+                if keys.setdefault(key, name) != name:
+                    raise MftError(
+                        f"problem {r.problem.id}: {key} is agent {name!r} here but {keys[key]!r} before",
+                        hint="score the debate records of one society (one iteration's eval/debate.jsonl)",
+                    )
+    return keys
+
+
+def base_of(base: str | Mapping[str, str], agent: str) -> str:
+    """The model `agent`'s KL is measured from: `base`, or (a mixed society) its own base in the mapping."""
+    if isinstance(base, str):
+        return base
+    if agent not in base:
+        raise MftError(f"agent {agent!r} has no base model to measure its KL from")
+    return base[agent]
+
+
+# -- all of them from one plan ----------------------------------------------------------------------------
+class _Plan:
+    """Which model scores which response (p, round, slot), and the KL pairs wanted of it."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[int, int, int], list[str]] = {}
+        self.pairs: dict[tuple[int, int, int], list[tuple[str, str]]] = {}
+
+    def add(self, item: tuple[int, int, int], models: list[str], pairs: list[tuple[str, str]]) -> None:
+        have, want = self.models.setdefault(item, []), self.pairs.setdefault(item, [])
+        have.extend(m for m in models if m not in have)
+        want.extend(p for p in pairs if p not in want)
+
+    def requests(self, records: Sequence[DebateRecord]) -> tuple[list[tuple[int, int, int]], list[Request]]:
+        items = list(self.models)
+        return items, [
+            Request(
+                response_prompt(records[p], s, rnd),
+                records[p].responses[rnd][s],
+                tuple(self.models[(p, rnd, s)]),
+                tuple(self.pairs[(p, rnd, s)]),
+            )
+            for p, rnd, s in items
+        ]
+
+
+def likelihood_diversity(
+    records: Sequence[DebateRecord],
+    scorer: Scorer,
+    *,
+    held_out: bool = True,
+    kl: bool = True,
+    base: str | Mapping[str, str] | None = None,
+    same_as_base: Collection[str] = (),
+    chunk_size: int | None = None,
+    logprob_budget: int = LOGPROB_BUDGET,
+    progress: bool = False,
+) -> Likelihoods:
+    """The held-out NLL (`held_out`), the critics' pairwise KL (`kl`) and, with a `base`, each agent's KL
+    from it, from one scoring of each (model, response) pair they need (module docstring).
+
+    `base` and `same_as_base` as in `kl_from_base`. An agent in `same_as_base` is its base's model: it is
+    scored as that base (under `base`'s name where `base` names it, else as the first such final-round
+    critic), once for all of them. `chunk_size`: at most that many responses per block (None: as many as
+    `logprob_budget`, bytes of log-probs held at once, allows; `mft.eval.scoring_plan`).
+    """
+    recs = list(records)
+    base_copies = set(same_as_base)
+    names = critics_of(recs) if held_out or kl else []
+    first_copy = next((a for a in names if a in base_copies), None)
+
+    def model_of(agent: str) -> str:  # who computes an agent's distributions
+        if agent not in base_copies:
+            return agent
+        if isinstance(base, str):
+            return base
+        if isinstance(base, Mapping):  # copies of several bases: each is its own base's
+            return base.get(agent, agent)
+        return first_copy or agent
+
+    plan = _Plan()
+    critics = [model_of(a) for a in names]
+    for p, r in enumerate(recs):
+        for s in range(len(names)):
+            pairs = [(a, b) for a in critics for b in critics if a != b] if kl else []
+            plan.add((p, r.n_rounds - 1, s), list(dict.fromkeys(critics)), pairs)
+    keys = writers(recs) if base is not None else {}
+    refs = ({base} if isinstance(base, str) else set(base.values())) if base is not None else set()
+    if base is not None:
+        for p, r in enumerate(recs):
+            for rnd, slots in enumerate(r.agents):
+                for s, name in enumerate(slots):
+                    if name not in refs and name not in base_copies:  # else: the base itself, KL 0
+                        own, ref = model_of(name), base_of(base, name)
+                        plan.add((p, rnd, s), [own, ref], [(own, ref)])
+    items, requests = plan.requests(recs)
+    scored = dict(
+        zip(
+            items,
+            score_requests(requests, scorer, budget=logprob_budget, most=chunk_size, progress=progress),
+            strict=True,
+        )
+    )
+
+    def last(p: int, s: int) -> Scored:
+        return scored[(p, recs[p].n_rounds - 1, s)]
+
     n = len(names)
-    if n < 2:
-        raise MftError(f"likelihood diversity needs at least 2 agents, got {n}")
-    bases = [a for a in names if a in same_as_base]
-    model = {a: bases[0] if a in same_as_base else a for a in names}  # who computes each slot's scores
-    distinct = list(dict.fromkeys(model[a] for a in names))
-    items = [(p, s) for p in range(len(records)) for s in range(n)]
-    nll = [[[math.nan] * n for _ in range(n)] for _ in records]
-    kl_sum = [[[0.0] * n for _ in range(n)] for _ in records] if want_kl else None
-    chunks = list(_chunks(items, chunk_size))
-    bar = tqdm(total=len(chunks) * len(distinct), desc="diversity: held-out NLL", disable=not progress)
-    try:
-        for chunk in chunks:
-            prompts = [response_prompt(records[p], s, records[p].n_rounds - 1) for p, s in chunk]
-            texts = [records[p].responses[-1][s] for p, s in chunk]
-            held: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-            for name in distinct:
-                out = _scored(scorer, name, prompts, texts)
-                for (p, s), (ids, lp) in zip(chunk, out, strict=True):
-                    value = _nll(ids, lp)
-                    for m in range(n):
-                        if model[names[m]] == name:
-                            nll[p][m][s] = value
-                if want_kl:
-                    held[name] = out
-                bar.update(1)
-            if kl_sum is not None:
-                for j, (p, _s) in enumerate(chunk):
-                    for a, b in ((a, b) for a in range(n) for b in range(n) if a != b):
-                        if model[names[a]] == model[names[b]]:
-                            continue  # one model in two slots: KL 0
-                        lp_a, lp_b = held[model[names[a]]][j][1], held[model[names[b]]][j][1]
-                        _same_shape(lp_a, lp_b, names[a], names[b])
-                        kl_sum[p][a][b] += _kl(lp_a, lp_b)
-            del held
-    finally:
-        bar.close()
-    kl = [[[v / n for v in row] for row in prob] for prob in kl_sum] if kl_sum is not None else None
-    return _FinalScores(nll, kl), names
+    out_held = None
+    if held_out:
+        nll = [[[last(p, s).nll[critics[m]] for s in range(n)] for m in range(n)] for p in range(len(recs))]
+        out_held = held_out_from(nll, names, recs[0].n_rounds)
+    out_kl = None
+    if kl:
+        per_problem = [
+            [
+                [
+                    sum(last(p, s).kl[(critics[a], critics[b])] for s in range(n)) / n
+                    if critics[a] != critics[b]
+                    else 0.0  # one model in two slots: KL 0
+                    for b in range(n)
+                ]
+                for a in range(n)
+            ]
+            for p in range(len(recs))
+        ]
+        out_kl = pairwise_kl_from(per_problem, names)
+    out_base = None
+    if base is not None:
+        values: dict[str, list[list[float]]] = {k: [[] for _ in recs] for k in keys}
+        for p, r in enumerate(recs):
+            for rnd, slots in enumerate(r.agents):
+                for s, name in enumerate(slots):
+                    value = 0.0  # the base itself: 0, not scored
+                    if name not in refs and name not in base_copies:
+                        value = scored[(p, rnd, s)].kl[(model_of(name), base_of(base, name))]
+                    values[role_key(rnd, s)][p].append(value)
+        out_base = from_base_from(values, keys, len(recs))
+    return Likelihoods(out_held, out_kl, out_base)
 
 
-def _held_out_from(scores: _FinalScores, names: list[str], round_: int) -> HeldOutNLL:
-    n = len(names)
-    pairs = [(m, s) for m in range(n) for s in range(n) if m != s]  # never a critic on its own response
-    est = mean_se([sum(prob[m][s] for m, s in pairs) / len(pairs) for prob in scores.nll])
-    probs = scores.nll
-    matrix = [
-        [sum(prob[m][s] for prob in probs) / len(probs) if probs else math.nan for s in range(n)]
-        for m in range(n)
-    ]
-    return HeldOutNLL(est, matrix, list(names), round_)
-
-
-def _kl_from(scores: _FinalScores, names: list[str]) -> PairwiseKL:
-    assert scores.kl is not None
-    n, probs = len(names), scores.kl
-    pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
-    est = mean_se([sum(k[a][b] for a, b in pairs) / len(pairs) for k in probs])
-    matrix = [
-        [sum(k[a][b] for k in probs) / len(probs) if probs else math.nan for b in range(n)] for a in range(n)
-    ]
-    return PairwiseKL(est, matrix, list(names))
-
-
+# -- one metric at a time -----------------------------------------------------------------------------------
 def held_out_nll(
-    records: Sequence[DebateRecord], scorer: Scorer, *, chunk_size: int = 8, progress: bool = False
+    records: Sequence[DebateRecord], scorer: Scorer, *, chunk_size: int | None = None, progress: bool = False
 ) -> HeldOutNLL:
     """The paper's likelihood diversity: the mean per-token NLL of each final-round (critic) response under
     the critics of the other slots, never under the critic that wrote it; per problem the mean over the
@@ -269,18 +257,20 @@ def held_out_nll(
     The agents are read from the records (`agents[-1]`); `scorer` must know them. In a single-model method
     every slot holds the same model, so its held-out critic has the writer's weights.
     """
-    scores, names = _score_final(records, False, scorer, chunk_size, progress)
-    return _held_out_from(scores, names, records[0].n_rounds if records else 0)
+    got = likelihood_diversity(records, scorer, kl=False, chunk_size=chunk_size, progress=progress)
+    assert got.held_out is not None
+    return got.held_out
 
 
 def pairwise_kl(
-    records: Sequence[DebateRecord], scorer: Scorer, *, chunk_size: int = 8, progress: bool = False
+    records: Sequence[DebateRecord], scorer: Scorer, *, chunk_size: int | None = None, progress: bool = False
 ) -> PairwiseKL:
     """For each ordered pair (m, n) of final-round slots, KL(p_m || p_n) between the two critics' full
     next-token distributions, averaged over the tokens of a response, then over all final-round responses
     of a problem; the mean over pairs has its standard error over problems. `matrix[m][n]` (diagonal 0)."""
-    scores, names = _score_final(records, True, scorer, chunk_size, progress)
-    return _kl_from(scores, names)
+    got = likelihood_diversity(records, scorer, held_out=False, chunk_size=chunk_size, progress=progress)
+    assert got.kl is not None
+    return got.kl
 
 
 def held_out_nll_and_kl(
@@ -288,23 +278,25 @@ def held_out_nll_and_kl(
     scorer: Scorer,
     *,
     same_as_base: Collection[str] = (),
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
     progress: bool = False,
 ) -> tuple[HeldOutNLL, PairwiseKL]:
     """`held_out_nll` and `pairwise_kl` from one shared scoring pass; the agents in `same_as_base` are
     known to be one model (the base), scored once for all of them."""
-    scores, names = _score_final(records, True, scorer, chunk_size, progress, same_as_base)
-    return _held_out_from(scores, names, records[0].n_rounds), _kl_from(scores, names)
+    got = likelihood_diversity(
+        records, scorer, same_as_base=same_as_base, chunk_size=chunk_size, progress=progress
+    )
+    assert got.held_out is not None and got.kl is not None
+    return got.held_out, got.kl
 
 
-# -- KL of each agent from the base model ------------------------------------------------------------------
 def kl_from_base(
     records: Sequence[DebateRecord],
     scorer: Scorer,
     base: str | Mapping[str, str],
     *,
     same_as_base: Collection[str] = (),
-    chunk_size: int = 8,
+    chunk_size: int | None = None,
     progress: bool = False,
 ) -> KLFromBase:
     """Each agent's per-token KL(p_agent || p_base) on its own responses of every round (see the module
@@ -314,59 +306,15 @@ def kl_from_base(
     from each agent to the one that is its own base; agents named in `same_as_base` are known to be their
     base (no adapter) and get 0 without being scored.
     """
-    from tqdm.auto import tqdm
-
-    # items: (problem, round, slot); each response is scored by the agent that wrote it and by the base
-    by_agent: dict[str, list[tuple[int, int, int]]] = {}
-    keys: dict[str, str] = {}
-    for p, r in enumerate(records):
-        for rnd, slots in enumerate(r.agents):
-            for s, name in enumerate(slots):
-                key = role_key(rnd, s)
-                if keys.setdefault(key, name) != name:
-                    raise MftError(
-                        f"problem {r.problem.id}: {key} is agent {name!r} here but {keys[key]!r} before",
-                        hint="score the debate records of one society (one iteration's eval/debate.jsonl)",
-                    )
-                by_agent.setdefault(name, []).append((p, rnd, s))
-    values: dict[str, list[list[float]]] = {k: [[] for _ in records] for k in keys}  # key -> [problem]
-
-    def ref(agent: str) -> str:
-        if isinstance(base, str):
-            return base
-        if agent not in base:
-            raise MftError(f"agent {agent!r} has no base model to measure its KL from")
-        return base[agent]
-
-    refs = {base} if isinstance(base, str) else set(base.values())
-    scored = {a: items for a, items in by_agent.items() if a not in refs and a not in same_as_base}
-    for a, items in by_agent.items():
-        if a not in scored:
-            for p, rnd, s in items:
-                values[role_key(rnd, s)][p].append(0.0)
-    total = sum(len(list(_chunks(items, chunk_size))) for items in scored.values())
-    bar = tqdm(total=total, desc="diversity: KL from base", disable=not progress)
-    try:
-        for agent, items in scored.items():
-            for chunk in _chunks(items, chunk_size):
-                prompts = [response_prompt(records[p], s, rnd) for p, rnd, s in chunk]
-                texts = [records[p].responses[rnd][s] for p, rnd, s in chunk]
-                own = _scored(scorer, agent, prompts, texts)
-                reference = _scored(scorer, ref(agent), prompts, texts)
-                for (p, rnd, s), (_, lp_a), (_, lp_b) in zip(chunk, own, reference, strict=True):
-                    _same_shape(lp_a, lp_b, agent, ref(agent))
-                    values[role_key(rnd, s)][p].append(_kl(lp_a, lp_b))
-                del own, reference
-                bar.update(1)
-    finally:
-        bar.close()
-    ordered = sorted(keys, key=lambda k: (k.startswith("critic"), int(k.split("_")[1])))
-    per_problem = {k: [sum(v) / len(v) for v in values[k] if v] for k in ordered}
-    overall = []
-    for p in range(len(records)):
-        row = [sum(values[k][p]) / len(values[k][p]) for k in ordered if values[k][p]]
-        if row:
-            overall.append(sum(row) / len(row))
-    return KLFromBase(
-        mean_se(overall), {k: mean_se(per_problem[k]) for k in ordered}, {k: keys[k] for k in ordered}
+    got = likelihood_diversity(
+        records,
+        scorer,
+        held_out=False,
+        kl=False,
+        base=base,
+        same_as_base=same_as_base,
+        chunk_size=chunk_size,
+        progress=progress,
     )
+    assert got.from_base is not None
+    return got.from_base

@@ -6,8 +6,9 @@ is filled (`kv_cache.py`; on a CPU the prompts are prefilled into it a few at a 
 batch), that adapter active (agents with no adapter: adapters disabled, the bare base). On a CPU
 (`merge_adapters`), "active" means merged: the batch runs on the base with the adapter added to a copy of
 the adapted weights (see `adapters.merged`). When each agent has only a few requests, they share
-batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter), as
-scoring (`score_responses`) always does. How requests are grouped and batched: `generation.py`.
+batches through peft's mixed-adapter inference (`adapter_names=`, each row through its own adapter). How
+requests are grouped and batched: `generation.py`. Scoring (`score_responses`) scores one agent a call,
+its adapter active (merged) as for a per-adapter batch.
 
 The loaded model (`model.LoadedModel`: base, tokenizer, chat format, the adapters' PeftModel) is what the
 trainer (`finetune.py`) and the scorer (`scoring.py`) are handed; this class holds one and delegates to it
@@ -88,6 +89,10 @@ class HFBackend(Backend):
     # CPU (a chunk's activations stay in the CPU's caches, faster than one forward: docs/performance.md),
     # the whole batch in one forward elsewhere; 0: the same
     prefill_tokens: int | str = "auto"
+    # scoring (`score_responses`, the diversity metrics) forwards at most this many tokens (rows x padded
+    # width) at once; "auto": 2048 on a CPU (as prefill), on a GPU what its free memory holds
+    # (`scoring.score_budget`); 0: no cap but `batch_size`
+    score_tokens: int | str = "auto"
 
     def __init__(
         self,
@@ -329,13 +334,25 @@ class HFBackend(Backend):
         responses: list[str],
         batch_size: int | None = None,
     ) -> list[tuple[Any, Any]]:
-        """Agent `agent`'s next-token distributions on given replies (see `scoring.score_responses`)."""
-        from mft.backends.hf.scoring import score_responses
+        """Agent `agent`'s next-token distributions on given replies (see `scoring.score_responses`): one
+        adapter for the whole call, active as for generation (merged into the weights on a CPU, where
+        lossless), in batches of at most `batch_size` rows (default: the backend's) and `score_tokens`."""
+        from mft.backends.hf.scoring import score_budget, score_responses
 
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not responses:
+            return []
         adapter, own = self.adapter_of(agent), self.full_models.get(agent)
-        return score_responses(self.loaded, adapter, own, prompts, responses, batch_size or self.batch_size)
+        context = (
+            on_device(own, self.device, self.offload_full_models)
+            if own is not None
+            else self._active("adapter", adapter)
+        )
+        model, rows = (own if own is not None else self.model), batch_size or self.batch_size
+        with context:
+            budget = score_budget(self.score_tokens, own if own is not None else self.base)
+            return score_responses(self.loaded, model, prompts, responses, rows, budget)
 
     def finetune(
         self,
