@@ -4,7 +4,7 @@ sized to fit."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,24 +193,31 @@ def free_token_budget(model: Any, share: float = 0.5) -> int | None:
     return max(1, int(share * free) // (2 * per_token))
 
 
-def plan_batches(
-    order: list[int], lengths: list[int], max_rows: int, max_new: int, budget: int | None
-) -> list[list[int]]:
-    """Consecutive slices of `order` (indices sorted by prompt length): at most `max_rows` rows each, and,
-    with a `budget`, at most `budget` cached tokens (rows x (longest prompt + max_new)); one row at least."""
+def slices(order: list[int], max_rows: int, too_big: Callable[[list[int]], bool]) -> list[list[int]]:
+    """Consecutive slices of `order`: each grows while it has at most `max_rows` rows and `too_big` does not
+    refuse it (a slice of one row is never refused). The one batch planner of generation and scoring."""
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        width = max([lengths[j] for j in current] + [lengths[i]]) + max_new
-        if current and (
-            len(current) >= max_rows or (budget is not None and width * (len(current) + 1) > budget)
-        ):
+        if current and (len(current) >= max_rows or too_big([*current, i])):
             batches.append(current)
             current = []
         current.append(i)
     if current:
         batches.append(current)
     return batches
+
+
+def plan_batches(
+    order: list[int], lengths: list[int], max_rows: int, max_new: int, budget: int | None
+) -> list[list[int]]:
+    """Consecutive slices of `order` (indices sorted by prompt length): at most `max_rows` rows each, and,
+    with a `budget`, at most `budget` cached tokens (rows x (longest prompt + max_new)); one row at least."""
+    if budget is None:
+        return slices(order, max_rows, lambda rows: False)
+    return slices(
+        order, max_rows, lambda rows: len(rows) * (max(lengths[j] for j in rows) + max_new) > budget
+    )
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mft.backends.hf.model import LoadedModel, accepts_logits_to_keep, free_token_budget, left_pad
+from mft.backends.hf.model import LoadedModel, accepts_logits_to_keep, free_token_budget, left_pad, slices
 from mft.records import Message
 
 CPU_SCORE_TOKENS = 2048  # rows x padded width of a scoring forward on a CPU (measured: docs/performance.md)
@@ -46,24 +46,13 @@ def plan_score_batches(
     """Consecutive slices of `order` (indices sorted by sequence width): at most `max_rows` rows, rows x
     the widest row at most `max_tokens` and rows x (the longest reply + 1) at most `max_positions` (the
     logits kept), each with one row at least."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = longest = 0
-    for i in order:
-        w, t = max(width, widths[i]), max(longest, replies[i] + 1)
-        rows = len(current) + 1
-        if current and (
-            rows > max_rows
-            or (max_tokens is not None and rows * w > max_tokens)
-            or (max_positions is not None and rows * t > max_positions)
-        ):
-            batches.append(current)
-            current, w, t = [], widths[i], replies[i] + 1
-        current.append(i)
-        width, longest = w, t
-    if current:
-        batches.append(current)
-    return batches
+
+    def too_big(rows: list[int]) -> bool:
+        if max_tokens is not None and len(rows) * max(widths[i] for i in rows) > max_tokens:
+            return True
+        return max_positions is not None and len(rows) * (max(replies[i] for i in rows) + 1) > max_positions
+
+    return slices(order, max_rows, too_big)
 
 
 def score_responses(
