@@ -5,12 +5,13 @@
     runs/<name>/metrics.json              the scalars the experiment trackers were sent (`report_to`)
     runs/<name>/tracking.json             the W&B / MLflow run ids a resumed run continues
     runs/<name>/tensorboard/, wandb/, mlflow/   the trackers' own files (see `mft.tracking`)
-    runs/<name>/iter_0/eval/              the base model's debate on the test split (reference)
+    runs/<name>/iter_0/eval/              the base model's debate on the test split (reference), as below
     runs/<name>/iter_<k>/debate.jsonl     the society of iteration k-1 debating the train split
     runs/<name>/iter_<k>/rationalize.jsonl  STaR only: its wrong samples regenerated with the answer as a hint
     runs/<name>/iter_<k>/data/            gen_<n>.jsonl, critic_<n>.jsonl (or model.jsonl), sizes.json
     runs/<name>/iter_<k>/agents/          gen_<n>/, critic_<n>/ (adapters), society.json
-    runs/<name>/iter_<k>/eval/            debate.jsonl + results.json of the new society on the test split
+    runs/<name>/iter_<k>/eval/            debate.jsonl, outcomes.jsonl.gz (per problem) and results.json of
+                                          the new society on the test split
     runs/<name>/iter_<k>/diversity.json   diversity of the new society on the test split (final round)
 
 A reproduce directory (`mft reproduce`) holds `reproduce.json` and one run directory per method. A run's
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 REPRODUCE = "reproduce.json"
 TRANSFER = "transfer"  # RUN/transfer/<task>/: a run's societies evaluated on another task (`mft eval`)
+OUTCOMES = "outcomes.jsonl.gz"  # per-problem outcomes beside an evaluation's results (`mft.eval.outcomes`)
 
 
 def timing_key(k: int, stage: str) -> str:
@@ -125,6 +127,9 @@ class RunDir:
 
     def results(self, k: int) -> Path:
         return self.eval_dir(k) / "results.json"
+
+    def outcomes(self, k: int) -> Path:
+        return self.eval_dir(k) / OUTCOMES
 
     def rationales(self, k: int) -> Path:
         return self.iteration(k) / "rationalize.jsonl"

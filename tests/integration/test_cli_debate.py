@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mft.cli import main
+from mft.eval.outcomes import accuracies, read_outcomes
 from mft.records import DebateRecord, problems_digest, read_jsonl
 
 
@@ -23,6 +24,11 @@ def test_debate_command_end_to_end_and_resume(tmp_path: Path, capsys) -> None:
     assert all(len(r.responses) == 2 and len(r.responses[0]) == 3 for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"single", "majority", "debate"}
+    outcomes = read_outcomes(out / "outcomes.jsonl.gz")
+    assert [o["uid"] for o in outcomes] == [r.problem.id for r in records]
+    assert {r: e.mean for r, e in accuracies(outcomes).items()} == {
+        r: v["mean"] for r, v in summary["accuracy"].items()
+    }
     assert summary["generated_tokens_this_invocation"] > 0
     before = (out / "debate.jsonl").read_bytes()
     assert main(args) == 0  # everything is finished: nothing regenerated, nothing appended

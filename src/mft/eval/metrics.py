@@ -1,4 +1,4 @@
-"""The one mean-with-standard-error (`Estimate`), and the accuracy of the debate's three readings."""
+"""The one mean-with-standard-error (`Estimate`); the debate's readings as its means: `mft.eval.outcomes`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from mft.records import DebateRecord
-from mft.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -54,18 +51,6 @@ def mean_se(values: Sequence[float]) -> Estimate:
 def strict_json(e: Estimate) -> dict[str, Any]:
     """`{"mean", "se", "n"}` with NaN (no data) as None, so the file is strict JSON (diversity.json)."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(e).items()}
-
-
-def debate_accuracies(records: Sequence[DebateRecord], task: Task) -> dict[str, Estimate]:
-    """single: mean over agents of round-1 correctness; majority: vote of the N independent round-1
-    answers; debate: vote of the last round. All on the same problems and samples."""
-    single = [
-        sum(task.is_equivalent(a, r.problem.answer) for a in r.answers[0]) / len(r.answers[0])
-        for r in records
-    ]
-    majority = [float(task.is_equivalent(r.round_consensus[0], r.problem.answer)) for r in records]
-    debate = [float(r.correct) for r in records]
-    return {"single": mean_se(single), "majority": mean_se(majority), "debate": mean_se(debate)}
 
 
 def as_dict(estimates: dict[str, Estimate]) -> dict[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 of its own base) on a task split, with its accuracies.
 
 <out>/debate.jsonl    one record per problem (appended as chunks finish; resumable)
+<out>/outcomes.jsonl.gz  one line per problem: every answer, the votes, what was right (`mft.eval.outcomes`)
 <out>/summary.json    config, accuracies, tokens and time of this invocation, backend, data source
 """
 
@@ -14,11 +15,13 @@ from typing import Any
 
 from mft.config import DebateConfig
 from mft.debate.engine import run_debate
-from mft.eval.metrics import Estimate, as_dict, debate_accuracies
+from mft.eval.metrics import Estimate, as_dict
+from mft.eval.outcomes import accuracies, outcomes_of, write_outcomes
 from mft.locks import lock_dir
 from mft.pipeline.assemble import base_society, build_backend, build_task, debate_settings
 from mft.pipeline.stages import check_max_new_tokens
 from mft.records import problems_digest, write_json_atomic
+from mft.rundir import OUTCOMES
 from mft.tasks.base import load_split
 from mft.toy import check_split_seed
 
@@ -48,7 +51,9 @@ def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
         cfg.out / "debate.jsonl",
         progress=progress,
     )
-    acc = debate_accuracies(records, task)
+    outcomes = outcomes_of(records, task)
+    write_outcomes(cfg.out / OUTCOMES, outcomes)
+    acc = accuracies(outcomes)
     summary: dict[str, Any] = {
         "config": json.loads(cfg.model_dump_json()),
         "accuracy": as_dict(acc),

@@ -21,7 +21,8 @@ from mft.data.builders import wrong_samples
 from mft.data.examples import read_training_data, write_examples
 from mft.debate.engine import SUMMARIZER, Society, run_debate
 from mft.errors import MftError
-from mft.eval.metrics import as_dict, debate_accuracies
+from mft.eval.metrics import as_dict
+from mft.eval.outcomes import accuracies, outcomes_of, write_outcomes
 from mft.methods import BuildContext, of_run
 from mft.pipeline.assemble import debate_settings, finetune_settings, objective_of, trainer_options
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
@@ -282,6 +283,8 @@ def stage_eval(
     """Debate of iteration k's society on the test split: generators answer round 1, critics later."""
     rd = RunDir(cfg.run_dir)
     if rd.results(k).exists():
+        if not rd.outcomes(k).exists() and rd.eval_debate(k).exists():  # an evaluation from before them
+            write_outcomes(rd.outcomes(k), outcomes_of(read_debates(rd.eval_debate(k)), task))
         loaded: dict[str, Any] = json.loads(rd.results(k).read_text())
         return loaded
     records = run_debate(
@@ -297,9 +300,11 @@ def stage_eval(
         progress=progress,
         chunk_runner=chunk_runner_for(cfg),
     )
+    outcomes = outcomes_of(records, task)
+    write_outcomes(rd.outcomes(k), outcomes)  # before results.json, whose presence means the stage is done
     results: dict[str, Any] = {
         "iteration": k,
-        "accuracy": as_dict(debate_accuracies(records, task)),
+        "accuracy": as_dict(accuracies(outcomes)),
         "problems": len(records),
         "usage": {"generated_tokens": generated_tokens(backend, records)},
     }
