@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from mft.config import RunConfig
 
 REPRODUCE = "reproduce.json"
+SEEDS = "seeds.json"  # a reproduce over several seeds: seed -> its reproduce directory (`reproduce_seeds`)
 TRANSFER = "transfer"  # RUN/transfer/<task>/: a run's societies evaluated on another task (`mft eval`)
 OUTCOMES = "outcomes.jsonl.gz"  # per-problem outcomes beside an evaluation's results (`mft.eval.outcomes`)
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from mft.backends.base import GenerationRequest
 from mft.config import RunConfig
 from mft.errors import MftError
 from mft.manifest import settings_diff
 from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
-from mft.pipeline.reproduce import KEYS, method_configs, reproduce
+from mft.pipeline.reproduce import KEYS, method_configs, reproduce, reproduce_seeds
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
 
@@ -144,3 +145,65 @@ def test_older_star_runs_continue_without_rationalization_others_with_the_defaul
     del old["star_rationalize"]
     assert star.star_rationalize and settings_diff(old, star, rationalizing=()) == []
     assert settings_diff(old, star, rationalizing={"star"}) == ["star_rationalize"]
+
+
+def _seeded_runner(scripted):  # type: ignore[no-untyped-def]
+    """Answers that depend on the seed: at seed s, agent_1 is wrong in round 1 on problems whose answer
+    has the parity of s; finetuned models (gen_/critic_/model) are right except on every (s + 2)-th answer."""
+
+    def go(cfg: RunConfig, progress: bool, backend: object) -> list:
+        def respond(req: GenerationRequest) -> str:
+            if req.agent == "summarizer":
+                return "The agents disagree."
+            expr = req.messages[0].content.split("result of ")[1].split("?")[0]
+            gold = eval(expr)  # noqa: S307 - our own arithmetic prompt
+            first = sum(m.role == "assistant" for m in req.messages) == 0
+            if req.agent == "agent_1" and first and gold % 2 == cfg.seed % 2:
+                return "The answer is 1."
+            if not req.agent.startswith("agent_") and gold % (cfg.seed + 2) == 0:
+                return "The answer is -1."
+            return f"The answer is {gold}."
+
+        fs = FinetuningScripted(scripted)
+        fs.backend.respond = respond
+        return run(cfg, progress=progress, backend=fs.backend)
+
+    return go
+
+
+def test_seeds_each_get_a_reproduce_directory_and_the_report_reads_their_mean(
+    scripted, tmp_path: Path
+) -> None:
+    base = _base(tmp_path, iterations=1, n_test=8)
+    root = reproduce_seeds(
+        base, [0, 1], methods=["ours", "single_ft"], progress=False, runner=_seeded_runner(scripted)
+    )
+    assert json.loads((root / "seeds.json").read_text())["seeds"] == {"0": "seed_0", "1": "seed_1"}
+    per_seed = []
+    for s in (0, 1):
+        assert json.loads((root / f"seed_{s}/ours/manifest.json").read_text())["config"]["seed"] == s
+        assert (root / f"seed_{s}/report.md").exists()  # each seed is a reproduce directory of its own
+        per_seed.append(json.loads((root / f"seed_{s}/ours/iter_1/eval/results.json").read_text()))
+    ours = [r["accuracy"]["debate"]["mean"] for r in per_seed]
+    assert ours[0] != ours[1]  # the seeds differ here, so the mean and its seed s.e. are not trivial
+    md = (root / "report.md").read_text()
+    mean = (ours[0] + ours[1]) / 2
+    se = abs(ours[0] - ours[1]) / 2  # two seeds: sd / sqrt(2) = |a - b| / 2
+    assert f"| Ours | {100 * ours[0]:.1f} ± " in md and f" | {100 * mean:.1f} ± {100 * se:.1f} |" in md
+    rows = json.loads((root / "paired.json").read_text())
+    seeds = {r["seed"] for r in rows}
+    assert seeds == {"0", "1", "mean"}
+    by = {(r["seed"], r["method"]): r for r in rows}
+    d0, d1 = by["0", "single_ft"]["difference"], by["1", "single_ft"]["difference"]
+    assert by["mean", "single_ft"]["difference"] == pytest.approx((d0 + d1) / 2)
+    assert by["mean", "single_ft"]["p"] is None
+    half = 12.706 * abs(d0 - d1) / 2  # t(0.975, 1 df) x the seed-to-seed se
+    assert by["mean", "single_ft"]["ci_high"] == pytest.approx((d0 + d1) / 2 + half)
+    # another seed later: added to the list, the earlier ones kept and not run again
+    before = (root / "seed_0/ours/iter_1/eval/results.json").read_bytes()
+    reproduce_seeds(base, [2], methods=["ours", "single_ft"], progress=False, runner=_seeded_runner(scripted))
+    assert set(json.loads((root / "seeds.json").read_text())["seeds"]) == {"0", "1", "2"}
+    assert (root / "seed_0/ours/iter_1/eval/results.json").read_bytes() == before
+    assert "| method | seed 0 | seed 1 | seed 2 | mean ± seed s.e. |" in (root / "report.md").read_text()
+    with pytest.raises(MftError, match="lists a seed twice"):
+        reproduce_seeds(base, [3, 3], progress=False, runner=_seeded_runner(scripted))

@@ -271,21 +271,29 @@ def reproduce_title(task: str) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from mft.pipeline.reproduce import reproduce
+    from mft.pipeline.reproduce import reproduce, reproduce_seeds
 
     cfg = _run_config(args)
     named = args.name is not None or (args.config is not None and "name:" in args.config.read_text())
     if not named:
         cfg = cfg.model_copy(update={"name": f"reproduce-{cfg.task}"})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    root = reproduce(cfg, methods, progress=not args.no_progress)
+    if args.seeds is not None:
+        root = reproduce_seeds(cfg, args.seeds, methods, progress=not args.no_progress)
+    else:
+        root = reproduce(cfg, methods, progress=not args.no_progress)
     from rich.console import Console
 
     from mft.report import load, methods_table
+    from mft.report.seeds import accuracy_table, is_seeds, load_seeds
 
-    study = load(root)
-    table = methods_table([(study.task, study)])
-    Console().print(results_table(reproduce_title(study.task), table.header, table.rows))
+    if is_seeds(root):
+        seeded = load_seeds(root)
+        task, table = seeded[0][1].task, accuracy_table(seeded)
+    else:
+        study = load(root)
+        task, table = study.task, methods_table([(study.task, study)])
+    Console().print(results_table(reproduce_title(task), table.header, table.rows))
     print(f"report: {root / 'report.md'} (and report.html, plots in {root / 'plots'})")
     return 0
 

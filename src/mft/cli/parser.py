@@ -194,8 +194,9 @@ def _report(sub: Commands) -> None:
     rp = sub.add_parser(
         "report",
         help="Tables and plots from a run or reproduce directory (reads saved files; runs no model).",
-        description="Write PATH/report.md, PATH/report.html (self-contained) and PATH/plots/*.png from a run "
-        "directory (runs/<name>) or a reproduce directory (reproduce.json). See docs/report.md.",
+        description="Write PATH/report.md, PATH/report.html (self-contained), PATH/plots/*.png and, where "
+        "per-problem outcomes were kept, PATH/paired.json (each method against Ours on the same problems) "
+        "from a run directory (runs/<name>) or a reproduce directory (reproduce.json). See docs/report.md.",
     )
     rp.add_argument("path", type=Path, metavar="PATH", help="A run directory or a reproduce directory.")
     rp.add_argument(
@@ -207,8 +208,9 @@ def _compare(sub: Commands) -> None:
     cp = sub.add_parser(
         "compare",
         help="Several runs / reproduce directories side by side (methods x tasks table, Ours curves).",
-        description="Write DIR/compare.md, DIR/compare.html and DIR/plots/: one table with a column per "
-        "input (the task when each input has its own, else the directory name). See docs/report.md.",
+        description="Write DIR/compare.md, DIR/compare.html, DIR/plots/ and DIR/paired.json: one table with "
+        "a column per input (the task when each input has its own, else the directory name), and each method "
+        "against Ours of the same input on the same problems. See docs/report.md.",
     )
     cp.add_argument("paths", type=Path, nargs="+", metavar="RUN", help="Run or reproduce directories.")
     cp.add_argument("--out", type=Path, required=True, metavar="DIR", help="Directory to write into.")
@@ -229,6 +231,15 @@ def _reproduce(sub: Commands) -> None:
         default=None,
         help=f"Comma list of methods to run (default: {', '.join(m.key for m in _DEFAULT)}; also "
         f"{', '.join(m.key for m in METHODS if not m.in_default)}).",
+    )
+    rr.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="Run the whole comparison once per seed, each into RUNS_DIR/NAME/seed_<s>/, and report every "
+        "seed with the mean over seeds and its seed-to-seed standard error (default: once, at --seed).",
     )
     _run_args(rr)
 

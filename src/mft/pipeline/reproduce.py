@@ -4,6 +4,9 @@
     runs/<name>/<method>/             an ordinary run directory (see `rundir.py`)
     runs/<name>/report.md|html, plots/
 
+With `--seeds S1 S2 ...` (`reproduce_seeds`) each seed is such a directory, runs/<name>/seed_<s>/, and
+runs/<name>/seeds.json lists them; runs/<name>/report.md then reads every seed and their mean.
+
 Base, Majority and Debate are iteration 0 of the Ours run (the base model's single / majority / debate
 readings); every finetuning method runs the same iterations with the same training settings. Ours uses the
 summarised debate as in the paper; "Ours (no summary)" is the ablation without it.
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mft.backends.base import Backend
 from mft.config import RunConfig
 from mft.errors import MftError
 from mft.locks import lock_dir
@@ -31,7 +35,7 @@ from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
 from mft.pipeline.assemble import build_backend, build_task
 from mft.pipeline.run import open_run, run, track_report
 from mft.records import replace_dir_atomic, write_json_atomic, write_text_atomic
-from mft.rundir import REPRODUCE, RunDir
+from mft.rundir import REPRODUCE, SEEDS, RunDir
 
 KEYS = tuple(m.key for m in METHODS)
 
@@ -106,9 +110,11 @@ def reproduce(
     methods: list[str] | None = None,
     progress: bool = True,
     runner: Callable[..., list[dict[str, Any]]] | None = None,
+    backend: Backend | None = None,
 ) -> Path:
     """Run the methods (default: the main comparison, `default_methods`; resumable: finished stages are
-    kept) and write the report; returns the directory."""
+    kept) and write the report; returns the directory. `backend`: one already built for `base` (else one
+    is built here)."""
     methods = default_methods(base) if methods is None else methods
     unknown = [m for m in methods if m not in BY_KEY]
     if unknown:
@@ -126,9 +132,8 @@ def reproduce(
     listed = methods + [m for m in earlier_methods(base) if m not in methods]
     write_json_atomic(root / REPRODUCE, {"task": base.task, "methods": {k: k for k in listed}})
     task = build_task(base)
-    backend = None
     if runner is None:
-        backend = build_backend(base, task)
+        backend = backend or build_backend(base, task)
         runner = run
     for key, cfg in configs.items():
         if progress:
@@ -141,3 +146,51 @@ def reproduce(
     write_report(root)
     track_report(base, root)
     return root
+
+
+def reproduce_seeds(
+    base: RunConfig,
+    seeds: list[int],
+    methods: list[str] | None = None,
+    progress: bool = True,
+    runner: Callable[..., list[dict[str, Any]]] | None = None,
+) -> Path:
+    """`reproduce` once per seed, each into RUNS_DIR/NAME/seed_<s>/ (a reproduce directory of its own, with
+    its report), then the report over the seeds at RUNS_DIR/NAME (`mft.report.seeds`). The seed drives the
+    debates' sampling, the training order and the LoRA initialisation; the problems (`split_seed`) are the
+    same for every seed, and within a seed every method's evaluation samples alike. Resumable: a finished
+    seed is read, not run again."""
+    if not seeds:
+        raise MftError("--seeds needs at least one seed", hint="e.g. --seeds 0 1 2")
+    if len(set(seeds)) != len(seeds):
+        raise MftError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}", hint="list each seed once")
+    root = base.runs_dir / base.name
+    lock_dir(root, "reproduce directory", "--runs-dir / --name")
+    earlier = read_seeds(root)
+    listed = {**earlier, **{str(s): seed_dir_name(s) for s in seeds}}
+    write_json_atomic(root / SEEDS, {"task": base.task, "seeds": listed})
+    backend = None
+    for s in seeds:
+        if progress:
+            print(f"=== seed {s} ===")
+        cfg = base.model_copy(update={"seed": s, "runs_dir": root, "name": seed_dir_name(s)})
+        if runner is None and backend is None:
+            backend = build_backend(cfg, build_task(cfg))
+        reproduce(cfg, methods, progress, runner, backend)
+    from mft.report import write_report
+
+    write_report(root)
+    return root
+
+
+def seed_dir_name(seed: int) -> str:
+    return f"seed_{seed}"
+
+
+def read_seeds(root: Path) -> dict[str, str]:
+    """The seeds an earlier `--seeds` run listed in ROOT/seeds.json (seed -> directory), or none."""
+    try:
+        listed = json.loads((root / SEEDS).read_text(encoding="utf-8"))["seeds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}

@@ -1,7 +1,8 @@
 """Reports from saved run files: `mft report` (one run or reproduce directory) and `mft compare`.
 
-A pure function of the JSON files a run leaves behind (manifest, timings, eval/results.json, data/sizes.json,
-diversity.json): nothing here loads or runs a model, and torch is never imported. See docs/report.md.
+A pure function of the files a run leaves behind (manifest, timings, eval/results.json and
+outcomes.jsonl.gz, data/sizes.json, diversity.json): nothing here loads or runs a model, and torch is never
+imported. See docs/report.md.
 
 `LABELS` and `METHOD_ORDER` are the methods table's (`mft.methods`), re-exported for old imports.
 """

@@ -14,6 +14,8 @@ from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, write_document
 from mft.report.experiments import paper_blocks, transfer_blocks
 from mft.report.load import DIVERSITY_METRICS, Run, Study, load
+from mft.report.paired import PAIRED_NOTE, missing, paired_json, paired_rows, paired_table
+from mft.report.seeds import build_seeds_report, is_seeds, load_seeds
 from mft.report.series import (
     accuracy_series,
     accuracy_vs_diversity,
@@ -105,6 +107,22 @@ def _accuracy(doc: Document, study: Study) -> None:
     b.append(Para(TABLE_NOTE))
     notes = [column_detail(study.task, study)] + unfinished(study) + study.notes
     b.append(Bullets(notes))
+
+
+def _paired(doc: Document, study: Study) -> None:
+    """Each row against Ours on the same problems (`report/paired.py`); its numbers in paired.json."""
+    rows = paired_rows(study)
+    table = paired_table(rows)
+    if table is None:
+        return
+    doc.data["paired.json"] = paired_json(rows)
+    b = doc.blocks
+    b.append(Heading(2, "Paired differences against Ours"))
+    b.append(table)
+    b.append(Para(PAIRED_NOTE))
+    left_out = missing(study)
+    if left_out:
+        b.append(Bullets([f"no per-problem outcomes kept (no paired row): {', '.join(left_out)}"]))
 
 
 def _experiments(doc: Document, study: Study) -> None:
@@ -308,6 +326,7 @@ def _cost(doc: Document, study: Study) -> None:
 SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
     _intro,
     _accuracy,
+    _paired,
     _experiments,
     _accuracy_per_iteration,
     _diversity,
@@ -321,7 +340,9 @@ SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:
-    """Read PATH (a run or reproduce directory) and write report.md, report.html and plots/ into OUT
-    (default: PATH). Returns the path of report.md."""
-    study = load(Path(path))
-    return write_document(build_report(study), Path(out) if out is not None else Path(path), "report")
+    """Read PATH (a run or reproduce directory, or a reproduce over several seeds) and write report.md,
+    report.html, plots/ and paired.json into OUT (default: PATH). Returns the path of report.md."""
+    target = Path(out) if out is not None else Path(path)
+    if is_seeds(path):  # a reproduce over several seeds
+        return write_document(build_seeds_report(path, load_seeds(path)), target, "report")
+    return write_document(build_report(load(Path(path))), target, "report")

@@ -1,15 +1,19 @@
 """`mft compare`: several run or reproduce directories side by side, as compare.md, compare.html and plots/.
 
-The methods x tasks table (one column per input) and the accuracy per iteration of each input's Ours run.
+The methods x tasks table (one column per input), each method against Ours of the same input on the same
+problems (paired.json beside compare.md), and the accuracy per iteration of each input's Ours run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from mft.methods import LABELS, REPORT_ORDER
 from mft.report import plots
-from mft.report.document import Bullets, Document, Heading, Para, write_document
+from mft.report.document import Bullets, Document, Heading, Para, Table, write_document
 from mft.report.load import Study, load
+from mft.report.paired import cell, paired_json, paired_rows
 from mft.report.series import accuracy_series, ours_run
 from mft.report.tables import NA, TABLE_NOTE, column_detail, methods_table, unfinished
 
@@ -27,6 +31,30 @@ def column_labels(studies: list[Study]) -> list[str]:
     return out
 
 
+COMPARE_PAIRED_NOTE = (
+    "Each row minus Ours of the same input, problem by problem, at that input's last iteration with "
+    "per-problem outcomes: the difference in points, its 95% interval and McNemar's exact p-value (see the "
+    "report's note). Every iteration is in paired.json, each row with its input."
+)
+
+
+def compare_paired_table(rows: list[dict[str, Any]], labels: list[str]) -> Table:
+    """A row per method, a column per input: method - Ours at the input's last paired iteration."""
+    last: dict[str, int] = {}
+    for r in rows:
+        last[r["input"]] = max(last.get(r["input"], 0), r["iteration"])
+    shown = [r for r in rows if r["iteration"] == last[r["input"]]]
+    keys = list(dict.fromkeys(r["method"] for r in shown))
+    order = [k for k in REPORT_ORDER if k in keys] + [k for k in keys if k not in REPORT_ORDER]
+    by = {(r["method"], r["input"]): r for r in shown}
+    columns = [label for label in labels if label in last]
+    body = [
+        [str(LABELS.get(key, key))] + [cell(by[key, c]) if (key, c) in by else NA for c in columns]
+        for key in order
+    ]
+    return Table(["method"] + [f"{c} (iteration {last[c]})" for c in columns], body)
+
+
 def build_compare(studies: list[Study]) -> Document:
     """The comparison's blocks and plot: the methods x inputs table and each input's Ours accuracy line."""
     labels = column_labels(studies)
@@ -41,6 +69,14 @@ def build_compare(studies: list[Study]) -> Document:
     for label, s in zip(labels, studies, strict=True):
         notes += [f"{label}: {n}" for n in unfinished(s) + s.notes]
     b.append(Bullets(notes))
+
+    pairs = zip(labels, studies, strict=True)
+    rows = [{"input": label, **row} for label, s in pairs for row in paired_rows(s)]
+    if rows:
+        doc.data["paired.json"] = paired_json(rows)
+        b.append(Heading(2, "Paired differences against Ours"))
+        b.append(compare_paired_table(rows, labels))
+        b.append(Para(COMPARE_PAIRED_NOTE))
 
     b.append(Heading(2, "Ours: accuracy per iteration"))
     series, used = [], []

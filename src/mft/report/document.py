@@ -53,11 +53,13 @@ Block = Heading | Para | Bullets | Table | Image
 
 @dataclass
 class Document:
-    """A report or comparison: its blocks, and the PNG bytes of the images they link."""
+    """A report or comparison: its blocks, the PNG bytes of the images they link, and data files written
+    beside it (the numbers of a table as JSON)."""
 
     title: str
     blocks: list[Block] = field(default_factory=list)
     plots: dict[str, bytes] = field(default_factory=dict)  # "plots/x.png" -> PNG bytes
+    data: dict[str, bytes] = field(default_factory=dict)  # "paired.json" -> its bytes
 
     def add_plot(self, name: str, png: bytes, alt: str) -> None:
         path = f"plots/{name}.png"
@@ -157,15 +159,16 @@ def to_html(blocks: list[Block], title: str, images: dict[str, bytes]) -> str:
 
 
 def write_document(doc: Document, out: Path, stem: str) -> Path:
-    """Write OUT/plots/*.png, OUT/STEM.html and OUT/STEM.md, each through a temp name; returns STEM.md.
+    """Write OUT/plots/*.png, the data files, OUT/STEM.html and OUT/STEM.md, each through a temp name;
+    returns STEM.md.
 
-    Plots first, then the HTML, the Markdown last (it links the plots): a Markdown file that exists always
-    has its plots beside it.
+    Plots and data files first, then the HTML, the Markdown last (it links the plots): a Markdown file that
+    exists always has its plots beside it.
     """
     md = out / f"{stem}.md"
     try:
-        for path, png in doc.plots.items():
-            write_text_atomic(out / path, png)
+        for path, content in [*doc.plots.items(), *doc.data.items()]:
+            write_text_atomic(out / path, content)
         write_text_atomic(out / f"{stem}.html", to_html(doc.blocks, doc.title, doc.plots))
         write_text_atomic(md, to_markdown(doc.blocks))
     except (PermissionError, NotADirectoryError, FileExistsError) as exc:

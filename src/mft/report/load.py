@@ -18,6 +18,7 @@ from mft.errors import MftError
 from mft.eval.diversity import DIVERSITY_VERSION
 from mft.eval.dynamics import AnswerChanges, Pool, answer_changes, target_precision
 from mft.eval.metrics import Estimate
+from mft.eval.outcomes import read_outcomes
 from mft.manifest import MANIFEST
 from mft.records import DebateRecord, read_jsonl
 from mft.rundir import REPRODUCE, RunDir
@@ -52,6 +53,8 @@ class Iteration:
     # read from the debate files with the gold answers (mft.eval.dynamics); None: not measurable
     changes: AnswerChanges | None = None  # the test debate's answers, round 1 -> last round
     targets: dict[str, Pool] | None = None  # the training debate's pools (k >= 1)
+    # iter_k/eval/outcomes.jsonl.gz: uid -> reading -> the problem's score (None: not kept, an older run)
+    outcomes: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -266,6 +269,8 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
         it = read_results(rd.results(k), k)
         if k >= 1 and rd.sizes(k).exists():
             it.sizes = read_sizes(rd.sizes(k))
+        if rd.outcomes(k).exists():
+            it.outcomes = {o["uid"]: o["correct"] for o in read_outcomes(rd.outcomes(k))}
         if rd.diversity(k).exists():
             diversity = read_diversity(rd.diversity(k))
             if diversity is None:
