@@ -18,7 +18,7 @@ run that the paper reports as rows of their own (Single-agent FT without debate)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -324,6 +324,12 @@ _RANKS = {
     **{r.key: r.rank for r in EXTRA_ROWS},
 }
 REPORT_ORDER: tuple[str, ...] = tuple(sorted(_RANKS, key=_RANKS.__getitem__))
+
+
+def in_report_order(keys: Iterable[str]) -> list[str]:
+    """Row keys in the report's order, each once; keys the report does not know after, as first given."""
+    given = list(dict.fromkeys(keys))
+    return [k for k in REPORT_ORDER if k in given] + [k for k in given if k not in REPORT_ORDER]
 
 
 # The paper's names of these rows (in its Tables 1, 2, 4 and 5), for the report's "paper vs this run" table

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mft.config import RunConfig
 from mft.errors import MftError
 from mft.eval.outcomes import accuracies, outcome, read_outcomes, write_outcomes
 from mft.pipeline.assemble import build_task
@@ -16,6 +15,7 @@ from mft.pipeline.run import open_run, run
 from mft.records import DebateRecord, Message, Problem, read_debates
 from mft.rundir import RunDir
 from mft.tasks import get_task
+from tests.unit.test_pipeline import FinetuningScripted, _cfg
 
 
 def test_a_line_holds_every_answer_the_votes_and_what_was_right() -> None:
@@ -42,23 +42,8 @@ def test_a_line_holds_every_answer_the_votes_and_what_was_right() -> None:
     }
 
 
-def _cfg(tmp_path: Path) -> RunConfig:
-    return RunConfig(
-        name="t",
-        runs_dir=tmp_path,
-        agents=3,
-        iterations=1,
-        n_train=6,
-        n_test=8,
-        chunk_size=3,
-        min_examples=1,
-        embedding_model=None,
-        summarize=False,
-    )
-
-
 def test_results_are_the_means_of_the_outcomes_exactly(scripted, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, agents=3, iterations=1, n_test=8, min_examples=1)
     task = build_task(cfg)
     train, test = open_run(cfg, task)
     gold = {p.question: p.answer for p in [*train, *test]}
@@ -71,16 +56,8 @@ def test_results_are_the_means_of_the_outcomes_exactly(scripted, tmp_path: Path)
         right = (q + int(req.agent[-1]) * (q % 4) + rounds) % 3 != 0
         return f"The answer is {gold[question] if right else '-1'}."
 
-    backend = scripted(respond)
-
-    def finetune(agent, examples, out_dir: Path, settings=None, *, on_step=None):  # type: ignore[no-untyped-def]
-        out_dir.mkdir(parents=True)
-        (out_dir / "adapter_model.safetensors").write_text("x")
-        from mft.backends.base import Agent
-
-        return Agent(agent.name, str(out_dir))
-
-    backend.finetune = finetune
+    backend = FinetuningScripted(scripted).backend
+    backend.respond = respond
     run(cfg, progress=False, backend=backend)
     rd = RunDir(cfg.run_dir)
     strictly_between = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mft.methods import LABELS, REPORT_ORDER
+from mft.methods import LABELS, in_report_order
 from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, Table, write_document
 from mft.report.load import Study, load
@@ -44,13 +44,11 @@ def compare_paired_table(rows: list[dict[str, Any]], labels: list[str]) -> Table
     for r in rows:
         last[r["input"]] = max(last.get(r["input"], 0), r["iteration"])
     shown = [r for r in rows if r["iteration"] == last[r["input"]]]
-    keys = list(dict.fromkeys(r["method"] for r in shown))
-    order = [k for k in REPORT_ORDER if k in keys] + [k for k in keys if k not in REPORT_ORDER]
     by = {(r["method"], r["input"]): r for r in shown}
     columns = [label for label in labels if label in last]
     body = [
         [str(LABELS.get(key, key))] + [cell(by[key, c]) if (key, c) in by else NA for c in columns]
-        for key in order
+        for key in in_report_order(r["method"] for r in shown)
     ]
     return Table(["method"] + [f"{c} (iteration {last[c]})" for c in columns], body)
 

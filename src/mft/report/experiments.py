@@ -44,10 +44,8 @@ def paper_blocks(study: Study) -> list[Block]:
         )
         return blocks
     entries = table_entries(study)
-    known = methods.REPORT_ORDER
-    order = [k for k in known if k in rows] + [k for k in rows if k not in known]
     table_rows = []
-    for key in order:
+    for key in methods.in_report_order(rows):
         row = rows[key]
         mine = entries[key][1].pct() if key in entries else NA
         label = methods.LABELS.get(key, key)

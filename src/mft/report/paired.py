@@ -94,12 +94,9 @@ def paired_table(rows: list[dict[str, Any]]) -> Table | None:
     if not rows:
         return None
     ks = sorted({r["iteration"] for r in rows})
-    keys = list(dict.fromkeys(r["method"] for r in rows))
-    known = methods.REPORT_ORDER
-    order = [k for k in known if k in keys] + [k for k in keys if k not in known]
     by = {(r["method"], r["iteration"]): r for r in rows}
     body = []
-    for key in order:
+    for key in methods.in_report_order(r["method"] for r in rows):
         reading = next(r["reading"] for r in rows if r["method"] == key)
         body.append(
             [methods.LABELS.get(key, key), reading] + [cell(by[key, k]) if (key, k) in by else NA for k in ks]

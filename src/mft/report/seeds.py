@@ -97,11 +97,8 @@ def _mean_cell(row: dict[str, Any]) -> str:
 def accuracy_table(seeded: list[tuple[str, Study]]) -> Table:
     """A row per method (the report's order), a column per seed, then the mean over seeds ± seed s.e."""
     entries = [table_entries(study) for _, study in seeded]
-    seen = list(dict.fromkeys(k for e in entries for k in e))
-    known = methods.REPORT_ORDER
-    order = [k for k in known if k in seen] + [k for k in seen if k not in known]
     body = []
-    for key in order:
+    for key in methods.in_report_order(k for e in entries for k in e):
         label = next(e[key][0] for e in entries if key in e)
         cells = [e[key][1].pct() if key in e else NA for e in entries]
         means = [e[key][1].mean for e in entries if key in e]
@@ -117,12 +114,9 @@ def paired_table(rows: list[dict[str, Any]], seeds: list[str]) -> Table | None:
         return None
     k = max(r["iteration"] for r in rows)
     at = [r for r in rows if r["iteration"] == k]
-    keys = list(dict.fromkeys(r["method"] for r in at))
-    known = methods.REPORT_ORDER
-    order = [x for x in known if x in keys] + [x for x in keys if x not in known]
     by = {(r["method"], str(r["seed"])): r for r in at}
     body = []
-    for key in order:
+    for key in methods.in_report_order(r["method"] for r in at):
         cells = [cell(by[key, s]) if (key, s) in by else NA for s in seeds]
         mean = by.get((key, "mean"))
         body.append([str(methods.LABELS.get(key, key)), *cells, _mean_cell(mean) if mean else NA])

@@ -65,11 +65,8 @@ def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
 def methods_table(columns: list[tuple[str, Study]]) -> Table:
     """Rows in the paper's order (unknown method keys after, as first seen); a column per study."""
     entries = [table_entries(s) for _, s in columns]
-    seen = list(dict.fromkeys(k for e in entries for k in e))
-    known = methods.REPORT_ORDER
-    order = [k for k in known if k in seen] + [k for k in seen if k not in known]
     rows = []
-    for key in order:
+    for key in methods.in_report_order(k for e in entries for k in e):
         label = next(e[key][0] for e in entries if key in e)
         rows.append([label] + [e[key][1].pct() if key in e else NA for e in entries])
     return Table(["method"] + [c for c, _ in columns], rows)
