@@ -169,13 +169,11 @@ def reproduce_seeds(
     earlier = read_seeds(root)
     listed = {**earlier, **{str(s): seed_dir_name(s) for s in seeds}}
     write_json_atomic(root / SEEDS, {"task": base.task, "seeds": listed})
-    backend = None
+    backend = build_backend(base, build_task(base)) if runner is None else None  # one for every seed
     for s in seeds:
         if progress:
             print(f"=== seed {s} ===")
         cfg = base.model_copy(update={"seed": s, "runs_dir": root, "name": seed_dir_name(s)})
-        if runner is None and backend is None:
-            backend = build_backend(cfg, build_task(cfg))
         reproduce(cfg, methods, progress, runner, backend)
     from mft.report import write_report
 

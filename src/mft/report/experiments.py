@@ -7,8 +7,9 @@ Both are read from saved files only: the paper's numbers from `report.paper`, th
 from __future__ import annotations
 
 from mft import methods
+from mft.eval.outcomes import READINGS
 from mft.report.document import Block, Heading, Para, Table
-from mft.report.load import READINGS, Run, Study, read_run
+from mft.report.load import Run, Study, read_run
 from mft.report.paper import matching_rows, paper_model
 from mft.report.tables import NA, iter_label, table_entries
 from mft.rundir import TRANSFER, RunDir

@@ -18,12 +18,11 @@ from mft.errors import MftError
 from mft.eval.diversity import DIVERSITY_VERSION
 from mft.eval.dynamics import AnswerChanges, Pool, answer_changes, target_precision
 from mft.eval.metrics import Estimate
-from mft.eval.outcomes import read_outcomes
+from mft.eval.outcomes import READINGS, read_outcomes
 from mft.manifest import MANIFEST
 from mft.records import DebateRecord, read_jsonl
 from mft.rundir import REPRODUCE, RunDir
 
-READINGS = ("single", "majority", "debate")
 # diversity.json's metrics, in the report's column order (mft.eval.diversity says what each one is)
 DIVERSITY_METRICS = (
     "consensus",

@@ -17,9 +17,10 @@ import json
 from typing import Any
 
 from mft import methods
+from mft.eval.outcomes import READINGS
 from mft.eval.paired import Paired, paired
 from mft.report.document import Table
-from mft.report.load import READINGS, Iteration, Study
+from mft.report.load import Iteration, Study
 from mft.report.tables import NA, reading_rows
 
 AGAINST = "ours"
@@ -44,19 +45,16 @@ def paired_rows(study: Study) -> list[dict[str, Any]]:
     if ours is None:
         return []
     ours_reading = methods.reading_of(AGAINST)
-    candidates: list[tuple[str, str, Any]] = []  # (row key, reading, iteration k -> Iteration | None)
-    for key, reading in zip(methods.BASELINES, READINGS, strict=True):
-        candidates.append((key, reading, lambda k: study.base))
-    for key, _label, reading, run in reading_rows(study):
-        if key != AGAINST:
-            candidates.append((key, reading, lambda k, run=run: run.iterations.get(k)))
     rows = []
     for k in sorted(k for k in ours.iterations if k >= 1):
         y = _scores(ours.iterations[k], ours_reading)
         if y is None:
             continue
-        for key, reading, at in candidates:
-            x = _scores(at(k), reading)
+        # (row key, reading, its evaluation paired with Ours' at k): the base model's readings, then each run
+        at_k = [(key, reading, study.base) for key, reading in zip(methods.BASELINES, READINGS, strict=True)]
+        at_k += [(key, r, run.iterations.get(k)) for key, _, r, run in reading_rows(study) if key != AGAINST]
+        for key, reading, it in at_k:
+            x = _scores(it, reading)
             got = paired(x, y) if x is not None else None
             if got is not None:
                 rows.append(_row(key, reading, k, got))

@@ -18,7 +18,7 @@ from typing import Any
 
 from mft import methods
 from mft.errors import MftError
-from mft.eval.metrics import Estimate, mean_se
+from mft.eval.metrics import mean_se
 from mft.report.document import Bullets, Document, Heading, Para, Table
 from mft.report.load import Study, load, read_json
 from mft.report.paired import PAIRED_NOTE, cell, paired_json, paired_rows
@@ -49,11 +49,6 @@ def load_seeds(path: Path) -> list[tuple[str, Study]]:
     return out
 
 
-def seed_mean(values: list[float]) -> Estimate:
-    """The mean over seeds with its seed-to-seed standard error (n: the seeds)."""
-    return mean_se(values)
-
-
 def t975(df: int) -> float:
     return T975[df - 1] if 1 <= df <= len(T975) else 1.959963984540054
 
@@ -68,7 +63,7 @@ def mean_rows(rows: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
     for (key, reading, k), rs in groups.items():
         if len(rs) != seeds:
             continue
-        est = seed_mean([r["difference"] for r in rs])
+        est = mean_se([r["difference"] for r in rs])
         half = t975(seeds - 1) * est.se if seeds > 1 else math.nan
         out.append(
             {
@@ -102,7 +97,7 @@ def accuracy_table(seeded: list[tuple[str, Study]]) -> Table:
         label = next(e[key][0] for e in entries if key in e)
         cells = [e[key][1].pct() if key in e else NA for e in entries]
         means = [e[key][1].mean for e in entries if key in e]
-        mean = seed_mean(means)
+        mean = mean_se(means)
         shown = mean.pct() if len(means) == len(entries) else NA
         body.append([label, *cells, shown])
     return Table(["method"] + [f"seed {s}" for s, _ in seeded] + ["mean ± seed s.e."], body)

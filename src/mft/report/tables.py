@@ -10,9 +10,10 @@ import re
 from mft import methods
 from mft.eval.dynamics import POOLS, Pool
 from mft.eval.metrics import Estimate
+from mft.eval.outcomes import READINGS
 from mft.methods import Reading
 from mft.report.document import Table
-from mft.report.load import DIVERSITY_METRICS, READINGS, Run, Study, with_base
+from mft.report.load import DIVERSITY_METRICS, Run, Study, with_base
 from mft.rundir import parse_timing_key
 
 NA = "n/a"
