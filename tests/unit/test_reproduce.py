@@ -194,11 +194,17 @@ def test_seeds_each_get_a_reproduce_directory_and_the_report_reads_their_mean(
     seeds = {r["seed"] for r in rows}
     assert seeds == {"0", "1", "mean"}
     by = {(r["seed"], r["method"]): r for r in rows}
-    d0, d1 = by["0", "single_ft"]["difference"], by["1", "single_ft"]["difference"]
-    assert by["mean", "single_ft"]["difference"] == pytest.approx((d0 + d1) / 2)
-    assert by["mean", "single_ft"]["p"] is None
+    # the base model's debate against Ours: its difference moves with the seed, so the mean, its seed
+    # s.e. and the t interval are not trivial (single_ft's scripted answers equal Ours', a difference of 0)
+    d0, d1 = by["0", "debate"]["difference"], by["1", "debate"]["difference"]
+    assert d0 != d1
+    assert by["mean", "debate"]["difference"] == pytest.approx((d0 + d1) / 2)
+    assert by["mean", "debate"]["p"] is None
     half = 12.706 * abs(d0 - d1) / 2  # t(0.975, 1 df) x the seed-to-seed se
-    assert by["mean", "single_ft"]["ci_high"] == pytest.approx((d0 + d1) / 2 + half)
+    assert by["mean", "debate"]["ci_high"] == pytest.approx((d0 + d1) / 2 + half)
+    assert by["mean", "single_ft"]["difference"] == pytest.approx(
+        (by["0", "single_ft"]["difference"] + by["1", "single_ft"]["difference"]) / 2
+    )
     # another seed later: added to the list, the earlier ones kept and not run again
     before = (root / "seed_0/ours/iter_1/eval/results.json").read_bytes()
     reproduce_seeds(base, [2], methods=["ours", "single_ft"], progress=False, runner=_seeded_runner(scripted))
