@@ -13,6 +13,7 @@ from pathlib import Path
 from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, write_document
 from mft.report.experiments import paper_blocks, transfer_blocks
+from mft.report.holds import holds_blocks
 from mft.report.load import DIVERSITY_METRICS, Run, Study, load
 from mft.report.paired import PAIRED_NOTE, missing, paired_json, paired_rows, paired_table
 from mft.report.seeds import build_seeds_report, is_seeds, load_seeds
@@ -123,6 +124,10 @@ def _paired(doc: Document, study: Study) -> None:
     left_out = missing(study)
     if left_out:
         b.append(Bullets([f"no per-problem outcomes kept (no paired row): {', '.join(left_out)}"]))
+
+
+def _holds(doc: Document, study: Study) -> None:
+    holds_blocks(doc, [study])
 
 
 def _experiments(doc: Document, study: Study) -> None:
@@ -327,6 +332,7 @@ SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
     _intro,
     _accuracy,
     _paired,
+    _holds,
     _experiments,
     _accuracy_per_iteration,
     _diversity,

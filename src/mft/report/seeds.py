@@ -20,6 +20,7 @@ from mft import methods
 from mft.errors import MftError
 from mft.eval.metrics import mean_se
 from mft.report.document import Bullets, Document, Heading, Para, Table
+from mft.report.holds import holds_blocks
 from mft.report.load import Study, load, read_json
 from mft.report.paired import PAIRED_NOTE, cell, paired_json, paired_rows
 from mft.report.tables import NA, TABLE_NOTE, table_entries
@@ -156,6 +157,7 @@ def build_seeds_report(path: Path, seeded: list[tuple[str, Study]]) -> Document:
                 "seeds share their test problems, so no p-value is given for it."
             )
         )
+    holds_blocks(doc, [study for _, study in seeded])
     notes = [f"seed {s}: {n}" for s, st in seeded for n in st.notes]
     if notes:
         b.append(Bullets(notes))
