@@ -332,6 +332,13 @@ def in_report_order(keys: Iterable[str]) -> list[str]:
     return [k for k in REPORT_ORDER if k in given] + [k for k in given if k not in REPORT_ORDER]
 
 
+# The paper's claims about the methods, which the report's "What holds" reads: Ours beats each of these
+# (its Tables 1 and 2 and ablations, in the report's order), and this one saturates over iterations while
+# Ours keeps rising (its Fig. 1).
+BEATEN_BY_OURS: tuple[str, ...] = ("star", "majority_ft", "ours_no_summary", "ours_no_critic", "single_ft")
+SATURATES = "single_ft"
+
+
 # The paper's names of these rows (in its Tables 1, 2, 4 and 5), for the report's "paper vs this run" table
 # (`report/paper.py` holds the paper's numbers under these names).
 PAPER_NAMES: dict[str, str] = {

@@ -35,8 +35,6 @@ from mft.report.tables import DIVERSITY_LABELS
 Scores = dict[str, float]  # uid -> a problem's score in [0, 1]
 # the paper's diversity measures, and whether a larger value is more diverse
 DIVERSITY = {"consensus": False, "embedding_dissimilarity": True, "kl": True, "held_out_nll": True}
-# methods the paper says Ours beats, in the report's order
-BEATEN = ("star", "majority_ft", "ours_no_summary", "ours_no_critic", "single_ft")
 HOLDS_NOTE = (
     "Each claim of the paper read from this run: the figure is the claimed-larger side minus the other "
     "(positive: the paper's direction), in points for accuracy. Accuracy claims are paired problem by "
@@ -132,7 +130,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
             diff,
         )
     )
-    for key in BEATEN:
+    for key in methods.BEATEN_BY_OURS:
         runs = [s.run(key) for s in seeded]
         if any(r is None for r in runs):
             continue
@@ -157,9 +155,9 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
                 diff,
             )
         )
-        saft = [s.run("single_ft") for s in seeded]
+        saft = [s.run(methods.SATURATES) for s in seeded]
         if all(r is not None for r in saft):
-            reading = methods.reading_of("single_ft")
+            reading = methods.reading_of(methods.SATURATES)
             sides = [
                 [a, b, _scores(r.iterations.get(k), reading), _scores(r.iterations.get(1), reading)]
                 for a, b, r in zip(ours_k, ours_1, saft, strict=True)
@@ -167,7 +165,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
             ]
             out.append(
                 _paired_claim(
-                    f"Single-agent FT saturates while Ours rises (1 to {k})",
+                    f"{methods.LABELS[methods.SATURATES]} saturates while Ours rises (1 to {k})",
                     "(Ours_K - Ours_1) - (SAFT_K - SAFT_1)",
                     sides,
                     lambda v: (v[0] - v[1]) - (v[2] - v[3]),
