@@ -29,7 +29,7 @@ debate: setup
 	$(BIN)/mft debate --task arithmetic --agents 3 --rounds 2 --limit 100 --out runs/demo
 
 reproduce: setup
-	$(BIN)/mft reproduce --config configs/reproduce-arithmetic.yaml
+	$(BIN)/mft reproduce --config configs/reproduce-arithmetic.yaml --seeds 0 1 2
 
 # The suite in two halves, each well under 20 minutes on 2 cores: `make test` everything but the tests marked
 # slow (kill-and-resume at every write point, disk full, Ray, the shipped model's readings, ...), which

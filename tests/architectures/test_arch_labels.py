@@ -1,9 +1,10 @@
 """Training labels of a critic's 3-round conversation, token by token, for every family's template.
 
-A critic trains on its whole debate: question, answer, "These are the solutions..." prompt, answer, another
-prompt, answer. Only the assistant turns may carry labels: each answer's tokens and the end-of-turn token
-that closes it, never a user turn, a role header or the next turn's marker. Where TRL ships a training
-version of the family's template, the labels must be exactly what TRL's SFT would train on.
+A critic trains on its whole debate: question, answer, "These are the recent/updated opinions..." prompt,
+answer, another prompt, answer. Only the assistant turns may carry labels: each answer's tokens and the
+end-of-turn token that closes it, never a user turn, a role header or the next turn's marker. Where TRL
+ships a training version of the family's template, the labels must be exactly what TRL's SFT would train
+on.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def test_one_iteration_of_ours_dpo_on_the_bundled_model(tmp_path: Path) -> None:
     from mft.methods import BY_KEY
 
     argv = [
-        "run", "--method", BY_KEY["ours_dpo"].run_as, "--agents", "2", "--no-summarize", "--n-train", "6",
+        "run", "--method", BY_KEY["ours_dpo"].run_as, "--agents", "2", "--no-summarize", "--n-train", "12",
         "--n-test", "1", "--iterations", "1", "--min-examples", "1", "--ft-epochs", "1",
         "--diversity-problems", "0", "--runs-dir", str(tmp_path), "--name", "dpo", "--no-progress",
     ]  # fmt: skip

@@ -27,9 +27,11 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 KEY = "test-key-0123"
 LONG = {
     "model": "agent_0",
-    "messages": [{"role": "user", "content": "What is 3+4?"}],  # not the task's prompt: runs to max_tokens
+    # not a task prompt: decoded greedily, the bundled model answers it with digits to max_tokens (checked by
+    # plain transformers generation; a sampled answer, or "What is 3+4?", may end early)
+    "messages": [{"role": "user", "content": "1 2 3 4 5 6 7 8 9"}],
     "max_tokens": 1000,
-    "temperature": 1.0,
+    "temperature": 0.0,
 }
 SHORT = {**LONG, "max_tokens": 8}
 # seconds: below the 1000-token generation's 1.0 s on the fastest machine measured (at 1 s a fast machine

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mft.records import Message
+from mft.tasks.arithmetic import MAX_VALUE
 from mft.toy import CHECKPOINT_DIR
 from mft.toy.corpus import SLIP_OFFSETS, CorpusConfig, rev, sample_conversation, solve
 from mft.toy.pretrain import PretrainConfig, encode, pretrain
@@ -32,7 +33,7 @@ def test_encode_matches_the_chat_template() -> None:
 def test_corpus_chains_are_right_without_slips() -> None:
     rng = random.Random(0)
     for _ in range(50):
-        ops = tuple(rng.randint(0, 30) for _ in range(6))
+        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
         a, b, c, d, e, f = ops
         assert solve(ops, 0.0, rng).answer == a + b * c + d - e * f
     slipped = [solve((3, 12, 7, 15, 5, 20), 1.0, rng).answer for _ in range(20)]
@@ -82,7 +83,7 @@ class _Draws(random.Random):
 def test_each_slip_is_one_token_and_moves_the_answer_by_its_own_offset() -> None:
     rng = random.Random(0)
     for _ in range(200):
-        ops = tuple(rng.randint(0, 30) for _ in range(6))
+        ops = tuple(rng.randint(0, MAX_VALUE) for _ in range(6))
         a, b, c, d, e, f = ops
         truth = solve(ops, 0.0, rng)
         assert truth.answer == a + b * c + d - e * f
@@ -143,8 +144,8 @@ def test_shrunken_recipe_learns(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_shipped_model_debate_beats_the_vote_which_beats_one_agent(tmp_path: Path) -> None:
-    """The targets the bundled model was made for (measured on all 500 test problems: single 39.9%,
-    majority 48.2%, debate 65.8%), checked on the first 150 with the paper's sampling settings."""
+    """The targets the bundled model was made for (measured on all 500 test problems: single 54.1%,
+    majority 61.4%, debate 92.6%), checked on the first 150 with the paper's sampling settings."""
     import json
 
     from mft.cli import main

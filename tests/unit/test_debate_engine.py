@@ -17,7 +17,7 @@ task = get_task("arithmetic")
 def _respond(req: GenerationRequest) -> str:
     """Agent k answers 'k' in round 1 (then +100 per later round); summaries list the answers they saw."""
     last = req.messages[-1].content
-    if last.startswith("Here are a list of opinions"):
+    if last.startswith("Here is a list of opinions"):
         seen = re.findall(r"answer is (\d+)", last)
         return "SUMMARY " + ",".join(seen)
     k = int(req.agent.split("_")[1])

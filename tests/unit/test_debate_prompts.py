@@ -79,11 +79,23 @@ def test_a_served_question_is_restated_as_the_engine_restates_it(name: str) -> N
     assert "What is 2+2?" in served.debate_prompt(other, ["x"])
 
 
-def test_the_toy_keeps_the_prompts_it_was_pretrained_on() -> None:
-    """The arithmetic task's later-round prompts are those of the bundled model's corpus (its format): they
-    do not restate the question, whatever the problem."""
+def test_arithmetic_speaks_as_du_et_al_and_the_paper() -> None:
+    """The arithmetic task's prompts are Du et al.'s, character for character (the bundled model was
+    pretrained on exactly these); the summariser is the paper's, asking for each solution's reasoning, and
+    the summary round restates the question."""
     task = get_task("arithmetic")
     a, b = task.load("test", 2)
-    assert task.debate_prompt(a, ["x"]) == task.debate_prompt(b, ["x"])
-    assert a.question not in task.debate_prompt(a, ["x"])
-    assert task.summarize_prompt(a, ["x"]).startswith("Here are a list of opinions")
+    assert task.question_prompt(a) == (
+        f"What is the result of {a.question}? Make sure to state your answer at the end of the response."
+    )
+    assert task.debate_prompt(a, ["x", "y"]) == (
+        "These are the recent/updated opinions from other agents: \n\n One agent response: ```x```"
+        "\n\n One agent response: ```y```\n\n Use these opinions carefully as additional advice, can you "
+        "provide an updated answer? Make sure to state your answer at the end of the response."
+    )
+    assert task.debate_prompt(a, ["x"]) == task.debate_prompt(b, ["x"])  # Du's names no question
+    assert task.debate_prompt(a, []).startswith("Can you verify that your answer is correct.")
+    assert task.summarize_prompt(a, ["x"]).endswith("and explain the reasoning in each solution.")
+    assert f"The original problem is: What is the result of {a.question}?" in task.summary_debate_prompt(
+        a, "s"
+    )

@@ -326,7 +326,7 @@ def test_more_problems_than_the_arithmetic_pool_holds_is_refused_at_once() -> No
         load_split(ArithmeticTask(), "train", 10**9, 0, "--n-train")
     assert time.time() - t < 1
     assert str(err.value).startswith("--n-train 1,000,000,000 is more than the train pool")
-    assert "use --n-train 442,751,840 or fewer" in str(err.value)
+    assert "use --n-train 363,500,000 or fewer" in str(err.value)
 
 
 # -- 4. smaller items --------------------------------------------------------------------------------------

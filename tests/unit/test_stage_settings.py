@@ -11,9 +11,11 @@ import pytest
 
 from mft.cli import main
 from mft.config import RunConfig
+from mft.pipeline.assemble import finetune_settings
 from mft.pipeline.run import open_run
 from mft.rundir import RunDir
 from mft.tasks import get_task
+from mft.tasks.arithmetic import ArithmeticTask
 
 SETTINGS = ["--n-train", "3", "--n-test", "3", "--iterations", "1", "--no-summarize"]
 
@@ -50,8 +52,25 @@ def test_a_stage_command_refuses_a_run_made_with_another_task_version(
     assert main(_stage(tmp_path, "build-data")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "made with task 'arithmetic' version 0, not 1" in err and "--name" in err
-    manifest["task"]["version"] = "1"  # this mft's: the stage goes on (to its own check: no debate yet)
+    assert f"made with task 'arithmetic' version 0, not {ArithmeticTask.version}" in err and "--name" in err
+    # this mft's version: the stage goes on (to its own check: no debate yet)
+    manifest["task"]["version"] = ArithmeticTask.version
     rd.manifest.write_text(json.dumps(manifest))
     main(_stage(tmp_path, "build-data"))
     assert "debate has 0 of 3 problems" in capsys.readouterr().err
+
+
+def test_no_two_seeds_or_iterations_share_a_stage_seed() -> None:
+    from mft.pipeline.assemble import stage_seed
+
+    # with seed + k, seed 0's iteration 1 sampled with seed 1's iteration 0 random numbers
+    drawn = {
+        (s, stage, k): stage_seed(s, stage, k)
+        for s in range(4)
+        for stage in ("debate", "eval")
+        for k in range(6)
+    }
+    assert len(set(drawn.values())) == len(drawn)
+    assert stage_seed(0, "eval", 1) == stage_seed(0, "eval", 1)  # a function of the three only
+    cfg = RunConfig(task="arithmetic", n_train=3, n_test=3, seed=2)
+    assert finetune_settings(cfg, 1).seed == stage_seed(2, "finetune", 1) != finetune_settings(cfg, 2).seed

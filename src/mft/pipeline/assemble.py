@@ -11,6 +11,7 @@ caller, and passed in: its token budget is the default of `max_new_tokens`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Literal
 
 from mft.backends import Backend, EngineShape, backend_class, training
@@ -22,6 +23,15 @@ from mft.errors import MftError
 from mft.methods import of_run
 from mft.objectives import Objective
 from mft.tasks import Task, get_task
+
+
+def stage_seed(seed: int, stage: str, k: int) -> int:
+    """The sampling or training seed of `stage` ("debate", "eval" or "finetune") at iteration k of a run
+    seeded `seed`: a hash of the three, so that no two runs' seeds coincide (with `seed + k`, seed 0's
+    iteration 1 drew the same random numbers as seed 1's iteration 0). Every method of a run at the same
+    iteration gets the same seed, so their evaluations sample alike."""
+    digest = hashlib.blake2b(f"{seed}:{stage}:{k}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest)
 
 
 def build_task(cfg: SharedConfig) -> Task:
@@ -109,7 +119,7 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
         epochs=cfg.ft_epochs,
         lr=cfg.ft_lr,
         batch_size=cfg.ft_batch_size,
-        seed=cfg.seed + k,
+        seed=stage_seed(cfg.seed, "finetune", k),
         group_by_length=cfg.ft_group_by_length,
         precision=cfg.ft_precision,
         micro_batch_size=cfg.ft_micro_batch_size,

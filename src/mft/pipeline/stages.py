@@ -24,7 +24,13 @@ from mft.errors import MftError
 from mft.eval.metrics import as_dict
 from mft.eval.outcomes import accuracies, outcomes_of, write_outcomes
 from mft.methods import BuildContext, of_run
-from mft.pipeline.assemble import debate_settings, finetune_settings, objective_of, trainer_options
+from mft.pipeline.assemble import (
+    debate_settings,
+    finetune_settings,
+    objective_of,
+    stage_seed,
+    trainer_options,
+)
 from mft.pipeline.executor import FinetuneJob, chunk_runner_for, ray_finetune, release_runners
 from mft.records import (
     DebateRecord,
@@ -83,7 +89,9 @@ def stage_debate(
 ) -> list[DebateRecord]:
     """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
     method = of_run(cfg.method, cfg.summarize)
-    settings = debate_settings(cfg, task, cfg.seed + k, rounds=method.training_rounds(cfg.rounds))
+    settings = debate_settings(
+        cfg, task, stage_seed(cfg.seed, "debate", k), rounds=method.training_rounds(cfg.rounds)
+    )
     records = run_debate(
         backend,
         task,
@@ -117,7 +125,7 @@ def stage_rationalize(
     society = society_after(cfg, k - 1)
     for agent in society.generators:
         backend.add_agent(agent)
-    sampling = debate_settings(cfg, task, cfg.seed + k).sampling
+    sampling = debate_settings(cfg, task, stage_seed(cfg.seed, "debate", k)).sampling
     wrong = wrong_samples(records, task.is_equivalent)
     size = cfg.chunk_size * cfg.n_agents
     chunks = [wrong[i : i + size] for i in range(0, len(wrong), size)]
@@ -129,7 +137,7 @@ def stage_rationalize(
             GenerationRequest(society.generators[slot].name, [Message(role="user", content=prompt)])
             for (_, slot), prompt in zip(chunk, prompts, strict=True)
         ]
-        digest = hashlib.blake2b(f"{cfg.seed + k}:rationalize:{c}".encode(), digest_size=4).digest()
+        digest = hashlib.blake2b(f"{cfg.seed}:{k}:rationalize:{c}".encode(), digest_size=4).digest()
         responses = backend.generate(requests, dataclasses.replace(sampling, seed=int.from_bytes(digest)))
         append_jsonl(
             path,
@@ -293,7 +301,7 @@ def stage_eval(
         test,
         society_after(cfg, k),
         replace(
-            debate_settings(cfg, task, cfg.seed + 1000 + k),
+            debate_settings(cfg, task, stage_seed(cfg.seed, "eval", k)),
             agent_ids=of_run(cfg.method, cfg.summarize).tells_ids(k),
         ),
         rd.eval_debate(k),

@@ -71,8 +71,8 @@ class BadGold(Exception):
 
 # The shared default debate prompts, after Du et al. (2023)'s arithmetic ones: they name no question (the
 # agent's own first turn holds it) and ask for no answer format. Round r > 1 shows an agent the other
-# agents' round r-1 responses, or a summary of them. The arithmetic task and the bundled toy model
-# (pretrained on exactly these texts) use them; GSM8K and MATH override them with the paper's, which
+# agents' round r-1 responses, or a summary of them. Custom tasks use them; arithmetic has Du et al.'s own
+# (character for character, the bundled model's pretraining texts), GSM8K and MATH the paper's, which
 # restate the question and ask for \boxed{answer}.
 DEBATE_PROMPT = (
     "These are the solutions to the problem from other agents:\n\n{solutions}\n\n"
@@ -91,9 +91,9 @@ SUMMARY_DEBATE_PROMPT = (
     "Use this summary carefully as additional advice, can you give an updated answer? "
     "Make sure to state your answer at the end of the response."
 )
-# The paper's summariser prompt (as in its official code, grammar fixed), which GSM8K and MATH use: the
-# summary also explains each solution's reasoning, so an agent reading it can check that reasoning, not only
-# count answers.
+# The paper's summariser prompt (as in its official code, grammar fixed), which arithmetic, GSM8K and MATH
+# use: the summary also explains each solution's reasoning, so an agent reading it can check that
+# reasoning, not only count answers.
 PAPER_SUMMARIZE_PROMPT = (
     "Here is a list of opinions from different agents:\n\n{solutions}\n\n"
     "Write a summary of the different opinions from each of the individual agents and explain the "
@@ -103,7 +103,7 @@ PAPER_SUMMARY_ITEM = "One agent response: ```{response}```"
 
 
 def paper_summarize_prompt(other_responses: list[str]) -> str:
-    """The paper's summariser request for `other_responses` (GSM8K and MATH)."""
+    """The paper's summariser request for `other_responses` (arithmetic, GSM8K and MATH)."""
     items = "\n\n".join(PAPER_SUMMARY_ITEM.format(response=r) for r in other_responses)
     return PAPER_SUMMARIZE_PROMPT.format(solutions=items)
 

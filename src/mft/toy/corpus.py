@@ -85,8 +85,13 @@ def _product(x: int, y: int, offset: int) -> tuple[str, int]:
 
 def solve(ops: tuple[int, ...], slip: float, rng: random.Random) -> Chain:
     """Worked solution of a+b*c+d-e*f where each of the three slips happens with probability `slip`."""
+    return chain(ops, tuple(off if rng.random() < slip else 0 for off in SLIP_OFFSETS))
+
+
+def chain(ops: tuple[int, ...], offsets: tuple[int, ...]) -> Chain:
+    """The worked solution with the three slips' offsets (0: no slip) applied."""
     a, b, c, d, e, f = ops
-    o1, o2, o5 = (off if rng.random() < slip else 0 for off in SLIP_OFFSETS)
+    o1, o2, o5 = offsets
     line1, p1 = _product(b, c, o1)
     line2, p2 = _product(e, f, o2)
     s1 = a + p1
@@ -132,8 +137,10 @@ class CorpusConfig:
     p_drill: float = 0.0
     drill_problems: int = 4  # worked problems per drill document
     p_single: float = 0.3
-    p_debate: float = 0.5
-    p_summary_debate: float = 0.1
+    # 0.5 / 0.1 for task version 1; on version 2's summary prompt (the question restated) a tenth of the
+    # conversations left the summarised round's products right 72% of the time (98% after the opinions)
+    p_debate: float = 0.35
+    p_summary_debate: float = 0.25
     # the rest: summariser examples
 
 
