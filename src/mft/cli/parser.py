@@ -196,6 +196,7 @@ def _report(sub: Commands) -> None:
         help="Tables and plots from a run or reproduce directory (reads saved files; runs no model).",
         description="Write PATH/report.md, PATH/report.html (self-contained), PATH/plots/*.png and, where "
         "per-problem outcomes were kept, PATH/paired.json (each method against Ours on the same problems) "
+        "and PATH/holds.json (each ordering the paper claims: its figure, interval and verdict) "
         "from a run directory (runs/<name>) or a reproduce directory (reproduce.json). See docs/report.md.",
     )
     rp.add_argument("path", type=Path, metavar="PATH", help="A run directory or a reproduce directory.")
