@@ -347,7 +347,7 @@ SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
 
 def write_report(path: Path, out: Path | None = None) -> Path:
     """Read PATH (a run or reproduce directory, or a reproduce over several seeds) and write report.md,
-    report.html, plots/, paired.json and holds.json into OUT (default: PATH). Returns the path of report.md."""
+    report.html, plots/, paired.json and holds.json into OUT (default: PATH). Returns report.md's path."""
     target = Path(out) if out is not None else Path(path)
     if is_seeds(path):  # a reproduce over several seeds
         return write_document(build_seeds_report(path, load_seeds(path)), target, "report")
