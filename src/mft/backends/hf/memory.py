@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mft.backends.base import resolve_model_path
 from mft.backends.hf.model import kv_bytes_per_token
 from mft.backends.hf.train import LOSS_CHUNK_ROWS
+from mft.backends.hub import loadable
 from mft.errors import MftError
 
 QUESTION_TOKENS = 256
@@ -57,7 +57,7 @@ def _counts(model: str) -> tuple[Any, int, int]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(resolve_model_path(model))
+        config = AutoConfig.from_pretrained(loadable(model))
     except OSError as exc:
         raise MftError(f"could not read the config of model {model!r}: {str(exc).splitlines()[0]}") from exc
     with torch.device("meta"):

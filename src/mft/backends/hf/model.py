@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mft.backends.base import resolve_model_path
 from mft.backends.chat import ChatFormat
+from mft.backends.hub import loadable
 from mft.errors import MftError
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-batch inference
@@ -75,7 +75,7 @@ def load_base(
 
     hf_logging.disable_progress_bar()  # per-shard loading bars; our own progress bars say what matters
 
-    path = resolve_model_path(model)
+    path = loadable(model)  # a hub id the hub cannot serve: its cached copy, or one line at once
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
