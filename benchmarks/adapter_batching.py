@@ -30,7 +30,7 @@ from mft.tasks import get_task
 def make_adapter(out: Path, seed: int) -> None:
     from peft import LoraConfig, get_peft_model
 
-    base, _ = load_base("bundled", device="cpu")
+    base, _, _ = load_base("bundled", device="cpu")
     torch.manual_seed(seed)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
     with torch.no_grad():

@@ -119,9 +119,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     backend = HFBackend("bundled", device="cpu")
-    trl_model, trl_tok = load_base("bundled", device="cpu")
+    trl_model, trl_tok, _ = load_base("bundled", device="cpu")
     trl_tok.padding_side = "right"  # what a training collator expects; ours pads right itself
-    warm_model, _ = load_base("bundled", device="cpu")
+    warm_model, _, _ = load_base("bundled", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         # warm-up, both paths, untimed

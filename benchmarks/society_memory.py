@@ -99,7 +99,7 @@ def make_adapters(out: Path, agents: int, rank: int, base_model: str) -> None:
     from mft.backends.hf.model import load_base
 
     for i in range(agents):
-        base, _ = load_base(base_model, device="cpu")
+        base, _, _ = load_base(base_model, device="cpu")
         torch.manual_seed(i)
         config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
         model = get_peft_model(base, config)

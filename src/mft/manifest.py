@@ -137,6 +137,15 @@ def write_or_check(
     )
 
 
+def record_load_warnings(run_dir: Path, warnings: list[str]) -> None:
+    """Keep the model's load warnings (`Backend.load_warnings`) in the run's manifest, `load_warnings`
+    (rewritten only when they change; not a setting, so never compared on resume)."""
+    path = run_dir / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("load_warnings", []) != warnings:
+        write_json_atomic(path, {**manifest, "load_warnings": warnings})
+
+
 def _check_problems(run_dir: Path, old: dict[str, Any], new: dict[str, dict[str, str]]) -> None:
     """Refuse to resume on problems that differ from those the run was made from (an edited data file): its
     records would mix old and new problems."""

@@ -175,6 +175,9 @@ class Backend(ABC):
         # (prompt tokens, completion tokens) of each request of the latest `generate` call, in request
         # order, where the backend counts them (empty otherwise): what `mft serve` bills each request
         self.last_usage: list[tuple[int, int]] = []
+        # what loading the model found that changes what it computes (missing weights, a pad token set to
+        # end-of-sequence, ...), one line each: shown once and kept in the run's manifest
+        self.load_warnings: list[str] = []
         # polled while generating where the backend can stop early (hf: between decoding steps); when it
         # returns True the call ends at once with partial responses (`mft serve`: every client gone)
         self.interrupt: Callable[[], bool] | None = None

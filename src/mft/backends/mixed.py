@@ -59,6 +59,7 @@ class MixedBackend(Backend):
         self.default = next(iter(backends))  # the base of an agent that names none (agent 0's)
         self.name = next(iter(backends.values())).name
         self.routes: dict[str, str] = {}  # agent name -> its base
+        self.load_warnings = [w for b in backends.values() for w in b.load_warnings]
 
     # -- routing -------------------------------------------------------------------------------------------
     def base_of(self, agent: Agent) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         # peft notes each time a finetuned agent's adapter replaces the previous one: expected here
         warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted")
+    if args.debug:  # model loading shows the libraries' messages too (`quiet_loading`)
+        os.environ["MFT_DEBUG"] = "1"
     try:
         return HANDLERS[args.command](args)
     except MftError as exc:
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 28
+    finally:
+        if args.debug:
+            os.environ.pop("MFT_DEBUG", None)
 
 
 def entrypoint() -> None:

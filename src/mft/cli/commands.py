@@ -123,6 +123,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from mft.manifest import record_load_warnings
     from mft.pipeline import stages
     from mft.pipeline.assemble import build_backend, build_task
     from mft.pipeline.run import open_run
@@ -147,6 +148,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(json.dumps(stages.stage_build_data(cfg, k, task), indent=2))
         return 0
     backend = build_backend(cfg, task)
+    record_load_warnings(cfg.run_dir, backend.load_warnings)
     stages.check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     progress = not args.no_progress
     if args.command == "debate-train":

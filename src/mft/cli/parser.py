@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multiagent finetuning: debate, build per-agent data, finetune a society of agents.",
     )
     p.add_argument("--version", action="version", version=f"mft {__version__}")
-    p.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="Show full tracebacks on errors, and the libraries' messages while models load.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_debate, _run, _stages, _validate, _serve, _report, _compare, _reproduce, _toy):
         add(sub)

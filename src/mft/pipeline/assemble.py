@@ -43,7 +43,22 @@ def build_backend(cfg: DebateConfig | RunConfig, task: Task) -> Backend:
     """The configured backend on the configured model(s) (a mixed society: one backend per distinct base,
     see `backends/mixed.py`), sized for the config's society and debates on `task`; a bad backend option is
     an MftError naming it."""
-    return society_backend(cfg.backend, cfg.base_models(), backend_options(cfg, task))
+    backend = society_backend(cfg.backend, cfg.base_models(), backend_options(cfg, task))
+    announce(backend.load_warnings)
+    return backend
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def announce(warnings: list[str]) -> None:
+    """Each load warning on stderr, once per process (a reproduce builds one backend for every method)."""
+    import sys
+
+    for w in warnings:
+        if w not in _ANNOUNCED:
+            _ANNOUNCED.add(w)
+            print(f"mft: warning: {w}", file=sys.stderr, flush=True)
 
 
 def base_society(cfg: SharedConfig) -> Society:

@@ -57,6 +57,7 @@ def debate(cfg: DebateConfig, progress: bool = True) -> DebateOutcome:
     summary: dict[str, Any] = {
         "config": json.loads(cfg.model_dump_json()),
         "accuracy": as_dict(acc),
+        "load_warnings": backend.load_warnings,
         "seconds_this_invocation": round(time.time() - start, 2),
         "generated_tokens_this_invocation": backend.stats.completion_tokens,
         "backend": backend.describe(),

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from mft.backends.base import Backend
 from mft.config import RunConfig
-from mft.manifest import write_or_check
+from mft.manifest import record_load_warnings, write_or_check
 from mft.methods import RATIONALIZING
 from mft.pipeline.assemble import build_backend, build_task, check_objectives
 from mft.pipeline.stages import (
@@ -93,6 +93,7 @@ def run(
         check_encoder(cfg.embedding_model)  # a missing encoder stops here, not after the first eval
     if backend is None:
         backend = build_backend(cfg, task)
+    record_load_warnings(cfg.run_dir, backend.load_warnings)
     check_max_new_tokens(backend, cfg.max_new_tokens or task.max_new_tokens)
     timings_path = RunDir(cfg.run_dir).timings
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.exists() else {}

@@ -149,6 +149,8 @@ def serve(
                 **engine_options(served, backend_name),
             },
         )
+        for note in backend.load_warnings:
+            print(f"mft serve: WARNING: {note}", file=sys.stderr, flush=True)
         app = create_app(backend, served, limits)
         actual = sock.getsockname()[1]
         where = f"[{host}]" if ":" in host else host

@@ -129,9 +129,9 @@ class HFBackend(Backend):
             self.adapter_batching = adapter_batching
         self.batch_size = batch_size
         if preloaded is not None:
-            base, tokenizer = prepare_base(*preloaded, resolve_model_path(model), device)
+            base, tokenizer, self.load_warnings = prepare_base(*preloaded, resolve_model_path(model), device)
         else:
-            base, tokenizer = load_base(
+            base, tokenizer, self.load_warnings = load_base(
                 model,
                 device=device,
                 dtype=dtype,

@@ -64,8 +64,9 @@ def load_base(
     dtype: str = "auto",
     attn_implementation: str | None = None,
     device_map: str | dict[str, Any] | None = None,
-) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`).
+) -> tuple[Any, Any, list[str]]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (`from_pretrained`), with the
+    warnings about what in them differs from what they claim (`weight_warnings`, `prepare_base`).
 
     `attn_implementation` ("sdpa", "eager", "flash_attention_2", ...) and `device_map` ("auto" shards a
     model too big for one device over the visible ones) are passed to `from_pretrained` as given."""
@@ -89,7 +90,7 @@ def load_base(
     try:
         with quiet_loading():
             tok = AutoTokenizer.from_pretrained(path)
-            lm = AutoModelForCausalLM.from_pretrained(path, **options)
+            lm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **options)
     except (OSError, ValueError) as exc:  # not found, offline, no network, not a model: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if Path(path).exists():
@@ -103,33 +104,62 @@ def load_base(
             "a local directory",
         ) from exc
     # with a device map the weights are already placed
-    return prepare_base(lm, tok, path, device if device_map is None else None)
+    lm, tok, notes = prepare_base(lm, tok, path, device if device_map is None else None)
+    return lm, tok, weight_warnings(model, info) + notes
 
 
-def prepare_base(lm: Any, tok: Any, path: str, device: str | None = None) -> tuple[Any, Any]:
+def weight_warnings(model: str, info: dict[str, Any]) -> list[str]:
+    """One line per kind of weight the checkpoint and the architecture disagree on (transformers' loading
+    report, which `quiet_loading` keeps off the terminal): each changes what the model computes."""
+    kinds = {
+        "missing_keys": "missing from the checkpoint, initialised at random",
+        "mismatched_keys": "of another shape in the checkpoint, initialised at random",
+        "unexpected_keys": "in the checkpoint but not used by the architecture",
+    }
+    out = []
+    for key, what in kinds.items():
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            out.append(f"model {model!r}: {len(names)} weight(s) {what} ({names[0]}{more})")
+    return out
+
+
+def prepare_base(lm: Any, tok: Any, path: str, device: str | None = None) -> tuple[Any, Any, list[str]]:
     """A loaded (or already built) causal LM and its tokenizer made ready for the backend: a chat template
     checked, a pad token, left padding, the weights moved to `device` (None: left where they are), eval
-    mode. `path` names the model in the error."""
+    mode. `path` names the model in the error. Also returns the warnings about what was changed."""
     if tok.chat_template is None:
         raise MftError(
             f"model {path!r} has no chat template", hint="use an instruction-tuned model or add one"
         )
+    notes = []
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+        notes.append(
+            f"model {path!r}: its tokenizer has no pad token; padding with its end-of-sequence token "
+            f"{tok.eos_token!r} (masked out of attention and of the loss)"
+        )
     tok.padding_side = "left"
     if device is not None:
         lm.to(device)
     lm.eval()
-    return lm, tok
+    return lm, tok, notes
 
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """transformers' and huggingface_hub's log messages and Python warnings silenced while a model loads: a
     hub id that cannot be fetched prints a dozen retry messages before its error, which becomes one line
-    (`load_base`); loading notes of a model that does load are library chatter too."""
+    (`load_base`); loading notes of a model that does load are library chatter too, except what changes
+    the model, which `weight_warnings` reports. With `--debug` (MFT_DEBUG set) nothing is silenced."""
     import logging
+    import os
     import warnings
+
+    if os.environ.get("MFT_DEBUG"):
+        yield
+        return
 
     loggers = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
     levels = [lg.level for lg in loggers]
