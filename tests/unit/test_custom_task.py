@@ -343,3 +343,24 @@ def test_missing_math_verify_is_reported_at_construction(monkeypatch: pytest.Mon
         get_task("math")
     with pytest.raises(MftError, match="math-verify"):
         CustomTask(NUMBER_FILE, answer_type="latex")
+
+
+def test_choices_listed_in_a_field_with_the_gold_as_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "mc.jsonl"
+    rows = [
+        {"question": f"Capital number {i}?", "choices": ["Berlin", "Paris", "Rome"], "answer": i % 3}
+        for i in range(6)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    t = CustomTask(path, answer_type="choice", choices="ABCD", choices_field="choices")
+    problems = {p.question: p.answer for s in ("train", "test") for p in t.load(s)}
+    assert problems["Capital number 4?: A) Berlin, B) Paris, C) Rome"] == "B"  # 4 % 3 = 1
+    assert t.version.startswith("3-choice-")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "Q?", "choices": "Berlin", "answer": 0}) + "\n", encoding="utf-8")
+    with pytest.raises(MftError) as err:
+        CustomTask(bad, answer_type="choice", choices_field="choices").load("test")
+    assert "line 1" in str(err.value) and "'choices'" in str(err.value)
+    with pytest.raises(MftError, match="index 3"):  # 3 choices listed: index 3 is not one
+        bad.write_text(json.dumps({"question": "Q?", "choices": ["x", "y", "z"], "answer": 3}) + "\n")
+        CustomTask(bad, answer_type="choice", choices_field="choices").load("test")

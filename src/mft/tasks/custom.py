@@ -16,11 +16,12 @@ from typing import Any
 from mft.errors import MftError
 from mft.records import Problem
 from mft.tasks.base import BadGold
+from mft.tasks.choice import ChoiceAnswers
 from mft.tasks.dataset import DatasetTask
 from mft.tasks.latex import extract_latex_answer, latex_equal, require_math_verify
 from mft.tasks.numbers import NumberAnswers
 from mft.tasks.sources import DataSource, Row
-from mft.tasks.spans import answer_is_spans, boxed_spans, first_math_span, last_boxed, strip_math_delimiters
+from mft.tasks.spans import answer_is_spans, first_math_span, last_boxed, strip_math_delimiters
 
 ANSWER_TYPES = ("number", "latex", "exact", "choice")
 
@@ -69,6 +70,7 @@ class CustomTask(DatasetTask):
         id_field: str | None = None,
         prompt: str | None = None,
         choices: str = "ABCDE",
+        choices_field: str | None = None,
         strict: bool = False,
         timeout_s: float = 5.0,
         skip_bad_gold: bool = False,
@@ -92,12 +94,19 @@ class CustomTask(DatasetTask):
         self.id_field = id_field
         self.prompt = template
         self.choices = letters
+        # answer_type=choice: a field listing the options' texts, shown after the question as Du et al.'s
+        # MMLU prompt lists them ("...: A) x, B) y"); the gold may then be a letter or an index into them
+        self.choices_field = choices_field
+        self._choice = ChoiceAnswers(letters or "A")
         self.strict = strict
         self.timeout_s = timeout_s
         settings = [question_field, answer_field, answer_type, template, letters, strict]
+        if choices_field is not None:
+            settings.append(choices_field)
         digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:8]
-        # 2: default ids are <file>#<question hash>, not file:line (records of version 1 are not mixed in)
-        self.version = f"2-{answer_type}-{digest}"
+        # 2: default ids are <file>#<question hash>, not file:line (records of version 1 are not mixed in);
+        # 3 (choice only): letters read by `choice.ChoiceAnswers` (answer statements, lines, bold, ...)
+        self.version = f"{3 if answer_type == 'choice' else 2}-{answer_type}-{digest}"
         if answer_type == "latex":
             require_math_verify()
         if answer_type == "number":
@@ -139,10 +148,23 @@ class CustomTask(DatasetTask):
             if not normalize_text(gold):
                 raise BadGold("empty answer")
             return gold
-        letter = self._letter(value.strip())
-        if letter is None:
-            raise BadGold(f"not one of the letters {self.choices}")
-        return letter
+        return self._choice.parse_gold(value, len(self._options(row)) if self.choices_field else None)
+
+    def _options(self, row: Row) -> list[str]:
+        options = self.field_value(row, self.choices_field) if self.choices_field else []
+        if not isinstance(options, list) or not options or len(options) > len(self.choices):
+            raise MftError(
+                f"{row.where}: field {self.choices_field!r} must list 1 to {len(self.choices)} choices, got "
+                f"{options!r:.60}",
+                hint="a list of the options' texts, in letter order (or widen `choices`)",
+            )
+        return [str(o) for o in options]
+
+    def question_text(self, row: Row) -> str:
+        question = super().question_text(row)
+        if self.answer_type != "choice" or not self.choices_field:
+            return question
+        return self._choice.render(question, self._options(row))
 
     def question_prompt(self, problem: Problem) -> str:
         return self.prompt.replace("{question}", problem.question)
@@ -165,20 +187,7 @@ class CustomTask(DatasetTask):
             if spans:
                 return first_math_span(spans[-1]) or None
             return None
-        # choice: \boxed{B}, then 'answer is (B)' / 'answer: B', then the last '(B)'
-        for span in reversed(boxed_spans(response)):
-            letter = self._letter(span)
-            if letter:
-                return letter
-        for span in reversed(answer_is_spans(response)):
-            paren = self._choice_paren.search(span)
-            if paren:
-                return paren.group(1)
-            letter = self._letter(span)
-            if letter:
-                return letter
-        hits = self._choice_paren.findall(response)
-        return hits[-1] if hits else None
+        return self._choice.extract(response)
 
     def is_equivalent(self, a: str | None, b: str | None) -> bool:
         if a is None or b is None:
