@@ -225,6 +225,19 @@ class RunConfig(SharedConfig):
     rounds: int = Field(2, ge=2, le=16, description="Debate rounds M (>= 2: critics need a later round).")
     _one_backend = field_validator("backend")(check_society_backend)
     _one_method = field_validator("method")(check_society_method)
+
+    @field_validator("method_temperatures")
+    @classmethod
+    def _known_methods(cls, value: dict[str, float]) -> dict[str, float]:
+        from mft.methods import BY_KEY
+
+        for key, t in value.items():
+            if key not in BY_KEY:
+                raise ValueError(f"unknown method {key!r} (methods: {', '.join(BY_KEY)})")
+            if not 0.0 <= t <= 5.0:
+                raise ValueError(f"temperature {t} of {key!r} is outside 0..5")
+        return value
+
     # On by default here, off for `mft debate`: the paper's method makes its debate data with summaries (its
     # official code's --summarize, as its instructions run it), while a plain multiagent debate (Du et al.)
     # shows the others' answers themselves. `summarize: false` is the "Ours (no summary)" ablation.
@@ -232,6 +245,12 @@ class RunConfig(SharedConfig):
         True,
         description="Show agents a summary of the others' answers (written by the base model) instead of the "
         "answers themselves, as the paper's method does (false: the no-summary ablation).",
+    )
+    method_temperatures: dict[str, float] = Field(
+        default_factory=dict,
+        description="`mft reproduce` only: a sampling temperature per method of the comparison (its key, "
+        "e.g. {single_ft: 2.0}, the paper's Fig. 10), in place of `temperature` for that method's debates, "
+        "training and evaluation alike; the others keep `temperature`.",
     )
     method: MethodName = Field(
         "ours",

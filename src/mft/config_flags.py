@@ -19,7 +19,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "model", "summarizer_model", "backend", "batch_size", "backend_options", "chat_template_kwargs",
     ),
     "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
-    "sampling": ("temperature", "top_p", "max_new_tokens"),
+    "sampling": ("temperature", "method_temperatures", "top_p", "max_new_tokens"),
     "seeds": ("seed", "split_seed"),
     "method": (
         "method", "iterations", "critic_corrected_share", "critic_mask_first_answer", "star_rationalize",

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from mft.backends.base import GenerationRequest
 from mft.config import RunConfig
 from mft.errors import MftError
 from mft.manifest import settings_diff
 from mft.methods import BY_KEY, DEFAULT_KEYS, METHODS, RATIONALIZING, of_run
-from mft.pipeline.reproduce import KEYS, method_configs, reproduce, reproduce_seeds
+from mft.pipeline.reproduce import KEYS, _debate_signature, method_configs, reproduce, reproduce_seeds
 from mft.pipeline.run import run
 from tests.unit.test_pipeline import FinetuningScripted, _cfg, _gold_for_agent_0
 
@@ -43,6 +44,18 @@ def test_each_method_gets_its_own_run_with_the_same_settings(tmp_path: Path) -> 
     }
     assert {c.run_dir for c in configs.values()} == {tmp_path / "cmp" / k for k in KEYS}
     assert all(c.lora_rank == 4 and c.iterations == 2 and c.seed == 0 for c in configs.values())
+
+
+def test_a_method_can_sample_at_its_own_temperature(tmp_path: Path) -> None:
+    """The paper's Fig. 10: Single-agent FT at temperature 2 beside Ours at 1, in one comparison; its
+    iteration 0 is its own (not shared with Ours', which sampled at 1)."""
+    base = _base(tmp_path, temperature=1.0, method_temperatures={"single_ft": 2.0})
+    configs = method_configs(base, ["ours", "single_ft", "star"])
+    assert {k: c.temperature for k, c in configs.items()} == {"ours": 1.0, "single_ft": 2.0, "star": 1.0}
+    assert _debate_signature(configs["ours"], False) != _debate_signature(configs["single_ft"], False)
+    assert _debate_signature(configs["ours"], False) == _debate_signature(configs["star"], False)
+    with pytest.raises(ValidationError, match="unknown method 'singel_ft'"):
+        _base(tmp_path, method_temperatures={"singel_ft": 2.0})
 
 
 def test_a_runs_row_and_its_rules_come_from_the_methods_table() -> None:

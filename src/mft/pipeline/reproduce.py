@@ -41,14 +41,16 @@ KEYS = tuple(m.key for m in METHODS)
 
 
 def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
-    """One run config per method: the base settings with the method (and summary setting) swapped in."""
+    """One run config per method: the base settings with the method (and summary setting, and its own
+    temperature where `method_temperatures` gives one) swapped in."""
     root = base.runs_dir / base.name
     out = {}
     for key in methods:
         method = BY_KEY[key]
-        out[key] = base.model_copy(
-            update={"method": method.run_as, "summarize": method.summarize, "runs_dir": root, "name": key}
-        )
+        update = {"method": method.run_as, "summarize": method.summarize, "runs_dir": root, "name": key}
+        if key in base.method_temperatures:
+            update["temperature"] = base.method_temperatures[key]
+        out[key] = base.model_copy(update=update)
     return out
 
 
