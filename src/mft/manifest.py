@@ -46,6 +46,7 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_objective_generator": "dpo",
     "ft_objective_critic": "dpo",
     "dpo_beta": 0.1,
+    "method_temperatures": {},
 }
 # Settings a run may change between invocations: moving the directory, asking for more iterations, or
 # logging to other experiment trackers (they change no result).
