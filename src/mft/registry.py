@@ -74,6 +74,7 @@ TASK_TABLE: LazyTable[Any] = LazyTable(
         "arithmetic": "mft.tasks.arithmetic:ArithmeticTask",
         "gsm8k": "mft.tasks.gsm8k:GSM8KTask",
         "math": "mft.tasks.math_task:MathTask",
+        "mmlu": "mft.tasks.mmlu:MMLUTask",
         "custom": "mft.tasks.custom:CustomTask",
     },
 )

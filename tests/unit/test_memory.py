@@ -134,6 +134,7 @@ def test_mistral_and_phi3_parts_match_their_known_sizes(tmp_path: Path) -> None:
     [
         ("paper-gsm8k-llama3-8b", LLAMA3_8B, 80),
         ("paper-math-llama3-8b", LLAMA3_8B, 80),
+        ("paper-mmlu-llama3-8b", LLAMA3_8B, 80),
         ("paper-gsm8k-mistral-7b", MISTRAL_7B, 80),
         ("paper-gsm8k-phi3-mini", PHI3_MINI, 40),
     ],

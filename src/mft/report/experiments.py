@@ -50,7 +50,8 @@ def paper_blocks(study: Study) -> list[Block]:
         row = rows[key]
         mine = entries[key][1].pct() if key in entries else NA
         label = methods.LABELS.get(key, key)
-        table_rows.append([label, row.table, f"{row.mean:.2f} ± {row.se:.2f}", mine])
+        paper = f"{row.mean:.2f}" + ("" if row.se is None else f" ± {row.se:.2f}")
+        table_rows.append([label, row.table, paper, mine])
     name = paper_model(model)
     blocks.append(Table(["method", "paper's table", f"paper ({name})", "this run"], table_rows))
     blocks.append(Para(PAPER_NOTE + f" {NA}: this study has no finished run of that method."))
