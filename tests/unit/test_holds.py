@@ -40,9 +40,13 @@ BASE = {"a": (1 / 3, 0, 0), "b": (2 / 3, 1, 1), "c": (0.0, 0, 1), "d": (1.0, 1, 
 
 
 def test_orderings_paired_over_problems_with_each_seed_shown() -> None:
-    base = _it(0, BASE, {"consensus": 0.8, "embedding_dissimilarity": 0.01})
-    ours_1 = _it(1, {"a": (0, 0, 1), "b": (0, 0, 1), "c": (0, 0, 1), "d": (0, 0, 0)}, {"consensus": 0.6})
-    ours_2 = _it(1, {"a": (0, 0, 1), "b": (0, 0, 1), "c": (0, 0, 0), "d": (0, 0, 1)}, {"consensus": 0.7})
+    base = _it(0, BASE, {"consensus": 0.8, "embedding_dissimilarity": 0.01, "kl": 0.0})
+    ours_1 = _it(
+        1, {"a": (0, 0, 1), "b": (0, 0, 1), "c": (0, 0, 1), "d": (0, 0, 0)}, {"consensus": 0.6, "kl": 0.1}
+    )
+    ours_2 = _it(
+        1, {"a": (0, 0, 1), "b": (0, 0, 1), "c": (0, 0, 0), "d": (0, 0, 1)}, {"consensus": 0.7, "kl": 0.1}
+    )
     star = _it(1, {"a": (0, 0, 1), "b": (0, 0, 1), "c": (0, 0, 1), "d": (0, 0, 1)})
     seeds = [
         _study(base, [_run("ours", {1: ours_1}), _run("star", {1: star})]),
@@ -73,6 +77,8 @@ def test_orderings_paired_over_problems_with_each_seed_shown() -> None:
     assert cons.verdict == "holds"
     assert "embedding dissimilarity rises for Ours (iteration 0 to 1)" not in got  # not measured at 1
     assert not any("saturates" in c for c in got)  # one iteration: no such claim
+    # KL between copies of the base model is 0 by construction: its rise from iteration 0 is not a claim
+    assert not any(c.startswith("KL between critics rises") for c in got)
     md = table_markdown(holds_table(list(got.values())))
     assert (
         "| STaR < Ours | -25.0 points |" in md
@@ -120,3 +126,10 @@ def test_tracking_pools_every_finetuned_iteration_of_every_seed() -> None:
     r = pearson([0.1, 0.3, 0.2, 0.25], [0.5, 0.75, 0.75, 0.5])  # iteration 0 (the base) is not a point
     assert kl.figure == pytest.approx(r) and kl.seeds == []
     assert kl.ci_low == pytest.approx(math.tanh(math.atanh(r) - Z)) and kl.basis.startswith("4 ")
+
+
+def test_diversity_rises_over_the_iterations_of_finetuning_from_iteration_1() -> None:
+    base = _it(0, BASE, {"kl": 0.0})
+    run = {1: _it(1, BASE, {"kl": 0.1}), 2: _it(2, BASE, {"kl": 0.3})}
+    got = {c.claim: c for c in claims([_study(base, [_run("ours", run)])])}
+    assert got["KL between critics rises for Ours (iteration 1 to 2)"].figure == pytest.approx(0.2)

@@ -7,9 +7,11 @@ A claim "X < Y" is read as the difference Y - X (so a positive figure is the pap
   are the base model's three readings at iteration 0 (the same debates);
 - Ours rising, and rising more than Single-agent FT (the paper's Fig. 1: single-agent FT saturates), from
   iteration 1 to K, when K >= 3: (Ours_K - Ours_1) and (Ours_K - Ours_1) - (SAFT_K - SAFT_1) per problem;
-- each diversity measure rising for Ours, iteration 0 to K: the difference of the two means (consensus and
-  agreement falling: less agreement is more diversity), interval +/- 1.96 sqrt(se_0^2 + se_K^2) averaged over
-  seeds (the measures keep no per-problem values, so this is unpaired and wider than a paired one);
+- each diversity measure rising for Ours, from iteration 1 to K (from the base society, iteration 0, when
+  K = 1): the difference of the two means (consensus falling: less agreement is more diversity), interval
+  +/- 1.96 sqrt(se_start^2 + se_K^2) averaged over seeds (the measures keep no per-problem values, so this is
+  unpaired and wider than a paired one). A measure that is 0 by construction at the base (the KL between
+  copies of one model) is not read from there;
 - diversity tracking accuracy: Pearson's r between a measure (signed so that higher is more diverse) and the
   table accuracy over every finetuned method's iterations 1..K at every seed, its interval by Fisher's z.
 
@@ -179,13 +181,16 @@ def diversity_claims(seeded: list[Study]) -> list[Claim]:
     k = _last(ours)
     if k < 1:
         return []
+    start = 1 if k >= 2 else 0  # over the iterations of finetuning; at K = 1 from the base society
     out = []
     for measure, up in DIVERSITY.items():
         figures, ses = [], []
         for study, run in zip(seeded, ours, strict=True):
-            first = study.base.diversity.get(measure) if study.base else None
+            at = study.base if start == 0 else run.iterations.get(start) if run else None
+            first = at.diversity.get(measure) if at else None
             last = run.iterations[k].diversity.get(measure) if run and k in run.iterations else None
-            if first is None or last is None:
+            # 0 exactly at the base (KL between copies of one model): rising from it says nothing
+            if first is None or last is None or (start == 0 and first.mean == 0):
                 break
             figures.append((last.mean - first.mean) * (1 if up else -1))
             ses.append(math.hypot(first.se, last.se))
@@ -193,7 +198,7 @@ def diversity_claims(seeded: list[Study]) -> list[Claim]:
             mean = sum(figures) / len(figures)
             half = Z95 * math.sqrt(sum(se**2 for se in ses)) / len(ses)
             word = "rises" if up else "falls"
-            text = f"{DIVERSITY_LABELS[measure]} {word} for Ours (iteration 0 to {k})"
+            text = f"{DIVERSITY_LABELS[measure]} {word} for Ours (iteration {start} to {k})"
             out.append(
                 Claim(
                     text,
