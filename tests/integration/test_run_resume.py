@@ -95,9 +95,14 @@ def test_kill_and_resume_gives_the_same_artifacts(tmp_path: Path) -> None:
         lambda: _lines(run / "iter_1" / "debate.jsonl") >= 2,  # mid training debate
         lambda: (run / "iter_1" / "agents" / "gen_0").exists(),  # mid finetune
         lambda: _lines(run / "iter_1" / "eval" / "debate.jsonl") >= 2,  # mid final eval
+        # mid diversity: the evaluation is written, its diversity not yet
+        lambda: (
+            (run / "iter_1" / "eval" / "results.json").exists()
+            and not (run / "iter_1" / "diversity.json").exists()
+        ),
     ]
-    kills = sum(_kill_when(_cmd(config, killed), point) for point in kill_points)
-    assert kills >= 3  # the process really was killed mid-run
+    kills = [_kill_when(_cmd(config, killed), point) for point in kill_points]
+    assert sum(kills) >= 4 and kills[-1], kills  # the process really was killed mid-run, and mid-diversity
     subprocess.run(_cmd(config, killed), check=True, capture_output=True)
     assert _artifacts(run) == expected
     assert not list(run.rglob("*.tmp"))
