@@ -24,7 +24,9 @@ def test_each_answer_is_classified_and_each_line_checked(
     record = DebateRecord(
         task="arithmetic",
         task_version="2",
-        problem=Problem(id="p", question="27+27*14+5-3*9", answer="383", split="test"),
+        problem=Problem(
+            id="p", question="27+27*14+5-3*9", answer="383", split="test", meta={"ops": list(OPS)}
+        ),
         agents=[["a", "b", "c"]] * 2,
         responses=[first, last],
         answers=[["383", str(slipped.answer), "383"], ["383"] * 3],

@@ -31,10 +31,12 @@ from mft import methods
 from mft.eval.metrics import mean_se
 from mft.eval.paired import Z95
 from mft.report.document import Document, Heading, Para, Table
-from mft.report.load import Iteration, Run, Study
+from mft.report.load import Run, Study
+from mft.report.paired import AGAINST, scores_of
 from mft.report.tables import DIVERSITY_LABELS
 
 Scores = dict[str, float]  # uid -> a problem's score in [0, 1]
+OURS_READING = methods.reading_of(AGAINST)
 # the paper's diversity measures, and whether a larger value is more diverse
 DIVERSITY = {"consensus": False, "embedding_dissimilarity": True, "kl": True, "held_out_nll": True}
 HOLDS_NOTE = (
@@ -72,12 +74,6 @@ def verdict(low: float, high: float, seeds: list[float]) -> str:
     return "not separated"
 
 
-def _scores(it: Iteration | None, reading: str) -> Scores | None:
-    if it is None or it.outcomes is None:
-        return None
-    return {uid: float(c[reading]) for uid, c in it.outcomes.items()}
-
-
 def _paired_claim(
     text: str, basis: str, per_seed: list[list[Scores | None]], combine: Callable[[list[float]], float]
 ) -> Claim | None:
@@ -109,7 +105,7 @@ def _paired_claim(
 
 
 def accuracy_claims(seeded: list[Study]) -> list[Claim]:
-    ours = [s.run("ours") for s in seeded]
+    ours = [s.run(AGAINST) for s in seeded]
     k = _last(ours)
     if k < 1:
         return []
@@ -120,15 +116,15 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
         text = "Base < Majority" if lo == "single" else "Majority < Debate"
         out.append(
             _paired_claim(
-                text, "base model, iteration 0", [[_scores(b, hi), _scores(b, lo)] for b in base], diff
+                text, "base model, iteration 0", [[scores_of(b, hi), scores_of(b, lo)] for b in base], diff
             )
         )
-    ours_k = [_scores(r.iterations.get(k), "debate") for r in ours if r is not None]
+    ours_k = [scores_of(r.iterations.get(k), OURS_READING) for r in ours if r is not None]
     out.append(
         _paired_claim(
             "Debate < Ours",
             f"iteration {k} against the base's debate",
-            [[o, _scores(b, "debate")] for o, b in zip(ours_k, base, strict=True)],
+            [[o, scores_of(b, "debate")] for o, b in zip(ours_k, base, strict=True)],
             diff,
         )
     )
@@ -138,7 +134,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
             continue
         reading = methods.reading_of(key)
         sides = [
-            [o, _scores(r.iterations.get(k), reading)]
+            [o, scores_of(r.iterations.get(k), reading)]
             for o, r in zip(ours_k, runs, strict=True)
             if r is not None
         ]
@@ -148,7 +144,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
             )
         )
     if k >= 3:
-        ours_1 = [_scores(r.iterations.get(1), "debate") for r in ours if r is not None]
+        ours_1 = [scores_of(r.iterations.get(1), OURS_READING) for r in ours if r is not None]
         out.append(
             _paired_claim(
                 f"Ours rises from iteration 1 to {k}",
@@ -161,7 +157,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
         if all(r is not None for r in saft):
             reading = methods.reading_of(methods.SATURATES)
             sides = [
-                [a, b, _scores(r.iterations.get(k), reading), _scores(r.iterations.get(1), reading)]
+                [a, b, scores_of(r.iterations.get(k), reading), scores_of(r.iterations.get(1), reading)]
                 for a, b, r in zip(ours_k, ours_1, saft, strict=True)
                 if r is not None
             ]
@@ -177,7 +173,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
 
 
 def diversity_claims(seeded: list[Study]) -> list[Claim]:
-    ours = [s.run("ours") for s in seeded]
+    ours = [s.run(AGAINST) for s in seeded]
     k = _last(ours)
     if k < 1:
         return []

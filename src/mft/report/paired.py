@@ -33,7 +33,8 @@ PAIRED_NOTE = (
 )
 
 
-def _scores(it: Iteration | None, reading: str) -> dict[str, float] | None:
+def scores_of(it: Iteration | None, reading: str) -> dict[str, float] | None:
+    """An evaluation's per-problem scores in `reading` (uid -> score in [0, 1]); None without outcomes."""
     if it is None or it.outcomes is None:
         return None
     return {uid: float(correct[reading]) for uid, correct in it.outcomes.items()}
@@ -47,14 +48,14 @@ def paired_rows(study: Study) -> list[dict[str, Any]]:
     ours_reading = methods.reading_of(AGAINST)
     rows = []
     for k in sorted(k for k in ours.iterations if k >= 1):
-        y = _scores(ours.iterations[k], ours_reading)
+        y = scores_of(ours.iterations[k], ours_reading)
         if y is None:
             continue
         # (row key, reading, its evaluation paired with Ours' at k): the base model's readings, then each run
         at_k = [(key, reading, study.base) for key, reading in zip(methods.BASELINES, READINGS, strict=True)]
         at_k += [(key, r, run.iterations.get(k)) for key, _, r, run in reading_rows(study) if key != AGAINST]
         for key, reading, it in at_k:
-            x = _scores(it, reading)
+            x = scores_of(it, reading)
             got = paired(x, y) if x is not None else None
             if got is not None:
                 rows.append(_row(key, reading, k, got))

@@ -21,15 +21,9 @@ import re
 from typing import Any
 
 from mft.tasks.base import BadGold
-from mft.tasks.spans import answer_is_spans, boxed_spans, strip_math_delimiters
+from mft.tasks.spans import answer_is_spans, boxed_spans, normalize_text
 
 _CLAUSE = re.compile(r"[.;,!?]\s+|\b(?:so|therefore|thus|hence)\b", re.IGNORECASE)
-
-
-def _squash(text: str) -> str:
-    """Text compared as an answer: markdown, quotes, end punctuation and case dropped, one space."""
-    text = strip_math_delimiters(text).strip().strip("\"'`*_").strip()
-    return re.sub(r"\s+", " ", text.rstrip(".!?;:,")).casefold()
 
 
 class ChoiceAnswers:
@@ -64,7 +58,7 @@ class ChoiceAnswers:
                 raise BadGold(f"index {index} is not one of 0..{len(allowed) - 1}")
             return allowed[index]
         if isinstance(value, str):
-            text = _squash(value).strip("()").strip().upper()
+            text = normalize_text(value).strip("()").strip().upper()
             if len(text) == 1 and text in allowed:
                 return text
         raise BadGold(f"not one of the letters {allowed} or an index into them")
@@ -112,8 +106,10 @@ class ChoiceAnswers:
     def _choice_text(self, text: str, choices: list[str] | None) -> str | None:
         if not choices:
             return None
-        said = _squash(text)
-        found = [self.letters[i] for i, c in enumerate(choices[: len(self.letters)]) if _squash(c) == said]
+        said = normalize_text(text)
+        found = [
+            self.letters[i] for i, c in enumerate(choices[: len(self.letters)]) if normalize_text(c) == said
+        ]
         return found[0] if len(found) == 1 else None
 
     def render(self, question: str, choices: list[str]) -> str:

@@ -21,7 +21,13 @@ from mft.tasks.dataset import DatasetTask
 from mft.tasks.latex import extract_latex_answer, latex_equal, require_math_verify
 from mft.tasks.numbers import NumberAnswers
 from mft.tasks.sources import DataSource, Row
-from mft.tasks.spans import answer_is_spans, first_math_span, last_boxed, strip_math_delimiters
+from mft.tasks.spans import (
+    answer_is_spans,
+    first_math_span,
+    last_boxed,
+    normalize_text,
+    strip_math_delimiters,
+)
 
 ANSWER_TYPES = ("number", "latex", "exact", "choice")
 
@@ -36,15 +42,6 @@ PROMPTS = {
     "choice": "Can you answer the following question as accurately as possible? {question} Explain your "
     "answer, putting the answer in the form (X) at the end of your response.",
 }
-
-
-def normalize_text(s: str) -> str:
-    """Exact-string answers: unwrap \\text{}, drop quotes/markdown/end punctuation, casefold, one space."""
-    s = strip_math_delimiters(s)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
-    s = s.strip().strip("\"'`*_").strip()
-    s = s.rstrip(".!?;:,").strip()
-    return re.sub(r"\s+", " ", s).casefold()
 
 
 class CustomTask(DatasetTask):
@@ -112,7 +109,6 @@ class CustomTask(DatasetTask):
         if answer_type == "number":
             self._numbers = NumberAnswers(strict=strict)
         letter_set = re.escape(self.choices) if self.choices else "A-Z"
-        self._choice_paren = re.compile(rf"\(\s*([{letter_set}])\s*\)")
         self._choice_alone = re.compile(rf"^\(?\s*([{letter_set}])\s*(?:\)|[.,:;]|$)")
 
     @property

@@ -94,3 +94,13 @@ def first_math_span(rest: str) -> str:
         return next(g for g in m.groups() if g is not None).strip()
     m = re.match(r"(.*?)(?:\.\s|\.$|$)", rest)
     return strip_math_delimiters(m.group(1) if m else rest)
+
+
+def normalize_text(s: str) -> str:
+    """Text compared as an answer (the custom task's exact strings, a multiple-choice option's text): unwrap
+    \\text{}, drop quotes/markdown/end punctuation, casefold, one space."""
+    s = strip_math_delimiters(s)
+    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
+    s = s.strip().strip("\"'`*_").strip()
+    s = s.rstrip(".!?;:,").strip()
+    return re.sub(r"\s+", " ", s).casefold()

@@ -21,15 +21,6 @@ LINES = ("first product", "second product", "first sum", "second sum", "differen
 SLIPS = ("slip 1 (first product's tens)", "slip 2 (second product's hundreds)", "slip 3 (difference's units)")
 
 
-def _ops(question: str) -> tuple[int, ...]:
-    a, rest = question.split("+", 1)
-    b, rest = rest.split("*", 1)
-    c, rest = rest.split("+", 1)
-    d, rest = rest.split("-", 1)
-    e, f = rest.split("*", 1)
-    return tuple(int(x) for x in (a, b, c, d, e, f))
-
-
 def diagnose(path: Path) -> list[dict[str, float]]:
     """Per round: `right`, `slip_free`, `slip_pattern`, `other`, each slip's and line's share (fractions)."""
     records = read_debates(path)
@@ -40,7 +31,7 @@ def diagnose(path: Path) -> list[dict[str, float]]:
         for rec in records:
             if r >= len(rec.responses):
                 continue
-            ops = _ops(rec.problem.question)
+            ops = tuple(rec.problem.meta["ops"])  # the arithmetic task keeps each problem's operands
             combos = [(offs, chain(ops, offs)) for offs in itertools.product(*((0, o) for o in SLIP_OFFSETS))]
             truth = combos[0][1]
             for response, answer in zip(rec.responses[r], rec.answers[r], strict=True):
