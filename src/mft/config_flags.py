@@ -28,8 +28,11 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "finetuning": (
         "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "ft_epochs", "ft_lr", "ft_batch_size",
         "ft_group_by_length", "ft_precision", "ft_method", "ft_micro_batch_size", "ft_gradient_checkpointing",
-        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule", "ft_objective_generator", "ft_objective_critic",
-        "dpo_beta",
+        "ft_max_length", "ft_warmup_ratio", "ft_lr_schedule",
+    ),
+    "objectives (DPO, GRPO)": (
+        "ft_objective_generator", "ft_objective_critic", "dpo_beta", "grpo_group", "grpo_loss", "grpo_beta",
+        "grpo_epsilon", "grpo_updates", "grpo_reference", "grpo_format_reward",
     ),
     "diversity metrics": ("diversity_problems", "embedding_model"),
     "executor": ("executor", "ray_address", "ray_workers", "ray_num_cpus", "ray_num_gpus"),

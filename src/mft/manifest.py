@@ -47,6 +47,14 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_objective_critic": "dpo",
     "dpo_beta": 0.1,
     "method_temperatures": {},
+    # used only by Ours (GRPO), which came with them
+    "grpo_group": 4,
+    "grpo_loss": "grpo",
+    "grpo_beta": 0.04,
+    "grpo_epsilon": 0.2,
+    "grpo_updates": 2,
+    "grpo_reference": "base",
+    "grpo_format_reward": 0.0,
 }
 # Settings a run may change between invocations: moving the directory, asking for more iterations, or
 # logging to other experiment trackers (they change no result).

@@ -26,9 +26,11 @@ from mft.data.builders import (
     Equivalent,
     Example,
     critic_pairs,
+    critic_prompts,
     critic_split,
     generator_examples,
     generator_pairs,
+    generator_prompts,
     majority_examples,
     mask_first_answer,
     mix_critic,
@@ -36,7 +38,7 @@ from mft.data.builders import (
     rationalized_examples,
     star_examples,
 )
-from mft.data.examples import Pair
+from mft.data.examples import Pair, Prompt
 from mft.debate.engine import agent_id_prompt
 from mft.objectives import Objective
 from mft.records import DebateRecord, Message, Rationale
@@ -44,15 +46,18 @@ from mft.records import DebateRecord, Message, Rationale
 
 @dataclass(frozen=True)
 class Dataset:
-    """One slot's training examples (or, for a slot trained by DPO, its preference pairs) and the counts its
-    `sizes.json` entry reports."""
+    """One slot's training examples (or, for a slot trained by DPO, its preference pairs; by GRPO, its
+    prompts) and the counts its `sizes.json` entry reports."""
 
     examples: list[Example]
     sizes: dict[str, int]
     pairs: list[Pair] | None = None  # a DPO slot's data (then `examples` is empty)
+    prompts: list[Prompt] | None = None  # a GRPO slot's data (then `examples` is empty)
 
-    def items(self) -> list[Example] | list[Pair]:
+    def items(self) -> list[Example] | list[Pair] | list[Prompt]:
         """What its data file holds."""
+        if self.prompts is not None:
+            return self.prompts
         return self.examples if self.pairs is None else self.pairs
 
 
@@ -179,6 +184,21 @@ def society_preference_data(
     return out
 
 
+def society_prompt_data(
+    records: Sequence[DebateRecord], eq: Equivalent, ctx: BuildContext
+) -> dict[str, Dataset]:
+    """Ours (GRPO): generator n and critic n each on the prompts it answers in its role, with the consensus
+    its sampled replies are rewarded for reaching."""
+    out: dict[str, Dataset] = {}
+    for n in range(ctx.agents):
+        for slot, prompts in (
+            (f"gen_{n}", generator_prompts(records, n)),
+            (f"critic_{n}", critic_prompts(records, n)),
+        ):
+            out[slot] = Dataset([], {"examples": len(prompts)}, prompts=prompts)  # its "examples": prompts
+    return out
+
+
 @dataclass(frozen=True)
 class Method:
     key: str  # row key: reproduce.json, the report, the run sub-directory of `mft reproduce`
@@ -198,8 +218,9 @@ class Method:
     rationalizes: bool = False  # regenerates its wrong samples with the gold answer as a hint (STaR)
     reading: Reading = "debate"  # the reading its report row shows
     # its generators and critics are finetuned by the objectives `ft_objective_generator` /
-    # `ft_objective_critic` (DPO on preference pairs by default); every other method's models by SFT
+    # `ft_objective_critic` (DPO on preference pairs by default); every other method's models by `objective`
     preference: bool = False
+    objective: Objective = "sft"  # how its models are finetuned (a preference method: see above)
 
     def training_rounds(self, rounds: int) -> int:
         """Rounds of its training debate, of a run configured with `rounds`: one round of N independent
@@ -270,6 +291,12 @@ METHODS: tuple[Method, ...] = (
         "ours_dpo", "Ours (DPO)", run_as="ours_dpo", summarize=True, slots="society", one_round=False,
         build=society_preference_data, rank=12, colour="#bcbd22", in_default=False, preference=True,
         about="N generators + N critics, each trained by DPO on preference pairs from its own debate replies",
+    ),
+    Method(
+        "ours_grpo", "Ours (GRPO)", run_as="ours_grpo", summarize=True, slots="society", one_round=False,
+        build=society_prompt_data, rank=13, colour="#e377c2", in_default=False, objective="grpo",
+        about="N generators + N critics, each trained by GRPO on replies it samples in its role, rewarded "
+        "for agreeing with the debate's consensus",
     ),
 )  # fmt: skip
 BY_KEY = {m.key: m for m in METHODS}

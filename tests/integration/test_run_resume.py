@@ -108,6 +108,29 @@ def test_kill_and_resume_gives_the_same_artifacts(tmp_path: Path) -> None:
     assert not list(run.rglob("*.tmp"))
 
 
+@pytest.mark.slow
+def test_kill_during_grpo_sampling_and_training_then_resume_gives_the_same_artifacts(tmp_path: Path) -> None:
+    """Ours (GRPO): killed while an agent samples its replies and trains on them (after its data is
+    written, before its adapter is), and again while the next agent does; the resumed run's adapters and
+    results equal an uninterrupted run's (the sampling is seeded)."""
+    config = tmp_path / "grpo.yaml"
+    config.write_text(SMALL + "method: ours_grpo\ngrpo_group: 2\n")
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(_cmd(config, clean), check=True, capture_output=True)
+    expected = _artifacts(clean / "small")
+    assert "iter_1/agents/gen_0/train_stats.json" in expected
+
+    agents = killed / "small" / "iter_1" / "agents"
+    kill_points = [
+        lambda: (agents.parent / "data" / "sizes.json").exists() and not (agents / "critic_0").exists(),
+        lambda: (agents / "critic_0").exists() and not (agents / "critic_1").exists(),
+    ]
+    kills = [_kill_when(_cmd(config, killed), point) for point in kill_points]
+    assert all(kills), kills
+    subprocess.run(_cmd(config, killed), check=True, capture_output=True)
+    assert _artifacts(killed / "small") == expected
+
+
 SMALL_2IT = SMALL.replace("iterations: 1", "iterations: 2").replace("n_train: 8", "n_train: 6")
 
 

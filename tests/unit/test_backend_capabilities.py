@@ -30,11 +30,15 @@ def test_each_backend_declares_what_it_can_do() -> None:
         if (cls := backend_class(name))
     }
     assert table == {
-        "hf": (("sft", "dpo"), True, "hf", True, True, True),
+        "hf": (("sft", "dpo", "grpo"), True, "hf", True, True, True),
         "openai": (("sft",), False, None, False, False, False),
-        "vllm": (("sft", "dpo"), False, "hf", True, True, False),
+        "vllm": (("sft", "dpo", "grpo"), False, "hf", True, True, False),
     }
-    assert training("dpo") == ("hf", "vllm") and training("sft") == ("hf", "openai", "vllm")
+    assert training("dpo") == training("grpo") == ("hf", "vllm") and training("sft") == (
+        "hf",
+        "openai",
+        "vllm",
+    )
     assert backends_where(lambda b: b.mixes_bases) == ("hf",)
     # the defaults of the interface: a backend that declares nothing can do nothing of the kind
     assert (Backend.objectives, Backend.mixes_bases, Backend.ray_trainer, Backend.scores_responses) == (

@@ -105,14 +105,17 @@ def test_dry_run_counts_the_sequences_of_each_objectives_items(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A DPO pair is two sequences in one forward pass (the objectives table's row): Ours (DPO) trains on
-    twice the activations of Ours, at the same settings."""
+    twice the activations of Ours, at the same settings; a GRPO prompt is its G sampled replies."""
 
-    def activations(method: str) -> str:
-        assert main(["run", "--dry-run", "--method", method, "--runs-dir", str(tmp_path), "--name", "d"]) == 0
+    def activations(method: str, *more: str) -> str:
+        args = ["run", "--dry-run", "--method", method, "--runs-dir", str(tmp_path), "--name", "d", *more]
+        assert main(args) == 0
         return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("activations"))
 
     sft, dpo = (float(activations(m).split()[-2]) for m in ("ours", "ours_dpo"))
     assert dpo == pytest.approx(2 * sft, rel=0.05) and sft > 0
+    grpo = float(activations("ours_grpo", "--grpo-group", "6").split()[-2])
+    assert grpo == pytest.approx(6 * sft, rel=0.05)
 
 
 def test_mistral_and_phi3_parts_match_their_known_sizes(tmp_path: Path) -> None:

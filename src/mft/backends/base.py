@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mft.data.examples import Example, Pair
+from mft.data.examples import Example, Pair, Prompt
 from mft.errors import MftError
 from mft.objectives import Objective
 from mft.records import Message
 
-# What an agent is finetuned on: chat examples (SFT) or preference pairs (DPO)
-TrainingData = list[Example] | list[Pair]
+# What an agent is finetuned on: chat examples (SFT), preference pairs (DPO) or prompts with their
+# consensus (GRPO)
+TrainingData = list[Example] | list[Pair] | list[Prompt]
+# How GRPO scores sampled replies: (replies, the consensus of each one's problem) -> a reward per reply
+Reward = Callable[[list[str], list[str]], list[float]]
 
 # The bundled tiny base model ships inside the package (its recipe is `mft.toy`, which builds on the
 # backends, not the other way round); these names select it.
@@ -102,6 +105,19 @@ class FinetuneSettings:
     # against the agent's weights before this finetune, with this beta (hf backend, docs/dpo.md)
     objective: Objective = "sft"
     dpo_beta: float = 0.1
+    # grpo (hf backend, docs/grpo.md): G replies sampled per prompt (`sampling`), each scored by `reward`
+    # (agreement with the consensus); `batch_size` / `micro_batch_size` count prompts. Advantages
+    # normalised within the group ("grpo", "dapo") or only centred ("dr_grpo"), with TRL's loss of that
+    # name; the clipped ratio loss (epsilon) over `grpo_updates` optimizer steps per sampled batch, plus
+    # beta * KL to the base ("base": adapters off) or to the agent's weights before this finetune
+    grpo_group: int = 4
+    grpo_loss: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
+    grpo_beta: float = 0.04
+    grpo_epsilon: float = 0.2
+    grpo_updates: int = 2
+    grpo_reference: Literal["base", "previous"] = "base"
+    sampling: Sampling = field(default_factory=Sampling)
+    reward: Reward | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,8 @@ class TrainStep:
     loss: float  # the step's (effective) batch loss: SFT the mean per label token, DPO the mean per pair
     lr: float  # the learning rate the step used
     tokens: int  # tokens trained on so far in this finetune (every non-padding token of the batches)
+    # what else the objective measures at the step (GRPO: reward, kl, skipped_groups), by name
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 # Called after each optimizer step; a backend that trains elsewhere (a fine-tuning API) calls it never.

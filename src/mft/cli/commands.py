@@ -77,9 +77,9 @@ def _print_memory(cfg: RunConfig) -> int:
         raise MftError(f"--dry-run estimates the {modelled} backend's memory, not {cfg.backend}'s")
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
     # sequences per training item in one forward pass, the most of any slot's objective (a DPO batch of n
-    # pairs is 2n sequences: chosen and rejected)
+    # pairs is 2n sequences: chosen and rejected; a GRPO batch of n prompts n G sampled replies)
     slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
-    rows = max(objective(objective_of(cfg, s)).sequences for s in slots)
+    rows = max(objective(objective_of(cfg, s)).rows(cfg.grpo_group) for s in slots)
     micro = cfg.ft_micro_batch_size
     max_new_tokens = cfg.max_new_tokens or build_task(cfg).max_new_tokens
     for model in cfg.base_models():  # a mixed society: each base with its own agents, all in memory at once
@@ -154,7 +154,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.command == "debate-train":
         stages.stage_debate(cfg, k, backend, task, train, progress)
     elif args.command == "finetune":
-        stages.stage_finetune(cfg, k, backend, progress)
+        stages.stage_finetune(cfg, k, backend, task, progress)
     else:
         res = stages.stage_eval(cfg, k, backend, task, test, progress)
         print(json.dumps(res, indent=2))

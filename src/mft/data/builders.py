@@ -17,6 +17,11 @@ Preference pairs (the DPO objective, docs/dpo.md), also from the consensus alone
 side of each of its pairs and another agent's reply of the same round the other, the one that agrees with
 the consensus chosen and the one that does not rejected (`generator_pairs`, `critic_pairs`).
 
+Prompts (the GRPO objective, docs/grpo.md): each agent samples replies in its role and is rewarded for the
+consensus, so its data is the prompts it answers there with the debate's consensus -- generator n the
+round-1 question, critic n its own context before its final-round reply (`generator_prompts`,
+`critic_prompts`), on every problem with a consensus.
+
 Only records of the training split may feed a dataset: a test-split record raises (leakage guard).
 """
 
@@ -26,7 +31,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mft.data.examples import Pair
+from mft.data.examples import Pair, Prompt
 from mft.errors import MftError
 from mft.records import DebateRecord, Message, Rationale
 
@@ -149,6 +154,25 @@ def critic_pairs(records: Sequence[DebateRecord], slot: int, equivalent: Equival
         if r.n_rounds >= 2:
             out += _pairs(r, slot, r.n_rounds - 1, list(r.conversations[slot][:-1]), equivalent)
     return out
+
+
+# -- prompts (GRPO) ---------------------------------------------------------------------------------------
+def generator_prompts(records: Sequence[DebateRecord], slot: int) -> list[Prompt]:
+    """Generator n's prompts: the round-1 question of every problem with a consensus, and that consensus
+    (every agent's round-1 prompt is the same; the slot is kept for symmetry with the critic's)."""
+    check_train_only(records)
+    return [Prompt([r.conversations[slot][0]], r.consensus) for r in records if r.consensus is not None]
+
+
+def critic_prompts(records: Sequence[DebateRecord], slot: int) -> list[Prompt]:
+    """Critic n's prompts: its own context before its final-round reply (its earlier answers, the others'
+    answers or their summary) on every problem with a consensus and a later round, and that consensus."""
+    check_train_only(records)
+    return [
+        Prompt(list(r.conversations[slot][:-1]), r.consensus)
+        for r in records
+        if r.consensus is not None and r.n_rounds >= 2
+    ]
 
 
 # -- single-model baselines ------------------------------------------------------------------------------

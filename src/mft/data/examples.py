@@ -2,7 +2,10 @@
 
 - a chat example, `{"messages": [...]}`: what SFT trains on (loss on the assistant turns);
 - a preference pair, `{"prompt": [...], "chosen": [{assistant}], "rejected": [{assistant}]}`: what DPO
-  trains on, in TRL's conversational preference format (a file loads as a `datasets` preference dataset).
+  trains on, in TRL's conversational preference format (a file loads as a `datasets` preference dataset);
+- a prompt, `{"prompt": [...], "consensus": "..."}`: what GRPO samples replies to, each rewarded by whether
+  its answer is the society's consensus (TRL's conversational prompt-only format, the consensus an extra
+  column as its reward functions take them).
 
 The chat format serves the hf trainer (`iter_<k>/data/<agent>.jsonl`) and the fine-tuning API's upload
 (OpenAI's chat format), so there is one writer for both. Text is written as UTF-8 (not \\u escapes): the
@@ -39,7 +42,26 @@ class Pair:
         return [*context, self.chosen], [*context, self.rejected]
 
 
-def _record(item: Example | Pair) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt to sample replies to (the chat before the reply) and the society's consensus answer on its
+    problem, which a reply is rewarded for reaching."""
+
+    prompt: list[Message]
+    consensus: str
+
+    def context(self) -> list[Message]:
+        """The prompt, its own assistant turns (a critic's earlier answers) out of any loss."""
+        return [m.model_copy(update={"weight": 0}) if m.role == "assistant" else m for m in self.prompt]
+
+
+Item = Example | Pair | Prompt
+Items = Sequence[Example] | Sequence[Pair] | Sequence[Prompt]
+
+
+def _record(item: Item) -> dict[str, Any]:
+    if isinstance(item, Prompt):
+        return {"prompt": [m.model_dump() for m in item.prompt], "consensus": item.consensus}
     if isinstance(item, Pair):
         return {
             "prompt": [m.model_dump() for m in item.prompt],
@@ -49,29 +71,46 @@ def _record(item: Example | Pair) -> dict[str, Any]:
     return {"messages": [m.model_dump() for m in item]}
 
 
-def examples_text(examples: Sequence[Example] | Sequence[Pair]) -> str:
+def examples_text(examples: Items) -> str:
     return "".join(json.dumps(_record(x), ensure_ascii=False) + "\n" for x in examples)
 
 
-def write_examples(path: Path, examples: Sequence[Example] | Sequence[Pair]) -> None:
+def write_examples(path: Path, examples: Items) -> None:
     """Write a whole example (or pair) file (temp name + rename: a reader never sees half of one)."""
     write_text_atomic(path, examples_text(examples))
 
 
-def as_examples(items: Sequence[Example] | Sequence[Pair], agent: str) -> list[Example]:
-    """`items` as chat examples, or an MftError where they are preference pairs (SFT data was expected)."""
-    out = [x for x in items if not isinstance(x, Pair)]
+# each data kind (`objectives.DataKind`): its class, the key its records have, what a person calls one, and
+# the objective that trains on it
+_KINDS: dict[str, tuple[type, str, str, str]] = {
+    "examples": (list, "messages", "a chat example", "SFT"),
+    "pairs": (Pair, "chosen", "a preference pair", "DPO"),
+    "prompts": (Prompt, "consensus", "a prompt with its consensus", "GRPO"),
+}
+
+
+def _kind_of(record: dict[str, Any]) -> str:
+    return next((k for k, (_, key, _, _) in _KINDS.items() if key in record), "examples")
+
+
+def _as_kind(items: Items, kind: str, agent: str) -> list[Any]:
+    cls, _, expected, _ = _KINDS[kind]
+    out = [x for x in items if isinstance(x, cls)]
     if len(out) != len(items):
-        raise MftError(f"agent {agent!r}: preference pairs given where SFT expects chat examples")
+        other = next(x for x in items if not isinstance(x, cls))
+        what = _KINDS[_kind_of(_record(other))][2]
+        raise MftError(f"agent {agent!r}: {what} given where {_KINDS[kind][3]} expects {expected}")
     return out
 
 
-def as_pairs(items: Sequence[Example] | Sequence[Pair], agent: str) -> list[Pair]:
-    """`items` as preference pairs, or an MftError where they are chat examples (DPO data was expected)."""
-    out = [x for x in items if isinstance(x, Pair)]
-    if len(out) != len(items):
-        raise MftError(f"agent {agent!r}: chat examples given where DPO expects preference pairs")
-    return out
+def as_examples(items: Items, agent: str) -> list[Example]:
+    """`items` as chat examples, or an MftError where they are of another kind (SFT data was expected)."""
+    return _as_kind(items, "examples", agent)
+
+
+def as_pairs(items: Items, agent: str) -> list[Pair]:
+    """`items` as preference pairs, or an MftError where they are of another kind (DPO data was expected)."""
+    return _as_kind(items, "pairs", agent)
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -79,13 +118,16 @@ def _records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _checked(path: Path, key: str, expected: str, other: str, built_for: str) -> list[dict[str, Any]]:
-    """The file's records, each with `key`; a record of the other kind is one line naming its row."""
+def _checked(path: Path, kind: str) -> list[dict[str, Any]]:
+    """The file's records, each of data kind `kind`; a record of another kind is one line naming its row
+    and the objective its data was built for."""
     records = _records(path)
+    _, key, expected, _ = _KINDS[kind]
     for i, rec in enumerate(records, 1):
         if key not in rec:
+            _, _, found, built_for = _KINDS[_kind_of(rec)]
             raise MftError(
-                f"{path}:{i}: {other} where {expected} was expected",
+                f"{path}:{i}: {found} where {expected} was expected",
                 hint=f"this agent's data was built for {built_for}: finetune it with the "
                 f"{built_for.lower()} objective",
             )
@@ -93,26 +135,33 @@ def _checked(path: Path, key: str, expected: str, other: str, built_for: str) ->
 
 
 def read_examples(path: Path) -> list[Example]:
-    records = _checked(path, "messages", "a chat example", "a preference pair", "DPO")
-    return [[Message(**m) for m in rec["messages"]] for rec in records]
+    return [[Message(**m) for m in rec["messages"]] for rec in _checked(path, "examples")]
 
 
 def read_pairs(path: Path) -> list[Pair]:
-    records = _checked(path, "prompt", "a preference pair", "a chat example", "SFT")
     return [
         Pair(
             [Message(**m) for m in rec["prompt"]], Message(**rec["chosen"][0]), Message(**rec["rejected"][0])
         )
-        for rec in records
+        for rec in _checked(path, "pairs")
     ]
 
 
-def read_training_data(path: Path, key: str) -> list[Example] | list[Pair]:
-    """An agent's data file, as objective `key` trains on it (its row's data kind: chat examples or
-    preference pairs)."""
-    return read_pairs(path) if objective(key).data == "pairs" else read_examples(path)
+def read_prompts(path: Path) -> list[Prompt]:
+    return [
+        Prompt([Message(**m) for m in rec["prompt"]], str(rec["consensus"]))
+        for rec in _checked(path, "prompts")
+    ]
 
 
-def as_data(items: Sequence[Example] | Sequence[Pair], key: str, agent: str) -> list[Example] | list[Pair]:
-    """`items` as the data objective `key` trains on, or an MftError where they are of the other kind."""
-    return as_pairs(items, agent) if objective(key).data == "pairs" else as_examples(items, agent)
+def read_training_data(path: Path, key: str) -> list[Example] | list[Pair] | list[Prompt]:
+    """An agent's data file, as objective `key` trains on it (its row's data kind)."""
+    kind = objective(key).data
+    if kind == "prompts":
+        return read_prompts(path)
+    return read_pairs(path) if kind == "pairs" else read_examples(path)
+
+
+def as_data(items: Items, key: str, agent: str) -> list[Example] | list[Pair] | list[Prompt]:
+    """`items` as the data objective `key` trains on, or an MftError where they are of another kind."""
+    return _as_kind(items, objective(key).data, agent)

@@ -119,8 +119,10 @@ def debate_settings(
     )
 
 
-def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
-    """How iteration k's agents are finetuned (seeded per iteration)."""
+def finetune_settings(cfg: RunConfig, k: int, task: Task | None = None) -> FinetuneSettings:
+    """How iteration k's agents are finetuned (seeded per iteration); with the run's `task`, GRPO's
+    sampling (the debate's temperature, top_p and reply length) and reward (agreement with the consensus,
+    by the task's scoring)."""
     targets = cfg.lora_targets
     modules: tuple[str, ...] | Literal["all-linear"] = (
         "all-linear" if targets == "all-linear" else tuple(t.strip() for t in targets.split(","))
@@ -143,14 +145,31 @@ def finetune_settings(cfg: RunConfig, k: int) -> FinetuneSettings:
         warmup_ratio=cfg.ft_warmup_ratio,
         lr_schedule=cfg.ft_lr_schedule,
         dpo_beta=cfg.dpo_beta,
+        grpo_group=cfg.grpo_group,
+        grpo_loss=cfg.grpo_loss,
+        grpo_beta=cfg.grpo_beta,
+        grpo_epsilon=cfg.grpo_epsilon,
+        grpo_updates=cfg.grpo_updates,
+        grpo_reference=cfg.grpo_reference,
+        **({} if task is None else _grpo_rollout(cfg, task)),
     )
+
+
+def _grpo_rollout(cfg: RunConfig, task: Task) -> dict[str, Any]:
+    """GRPO's sampling and reward in a run on `task` (FinetuneSettings' fields)."""
+    from mft.data.rewards import ConsensusReward
+
+    # the seed of each sampled batch is drawn from the agent's finetune generator (seeded per iteration)
+    sampling = debate_settings(cfg, task, cfg.seed).sampling
+    return {"sampling": sampling, "reward": ConsensusReward(task, cfg.grpo_format_reward)}
 
 
 def objective_of(cfg: RunConfig, slot: str) -> Objective:
     """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
-    `ft_objective_*` in a preference method, by SFT in every other."""
-    if not of_run(cfg.method, cfg.summarize).preference:
-        return "sft"
+    `ft_objective_*` in a preference method, by the method's own objective (SFT, GRPO) in every other."""
+    method = of_run(cfg.method, cfg.summarize)
+    if not method.preference:
+        return method.objective
     return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
 
 

@@ -115,7 +115,7 @@ def run(
             timed(timing_key(k, "debate"), stage_debate, cfg, k, backend, task, train, progress)
             timed(timing_key(k, "build_data"), stage_build_data, cfg, k, task)
             curves = tracking.train_curves(k)
-            timed(timing_key(k, "finetune"), stage_finetune, cfg, k, backend, progress, curves)
+            timed(timing_key(k, "finetune"), stage_finetune, cfg, k, backend, task, progress, curves)
             results.append(timed(timing_key(k, "eval"), stage_eval, cfg, k, backend, task, test, progress))
             if cfg.diversity_problems != 0:
                 timed(timing_key(k, "diversity"), stage_diversity, cfg, k, backend, task, progress)

@@ -209,6 +209,7 @@ def stage_finetune(
     cfg: RunConfig,
     k: int,
     backend: Backend,
+    task: Task,
     progress: bool = True,
     train_curves: Callable[[str], StepCallback] | None = None,
 ) -> Society:
@@ -223,7 +224,7 @@ def stage_finetune(
     prev = society_after(cfg, k - 1)
     sizes = json.loads(rd.sizes(k).read_text())
     method = of_run(cfg.method, cfg.summarize)
-    settings = finetune_settings(cfg, k)
+    settings = finetune_settings(cfg, k, task)
     # each model continues from its own previous weights (one model: from generator 0, which it played)
     previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.n_agents)}
     previous.update({f"critic_{n}": (prev.critics or prev.generators)[n] for n in range(cfg.n_agents)})

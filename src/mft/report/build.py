@@ -39,6 +39,7 @@ from mft.report.tables import (
     timing_stages,
     unfinished,
 )
+from mft.report.training import training_section
 
 DIVERSITY_NOTE = (
     "Means over the evaluated test problems with ± 1 standard error bars (`iter_<k>/diversity.json`), all "
@@ -341,6 +342,7 @@ SECTIONS: tuple[Callable[[Document, Study], None], ...] = (
     _details,
     _dataset_sizes,
     _dynamics,
+    training_section,
     _cost,
 )
 

@@ -21,6 +21,7 @@ from mft.eval.metrics import Estimate
 from mft.eval.outcomes import READINGS, read_outcomes
 from mft.manifest import MANIFEST
 from mft.records import DebateRecord, read_jsonl
+from mft.report.curves import Curves, read_curves
 from mft.rundir import REPRODUCE, RunDir
 
 # diversity.json's metrics, in the report's column order (mft.eval.diversity says what each one is)
@@ -67,6 +68,7 @@ class Run:
     config: dict[str, Any]
     iterations: dict[int, Iteration]  # only those with an eval/results.json, sorted by k
     timings: dict[str, float]
+    training: Curves = field(default_factory=dict)  # its agents' per-step training measures (GRPO)
 
     @property
     def planned(self) -> int:
@@ -292,6 +294,7 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
         config=config,
         iterations=iterations,
         timings=read_timings(rd.timings),
+        training=read_curves(path),
     )
 
 

@@ -83,6 +83,21 @@ def line_plot(series: Sequence[Series], title: str, ylabel: str, xlabel: str = "
     return _png(fig)
 
 
+def step_plot(series: Sequence[Series], title: str, ylabel: str, xlabel: str = "optimizer step") -> bytes:
+    """Plain lines over many x (training steps): no markers or error bars, the axis' own ticks."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for s in series:
+        ax.plot(s.xs, s.ys, label=s.label, color=s.colour, linestyle="--" if s.dashed else "-", linewidth=1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
 def grouped_bars(groups: list[str], bars: dict[str, list[float]], title: str, ylabel: str) -> bytes:
     """One group of bars per entry of `groups` (agents), one bar per key of `bars` (iterations)."""
     fig = _figure(max(6.4, 0.7 * len(groups) * max(1, len(bars)) / 2 + 2), 4.0)

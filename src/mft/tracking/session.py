@@ -108,7 +108,8 @@ class Tracking:
 
     def train_curves(self, k: int) -> Callable[[str], StepCallback] | None:
         """For `stage_finetune`: agent slot -> the callback its finetune reports optimizer steps to, logged
-        as train/iter_<k>/<slot>/{loss, lr, tokens}; None where nothing is tracked."""
+        as train/iter_<k>/<slot>/{loss, lr, tokens} (and what else the objective measures, GRPO's reward and
+        KL); None where nothing is tracked."""
         if not self.trackers:
             return None
 
@@ -116,7 +117,7 @@ class Tracking:
             prefix = f"train/iter_{k}/{slot}"
 
             def on_step(s: TrainStep) -> None:
-                points = {"loss": s.loss, "lr": s.lr, "tokens": s.tokens}
+                points = {"loss": s.loss, "lr": s.lr, "tokens": s.tokens, **s.extra}
                 self.log({f"{prefix}/{name}": value for name, value in points.items()}, s.step)
 
             return on_step

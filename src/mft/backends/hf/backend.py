@@ -56,6 +56,7 @@ from mft.backends.hf.model import (
 )
 from mft.errors import MftError
 from mft.objectives import KEYS as OBJECTIVE_KEYS
+from mft.objectives import objective
 from mft.records import Message
 
 
@@ -366,6 +367,7 @@ class HFBackend(Backend):
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`;
         `on_step` sees each optimizer step."""
         from mft.backends.hf.finetune import train_adapter, train_full
+        from mft.backends.hf.grpo import sampler
 
         cfg = settings or FinetuneSettings()
         if cfg.method == "full":
@@ -377,7 +379,8 @@ class HFBackend(Backend):
             self.full_models[agent.name] = model.to("cpu") if self.offload_full_models else model
         elif cfg.method == "lora":
             self.full_models.pop(agent.name, None)
-            train_adapter(self.loaded, agent.name, agent.adapter, examples, out_dir, cfg, on_step)
+            sample = sampler(self, agent.name, out_dir) if objective(cfg.objective).online else None
+            train_adapter(self.loaded, agent.name, agent.adapter, examples, out_dir, cfg, on_step, sample)
         else:
             raise MftError(f"unknown finetuning method {cfg.method!r}", hint="use 'lora' or 'full'")
         trained = Agent(agent.name, str(out_dir))

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 from mft.backends.base import FinetuneSettings, StepCallback
 from mft.backends.chat import ChatFormat
 from mft.backends.hf.model import accepts_logits_to_keep
-from mft.backends.hf.train import Encoded, TrainResult, autocast_dtype, collate, optimize, sequence_logps
+from mft.backends.hf.train import (
+    Encoded,
+    StepOutcome,
+    TrainResult,
+    autocast_dtype,
+    collate,
+    optimize,
+    sequence_logps,
+)
 from mft.data.examples import Pair
 
 if TYPE_CHECKING:
@@ -153,11 +161,12 @@ def dpo_loop(
     with dropout_off(model):
         ref = reference_logps(model, pairs, pad_id, micro, keep_logits, dtype)
 
-        def step(idx: list[int]) -> float:
+        def step(idx: list[int], update: int) -> StepOutcome:
             batch = [pairs[i] for i in idx]
-            return dpo_accumulate(
+            loss = dpo_accumulate(
                 model, batch, ref[idx], pad_id, micro, keep_logits, dtype, settings.dpo_beta
             )
+            return loss, {}
 
         lengths = [len(c[0]) + len(r[0]) for c, r in pairs]
         result.losses = optimize(model, params, lengths, settings, rng, step, on_step)

@@ -12,6 +12,7 @@ the result atomically. It is handed the loaded model (`model.LoadedModel`), not 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import random
@@ -36,13 +37,17 @@ def fit(
     settings: FinetuneSettings,
     rng: random.Random,
     on_step: StepCallback | None = None,
+    rollout: Any = None,
 ) -> TrainResult:
     """Train `params` of `model` on agent `name`'s data by the settings' objective, through its row's loss
-    module (`mft/objectives.py`); `on_step` sees each optimizer step."""
-    loss = importlib.import_module(objective(settings.objective).loss)
+    module (`mft/objectives.py`); `on_step` sees each optimizer step; an online objective's loop also gets
+    `rollout` (its sampler, reward and reference)."""
+    row = objective(settings.objective)
+    loss = importlib.import_module(row.loss)
     encoded = [loss.encode(loaded.chat, item) for item in as_data(data, settings.objective, name)]
+    online = {"rollout": rollout} if row.online else {}
     result: TrainResult = loss.loop(
-        model, params, encoded, loaded.tokenizer.pad_token_id, settings, rng, on_step
+        model, params, encoded, loaded.tokenizer.pad_token_id, settings, rng, on_step, **online
     )
     return result
 
@@ -75,6 +80,11 @@ def train_full(
 
     if not examples:
         raise MftError(f"agent {name!r}: no training examples")
+    if objective(settings.objective).online:
+        raise MftError(
+            f"agent {name!r}: {settings.objective.upper()} trains LoRA adapters, not whole models",
+            hint="use ft_method: lora",
+        )
     rng = random.Random(f"finetune:{settings.seed}:{name}")
     torch.manual_seed(rng.randrange(2**31))
     # Reload from disk rather than copy `loaded.base`: peft injects LoRA layers into the base in place.
@@ -100,9 +110,10 @@ def train_adapter(
     out_dir: Path,
     settings: FinetuneSettings,
     on_step: StepCallback | None = None,
+    sample: Any = None,
 ) -> dict[str, Any]:
     """Train adapter `name` in `loaded.model` (made a PeftModel if it is the bare base) and save it to
-    `out_dir` (`replace_dir_atomic`)."""
+    `out_dir` (`replace_dir_atomic`). An online objective (GRPO) samples its replies by `sample`."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
@@ -135,7 +146,13 @@ def train_adapter(
     params = [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_(f".{name}." in n and "lora_" in n)
-    result = fit(loaded, name, model, params, examples, settings, rng, on_step)
+    row = objective(settings.objective)
+    with (
+        importlib.import_module(row.loss).rollout_for(loaded, name, init_adapter, settings, sample)
+        if row.online
+        else contextlib.nullcontext()
+    ) as rollout:
+        result = fit(loaded, name, model, params, examples, settings, rng, on_step, rollout)
     stats = _stats(len(examples), result, settings)
     with replace_dir_atomic(out_dir, fault_point=f"save adapter {out_dir.name}") as tmp:
         # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the

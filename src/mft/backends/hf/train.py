@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mft.data.examples import Example
 
 Encoded = tuple[list[int], list[int]]  # token ids, labels (-100 off the assistant turns)
+StepOutcome = tuple[float, dict[str, float]]  # a step's loss, and what else it measured (by name)
 LOSS_CHUNK_ROWS = 1024  # label positions per fp32 cross-entropy chunk (1024 x 128k vocab x 4 B = 0.5 GB)
 
 
@@ -102,9 +103,14 @@ def autocast_dtype(precision: str, device: Any) -> Any:
 class TrainResult:
     losses: list[float] = field(default_factory=list)  # per optimizer step: mean loss per label token
     truncated: int = 0  # examples longer than max_length, cut to it
+    # what else an objective measured per optimizer step, by name (GRPO: reward, kl, ...)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    # what else it counted over the finetune (GRPO: groups skipped for giving no signal, ...)
+    totals: dict[str, int] = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
-        return {"truncated_examples": self.truncated} if self.truncated else {}
+    def counts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"truncated_examples": self.truncated} if self.truncated else {}
+        return {**out, **self.totals, **({"curves": self.curves} if self.curves else {})}
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
@@ -162,9 +168,9 @@ def token_loss_sum(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
     return total
 
 
-def sequence_logps(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
-    """Per row of the batch, the sum over its label tokens of the model's log-probability of the token
-    (what DPO compares): TRL's `selective_log_softmax` in fp32, over the same chunks as `token_loss_sum`."""
+def labelled_logps(model: Any, batch: dict[str, Any], keep_logits: bool) -> tuple[Any, Any]:
+    """The model's log-probability of each label token of the batch, in row-major order, and the row each
+    belongs to: TRL's `selective_log_softmax` in fp32, over the same chunks as `token_loss_sum`."""
     import torch
     from torch.utils.checkpoint import checkpoint
     from trl.trainer.utils import selective_log_softmax
@@ -185,9 +191,18 @@ def sequence_logps(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
         )
         for lo in range(0, targets.shape[0], LOSS_CHUNK_ROWS)
     ]
-    n_rows = batch["labels"].shape[0]
-    sums = torch.zeros(n_rows, dtype=torch.float32, device=targets.device)
-    return sums.index_add(0, rows, torch.cat(per_token)) if per_token else sums
+    values = torch.cat(per_token) if per_token else torch.zeros(0, device=targets.device)
+    return values, rows
+
+
+def sequence_logps(model: Any, batch: dict[str, Any], keep_logits: bool) -> Any:
+    """Per row of the batch, the sum over its label tokens of the model's log-probability of the token
+    (what DPO compares)."""
+    import torch
+
+    values, rows = labelled_logps(model, batch, keep_logits)
+    sums = torch.zeros(batch["labels"].shape[0], dtype=torch.float32, device=rows.device)
+    return sums.index_add(0, rows, values)
 
 
 def accumulate(
@@ -231,17 +246,21 @@ def optimize(
     lengths: list[int],
     settings: FinetuneSettings,
     rng: random.Random,
-    step: Callable[[list[int]], float],
+    step: Callable[[list[int], int], StepOutcome],
     on_step: StepCallback | None = None,
+    updates: int = 1,
 ) -> list[float]:
     """The optimisation every objective shares: AdamW over `params` with the learning-rate schedule, for
     `settings.epochs` epochs of batches of item indices (`batch_order` over the items' `lengths`, their
-    tokens); `step` runs the forward and backward passes of one batch and returns its loss. `on_step` is told
-    each optimizer step's loss, learning rate and the tokens trained on so far. Returns the loss per
-    optimizer step; the model is left in eval mode, nothing trainable."""
+    tokens), `updates` optimizer steps per batch (GRPO's updates per sampled batch; 1 otherwise);
+    `step(batch, update)` runs the forward and backward passes of one batch and returns its loss and what
+    else it measured. `on_step` is told each optimizer step's loss, learning rate, the tokens trained on so
+    far and those measures. Returns the loss per optimizer step; the model is left in eval mode, nothing
+    trainable."""
     import torch
 
-    total_steps = settings.epochs * ((len(lengths) + settings.batch_size - 1) // settings.batch_size)
+    batches = (len(lengths) + settings.batch_size - 1) // settings.batch_size
+    total_steps = settings.epochs * batches * updates
     warmup = int(settings.warmup_ratio * total_steps)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -254,16 +273,17 @@ def optimize(
     try:
         for _ in range(settings.epochs):
             for idx in batch_order(lengths, settings.batch_size, rng, settings.group_by_length):
-                step_loss = step(idx)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                lr = opt.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(step_loss)
-                tokens += sum(lengths[i] for i in idx)
-                if on_step is not None:
-                    on_step(TrainStep(len(losses), step_loss, lr, tokens))
+                for update in range(updates):
+                    step_loss, extra = step(idx, update)
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    lr = opt.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    losses.append(step_loss)
+                    tokens += sum(lengths[i] for i in idx)
+                    if on_step is not None:
+                        on_step(TrainStep(len(losses), step_loss, lr, tokens, extra))
     finally:
         _set_checkpointing(model, False)
         model.eval()
@@ -292,8 +312,8 @@ def train_loop(
     keep_logits = accepts_logits_to_keep(model)
     dtype = autocast_dtype(settings.precision, model.device)
 
-    def step(idx: list[int]) -> float:
-        return accumulate(model, [encoded[i] for i in idx], pad_id, micro, keep_logits, dtype)
+    def step(idx: list[int], update: int) -> StepOutcome:
+        return accumulate(model, [encoded[i] for i in idx], pad_id, micro, keep_logits, dtype), {}
 
     lengths = [len(ids) for ids, _ in encoded]
     result.losses = optimize(model, params, lengths, settings, rng, step, on_step)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.test_serve import running_server
-from tests.vllm.test_vllm_run import CONFIG
+from tests.vllm_suite.test_vllm_run import CONFIG
 
 
 def test_reproduce_two_methods_on_vllm_then_serve_the_finetuned_society(tmp_path: Path) -> None:
