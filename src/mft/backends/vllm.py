@@ -129,6 +129,9 @@ class VLLMBackend(Backend):
             kv_cache_gib=kv_cache_gib,
         )
         self.engine_args = dict(kwargs)
+        from mft.reaper import start_reaper
+
+        start_reaper()  # the engine's processes end with this one, even when it is killed (`mft.reaper`)
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # noqa: BLE001 - engine start-up failures become one clear message

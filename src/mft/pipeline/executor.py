@@ -60,8 +60,12 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> Any:
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
         if address:
             kwargs["address"] = address
-        elif num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
+        else:
+            if num_cpus is not None:
+                kwargs["num_cpus"] = num_cpus
+            from mft.reaper import start_reaper
+
+            start_reaper()  # a local cluster's processes end with this one, even on a kill (`mft.reaper`)
         ray.init(**kwargs)
     return ray
 

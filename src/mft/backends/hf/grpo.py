@@ -156,7 +156,7 @@ class SampledBatch:
     seqs: list[Encoded]
     advantages: Any  # [B]
     mask: Any  # [B, width]
-    old: Any  # [B, width] at sampling time; None: one update (the ratio is 1)
+    old: Any  # [B, width] at sampling time (taken by the first update; None until then)
     ref: Any  # [B, width] the reference's; None: beta 0
     reward: float  # mean reward of every reply sampled
     skipped: float  # share of the groups that gave no signal
@@ -238,12 +238,11 @@ class GrpoStep:
         lengths = torch.tensor([sum(t != -100 for t in labels) for _, labels in seqs])
         width = int(lengths.max())
         mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()
-        old = self.logps(seqs, width) if s.grpo_updates > 1 else None
         ref = None
         if s.grpo_beta != 0.0:
             with self.rollout.reference():
                 ref = self.logps(seqs, width)
-        return SampledBatch(seqs, advantages.view(-1)[rows], mask, old, ref, reward, skipped)
+        return SampledBatch(seqs, advantages.view(-1)[rows], mask, None, ref, reward, skipped)
 
     def accumulate(self, b: SampledBatch) -> tuple[float, float]:
         """Forward and backward of the loss over the batch's replies, `micro_rows` at a time: the gradients
@@ -254,6 +253,9 @@ class GrpoStep:
         width = b.mask.shape[1]
         kl_sum = 0.0
         device = self.model.device
+        # the first update's log-probabilities are the sampling-time ones the later updates clip against:
+        # the weights have not moved yet (no second forward pass for them, unlike TRL)
+        first: list[torch.Tensor] | None = [] if b.old is None and s.grpo_updates > 1 else None
         for lo in range(0, n, self.micro_rows):
             part = slice(lo, lo + self.micro_rows)
             with torch.autocast(
@@ -262,6 +264,8 @@ class GrpoStep:
                 logps = reply_logps(self.model, b.seqs[part], self.pad_id, self.keep_logits, width).float()
             mask = b.mask[part].to(device)
             old = logps.detach() if b.old is None else b.old[part].to(device)
+            if first is not None:
+                first.append(old)
             ref = None if b.ref is None else b.ref[part].to(device)
             loss = grpo_loss(
                 logps, old, ref, b.advantages[part].to(device), mask,
@@ -273,6 +277,8 @@ class GrpoStep:
             if ref is not None:
                 delta = (ref - logps.detach()).clamp(max=50.0)
                 kl_sum += float(((torch.exp(delta) - delta - 1) * mask).sum())
+        if first is not None:
+            b.old = torch.cat(first)
         return total, kl_sum / max(1.0, float(b.mask.sum()))
 
 
