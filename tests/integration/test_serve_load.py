@@ -22,6 +22,7 @@ def _bench():  # noqa: ANN202 - the benchmark script, loaded as a module
     spec = importlib.util.spec_from_file_location("serve_load", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["serve_load"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

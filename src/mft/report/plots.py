@@ -74,11 +74,16 @@ def line_plot(series: Sequence[Series], title: str, ylabel: str, xlabel: str = "
     xs = sorted({x for s in series for x in s.xs})
     if xs:
         ax.set_xticks(xs)
+    return _finish(fig, ax, title, xlabel, ylabel, legend=bool(series))
+
+
+def _finish(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str, legend: bool) -> bytes:
+    """A line plot's labels, title, grid and legend, and its PNG bytes."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(True, alpha=0.3)
-    if series:
+    if legend:
         ax.legend(fontsize=8, loc="best")
     return _png(fig)
 
@@ -89,13 +94,7 @@ def step_plot(series: Sequence[Series], title: str, ylabel: str, xlabel: str = "
     ax = fig.add_subplot()
     for s in series:
         ax.plot(s.xs, s.ys, label=s.label, color=s.colour, linestyle="--" if s.dashed else "-", linewidth=1.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
-    ax.grid(True, alpha=0.3)
-    if series:
-        ax.legend(fontsize=8, loc="best")
-    return _png(fig)
+    return _finish(fig, ax, title, xlabel, ylabel, legend=bool(series))
 
 
 def grouped_bars(groups: list[str], bars: dict[str, list[float]], title: str, ylabel: str) -> bytes:
