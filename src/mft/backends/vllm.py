@@ -26,6 +26,7 @@ LoRA slots, context and sequences in flight.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ from mft.backends.hub import loadable
 from mft.backends.seeds import request_seed
 from mft.errors import MftError
 from mft.objectives import KEYS as OBJECTIVE_KEYS
+from mft.objectives import objective
 from mft.records import Message
 
 
@@ -331,10 +333,21 @@ class VLLMBackend(Backend):
                 hint="use ft_method: lora with backend: vllm, or backend: hf for full finetuning",
             )
         trainer = self.trainer()  # it starts from agent.adapter itself: nothing to load first
+        if settings is not None and objective(settings.objective).online:
+            # GRPO samples through this engine, awake, with the adapter as it trains (`grpo.engine_sampler`)
+            from mft.backends.hf.grpo import engine_sampler
+
+            scratch = Path(out_dir).parent / f".{Path(out_dir).name}.sampling"
+            sample = engine_sampler(self, trainer, agent.name, scratch)
+            trained: Agent = trainer.finetune(
+                agent, examples, out_dir, settings, on_step=on_step, sample=sample
+            )
+            shutil.rmtree(scratch, ignore_errors=True)
+            return trained
         if self.sleeps:
             self.llm.sleep(level=1)
         try:
-            trained: Agent = trainer.finetune(agent, examples, out_dir, settings, on_step=on_step)
+            trained = trainer.finetune(agent, examples, out_dir, settings, on_step=on_step)
         finally:
             if self.sleeps:
                 self.llm.wake_up()

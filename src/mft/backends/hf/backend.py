@@ -363,23 +363,24 @@ class HFBackend(Backend):
         settings: FinetuneSettings | None = None,
         *,
         on_step: StepCallback | None = None,
+        sample: Any = None,
     ) -> Agent:
         """LoRA-train `agent` (from its current adapter, or fresh on the base) and save it to `out_dir`;
-        `on_step` sees each optimizer step."""
+        `on_step` sees each optimizer step; an online objective (GRPO) samples by `sample` (default: this
+        backend's own generation, `grpo.sampler`)."""
         from mft.backends.hf.finetune import train_adapter, train_full
         from mft.backends.hf.grpo import sampler
 
         cfg = settings or FinetuneSettings()
         if cfg.method == "full":
-            start = (
-                agent.adapter if agent.adapter is not None and is_full_model(Path(agent.adapter)) else None
-            )
-            model, _ = train_full(self.loaded, agent.name, start, examples, out_dir, cfg, on_step)
+            own = agent.adapter if agent.adapter is not None and is_full_model(Path(agent.adapter)) else None
+            model, _ = train_full(self.loaded, agent.name, own, examples, out_dir, cfg, on_step)
             self.loaded.drop_adapter(agent.name)
             self.full_models[agent.name] = model.to("cpu") if self.offload_full_models else model
         elif cfg.method == "lora":
             self.full_models.pop(agent.name, None)
-            sample = sampler(self, agent.name, out_dir) if objective(cfg.objective).online else None
+            if objective(cfg.objective).online and sample is None:
+                sample = sampler(self, agent.name, out_dir)
             train_adapter(self.loaded, agent.name, agent.adapter, examples, out_dir, cfg, on_step, sample)
         else:
             raise MftError(f"unknown finetuning method {cfg.method!r}", hint="use 'lora' or 'full'")

@@ -102,6 +102,31 @@ def train_full(
     return model, stats
 
 
+def save_adapter(model: Any, name: str, directory: Path) -> None:
+    """Adapter `name` of the PeftModel `model` as peft saves one (its weights and adapter_config.json)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the other
+    # adapters by the substring `.<other>.`, which an adapter named `model` (the one-model methods') matches
+    # in every key (`base_model.model.model...`): peft then falls back to the whole state dict and saves
+    # every loaded adapter into this one's file, whose stale copies overwrite them when it is loaded.
+    own = {k: v for k, v in model.state_dict().items() if "lora_" in k and f".{name}." in k}
+    state = get_peft_model_state_dict(model, state_dict=own, adapter_name=name)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        str(directory / "adapter_model.safetensors"),
+    )
+    model.peft_config[name].save_pretrained(str(directory))
+    # peft stores resolved target modules as a set, written in hash order; sort it so that the same training
+    # gives a byte-identical adapter directory in every process
+    cfg_path = directory / "adapter_config.json"
+    cfg_data = json.loads(cfg_path.read_text())
+    if isinstance(cfg_data.get("target_modules"), list):
+        cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
+    cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
+
+
 def train_adapter(
     loaded: LoadedModel,
     name: str,
@@ -115,8 +140,8 @@ def train_adapter(
     """Train adapter `name` in `loaded.model` (made a PeftModel if it is the bare base) and save it to
     `out_dir` (`replace_dir_atomic`). An online objective (GRPO) samples its replies by `sample`."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
+    from peft import LoraConfig, PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     if not examples:
         raise MftError(f"agent {name!r}: no training examples")
@@ -155,24 +180,6 @@ def train_adapter(
         result = fit(loaded, name, model, params, examples, settings, rng, on_step, rollout)
     stats = _stats(len(examples), result, settings)
     with replace_dir_atomic(out_dir, fault_point=f"save adapter {out_dir.name}") as tmp:
-        # Only this adapter's own tensors, named `...lora_A.<name>.weight`. peft's own filter drops the
-        # other adapters by the substring `.<other>.`, which an adapter named `model` (the one-model
-        # methods') matches in every key (`base_model.model.model...`): peft then falls back to the whole
-        # state dict and saves every loaded adapter into this one's file, whose stale copies overwrite them
-        # when it is loaded.
-        own = {k: v for k, v in model.state_dict().items() if "lora_" in k and f".{name}." in k}
-        state = get_peft_model_state_dict(model, state_dict=own, adapter_name=name)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in state.items()},
-            str(tmp / "adapter_model.safetensors"),
-        )
-        model.peft_config[name].save_pretrained(str(tmp))
-        # peft stores resolved target modules as a set, written in hash order; sort it so that the same
-        # training gives a byte-identical adapter directory in every process
-        cfg_path = tmp / "adapter_config.json"
-        cfg_data = json.loads(cfg_path.read_text())
-        if isinstance(cfg_data.get("target_modules"), list):
-            cfg_data["target_modules"] = sorted(cfg_data["target_modules"])
-        cfg_path.write_text(json.dumps(cfg_data, indent=2, sort_keys=True) + "\n")
+        save_adapter(model, name, tmp)
         write_json_atomic(tmp / "train_stats.json", stats)
     return stats

@@ -33,6 +33,7 @@ import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mft.backends.base import FinetuneSettings, Reward, Sampling, StepCallback
@@ -312,6 +313,25 @@ def sampler(backend: Any, name: str, out_dir: Any) -> Sampler:
 
     backend.agents[name] = Agent(name, str(out_dir))
     return lambda prompts, s: backend.generate([GenerationRequest(name, p) for p in prompts], s)
+
+
+def engine_sampler(engine: Any, trainer: Any, name: str, scratch: Path) -> Sampler:
+    """GRPO's sampling as agent `name` (training in the hf backend `trainer`) by another backend `engine`
+    (vLLM): before each sampled batch the adapter as it is now is saved to `scratch` and served by the
+    engine under a fresh LoRA id (it caches weights by id), so the replies are the current policy's."""
+    from mft.backends.base import Agent, GenerationRequest
+    from mft.backends.hf.finetune import save_adapter
+
+    serving = f"{name}@sampling"
+
+    def sample(prompts: list[list[Message]], sampling: Sampling) -> list[str]:
+        scratch.mkdir(parents=True, exist_ok=True)
+        save_adapter(trainer.loaded.model, name, scratch)
+        engine.add_agent(Agent(serving, str(scratch)))
+        replies: list[str] = engine.generate([GenerationRequest(serving, p) for p in prompts], sampling)
+        return replies
+
+    return sample
 
 
 @contextlib.contextmanager
