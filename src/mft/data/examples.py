@@ -27,6 +27,12 @@ from mft.records import Message, write_text_atomic
 Example = list[Message]
 
 
+def as_context(prompt: list[Message]) -> list[Message]:
+    """`prompt` as the context of a trained reply: its own assistant turns (a critic's earlier answers) out of
+    the loss (`weight` 0)."""
+    return [m.model_copy(update={"weight": 0}) if m.role == "assistant" else m for m in prompt]
+
+
 @dataclass(frozen=True)
 class Pair:
     """A preference pair: a prompt (the chat before the reply) and two replies to it, chosen and rejected."""
@@ -38,7 +44,7 @@ class Pair:
     def chats(self) -> tuple[Example, Example]:
         """The two whole chats, prompt + chosen and prompt + rejected, with the prompt's own assistant turns
         (a critic's earlier answers) kept out of the loss: only the reply is scored."""
-        context = [m.model_copy(update={"weight": 0}) if m.role == "assistant" else m for m in self.prompt]
+        context = as_context(self.prompt)
         return [*context, self.chosen], [*context, self.rejected]
 
 
@@ -52,7 +58,7 @@ class Prompt:
 
     def context(self) -> list[Message]:
         """The prompt, its own assistant turns (a critic's earlier answers) out of any loss."""
-        return [m.model_copy(update={"weight": 0}) if m.role == "assistant" else m for m in self.prompt]
+        return as_context(self.prompt)
 
 
 Item = Example | Pair | Prompt

@@ -5,9 +5,9 @@ Why not TRL's GRPOTrainer: as with SFT and DPO (`train.py`, `dpo.py`), an agent 
 adapter of the backend's shared PeftModel, next to every other agent's adapter, and its replies are sampled
 by the backend's own generation (`HFBackend.generate`: its KV cache, the adapter being trained merged into
 the weights where that is lossless), not a second generation path. What is TRL's here: the loss
-(`grpo_loss`, its `_compute_loss` with token-level importance sampling, for `loss_type` "grpo" and
-"dr_grpo"; a test checks it equals TRL's on the same tensors), the group advantages (its `scale_rewards`
-"group", or "none" for Dr. GRPO), per-token log-probabilities by `selective_log_softmax`
+(`grpo_loss`, its `_compute_loss` with token-level importance sampling, for `loss_type` "grpo",
+"dr_grpo" and "dapo"; a test checks it equals TRL's on the same tensors), the group advantages (its
+`scale_rewards` "group", or "none" for Dr. GRPO), per-token log-probabilities by `selective_log_softmax`
 (`train.labelled_logps`) and the k3 estimate of the KL to the reference.
 
 One sampled batch: `batch_size` prompts (an agent's data, `data.builders.generator_prompts` /
@@ -202,15 +202,20 @@ class GrpoStep:
         gradients, a micro-batch at a time."""
         import torch
 
-        parts = []
         with torch.no_grad():
-            for lo in range(0, len(seqs), self.micro_rows):
-                with torch.autocast(
-                    self.model.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
-                ):
-                    part = seqs[lo : lo + self.micro_rows]
-                    parts.append(reply_logps(self.model, part, self.pad_id, self.keep_logits, width).float())
+            parts = [
+                self.forward(seqs[lo : lo + self.micro_rows], width)
+                for lo in range(0, len(seqs), self.micro_rows)
+            ]
         return torch.cat(parts)
+
+    def forward(self, seqs: list[Encoded], width: int) -> torch.Tensor:
+        """[B, width] per-token log-probabilities of a micro-batch of replies, in the finetune's precision."""
+        import torch
+
+        enabled = self.dtype is not None
+        with torch.autocast(self.model.device.type, dtype=self.dtype or torch.float32, enabled=enabled):
+            return reply_logps(self.model, seqs, self.pad_id, self.keep_logits, width).float()
 
     def sample(self, idx: list[int]) -> SampledBatch:
         import torch
@@ -259,10 +264,7 @@ class GrpoStep:
         first: list[torch.Tensor] | None = [] if b.old is None and s.grpo_updates > 1 else None
         for lo in range(0, n, self.micro_rows):
             part = slice(lo, lo + self.micro_rows)
-            with torch.autocast(
-                device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
-            ):
-                logps = reply_logps(self.model, b.seqs[part], self.pad_id, self.keep_logits, width).float()
+            logps = self.forward(b.seqs[part], width)
             mask = b.mask[part].to(device)
             old = logps.detach() if b.old is None else b.old[part].to(device)
             if first is not None:
