@@ -51,7 +51,7 @@ def stage(run_dir: Path, compiled: bool) -> dict[str, Any]:
     losses = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents):
+        for name in of_run(cfg.method, cfg.summarize, cfg.interaction).slot_names(cfg.n_agents):
             objective = objective_of(cfg, name)
             data = read_training_data(rd.examples(1, name), objective)
             out = Path(tmp) / name

@@ -23,6 +23,7 @@ from mft.config_file import format_validation_error as format_validation_error
 from mft.config_file import load_config as load_config
 from mft.config_objectives import ObjectiveConfig
 from mft.methods import RUN_METHODS, RUN_METHODS_HELP
+from mft.records import Interaction
 from mft.registry import BACKEND_TABLE, TASK_TABLE
 
 if typing.TYPE_CHECKING:
@@ -76,6 +77,12 @@ class SharedConfig(BaseModel):
         False,
         description="Show agents a summary of the others' answers (written by the base model) instead of the "
         "answers themselves.",
+    )
+    interaction: Interaction = Field(
+        "debate",
+        description="How later rounds ask the agents: debate (update your answer in the light of the "
+        "others', Du et al.) or cooperative (work together towards one answer, the paper's Table 3; mft's "
+        "wording, docs/faithfulness.md).",
     )
     temperature: float = Field(
         1.0, ge=0.0, le=5.0, description="Sampling temperature (0 = greedy). Paper: 1.0."

@@ -18,7 +18,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model and backend": (
         "model", "summarizer_model", "backend", "batch_size", "backend_options", "chat_template_kwargs",
     ),
-    "society and debate": ("agents", "rounds", "summarize", "chunk_size"),
+    "society and debate": ("agents", "rounds", "summarize", "interaction", "chunk_size"),
     "sampling": ("temperature", "method_temperatures", "top_p", "max_new_tokens"),
     "seeds": ("seed", "split_seed"),
     "method": (

@@ -47,6 +47,7 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "ft_objective_critic": "dpo",
     "dpo_beta": 0.1,
     "method_temperatures": {},
+    "interaction": "debate",
     # used only by Ours (GRPO), which came with them
     "grpo_group": 4,
     "grpo_loss": "grpo",

@@ -60,13 +60,18 @@ class Message(BaseModel):
         return data
 
 
+# How a debate's later rounds ask the agents: update your own answer in the light of the others' (a debate,
+# Du et al.), or work together towards one answer (cooperative, `Task.cooperative_prompt`).
+Interaction = Literal["debate", "cooperative"]
+
+
 class DebateRecord(BaseModel):
     """Everything one debate on one problem produced.
 
     Indexing is `[round][agent]`. `conversations[n]` is agent n's whole chat (what its critic later
     continues and trains on), `summaries[r][n]` the summary agent n was shown in round r+1 (if summarising).
-    `bases[n]` is slot n's base model in a mixed society; it is written only there, so every other file is
-    unchanged.
+    `bases[n]` is slot n's base model in a mixed society; it is written only there, and `interaction` only
+    when it is cooperative, so every other file is unchanged.
     """
 
     task: str
@@ -86,12 +91,15 @@ class DebateRecord(BaseModel):
     bases: list[str] | None = Field(
         None, description="Base model per slot in a mixed society (None: one base model for all)."
     )
+    interaction: Interaction = Field("debate", description="How later rounds were asked (`Interaction`).")
 
     @model_serializer(mode="wrap")
-    def _omit_unset_bases(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         if data.get("bases") is None:
             data.pop("bases", None)
+        if data.get("interaction") == "debate":
+            data.pop("interaction", None)
         return data
 
     @property

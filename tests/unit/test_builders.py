@@ -7,7 +7,7 @@ import pytest
 from mft.data.builders import CriticSplit, critic_split, generator_examples, mask_first_answer, mix_critic
 from mft.data.examples import examples_text
 from mft.errors import MftError
-from mft.methods import BuildContext, pooled_data, society_data
+from mft.method_data import BuildContext, pooled_data, society_data
 from mft.records import DebateRecord, Message, Problem
 from mft.tasks import get_task
 

@@ -11,7 +11,8 @@ from mft.config import RunConfig
 from mft.data.builders import critic_pairs, generator_pairs
 from mft.data.examples import Pair, examples_text, read_examples, read_pairs, write_examples
 from mft.errors import MftError
-from mft.methods import BY_KEY, BuildContext, society_data, society_preference_data
+from mft.method_data import BuildContext, society_data, society_preference_data
+from mft.methods import BY_KEY
 from mft.pipeline.assemble import check_objectives, objective_of
 from mft.records import DebateRecord, Message
 from mft.tasks import get_task

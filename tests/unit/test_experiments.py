@@ -11,7 +11,8 @@ from mft.backends.base import GenerationRequest
 from mft.cli import main
 from mft.config import RunConfig
 from mft.errors import MftError
-from mft.methods import BY_KEY, BuildContext, pooled_society_data, society_data, unique_id_data
+from mft.method_data import BuildContext, pooled_society_data, society_data, unique_id_data
+from mft.methods import BY_KEY
 from mft.pipeline.reproduce import reproduce
 from mft.pipeline.run import run
 from mft.pipeline.transfer import transfer

@@ -11,7 +11,8 @@ from mft.config import RunConfig
 from mft.data.builders import critic_prompts, generator_prompts
 from mft.data.examples import Prompt, read_pairs, read_prompts, read_training_data, write_examples
 from mft.errors import MftError
-from mft.methods import BY_KEY, BuildContext
+from mft.method_data import BuildContext
+from mft.methods import BY_KEY
 from mft.pipeline.assemble import check_objectives, finetune_settings, objective_of
 from mft.tasks import get_task
 from tests.unit.test_dpo_pairs import RECORDS

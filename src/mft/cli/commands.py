@@ -78,7 +78,7 @@ def _print_memory(cfg: RunConfig) -> int:
     dtype = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(cfg.backend_options.get("dtype")))
     # sequences per training item in one forward pass, the most of any slot's objective (a DPO batch of n
     # pairs is 2n sequences: chosen and rejected; a GRPO batch of n prompts n G sampled replies)
-    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
+    slots = of_run(cfg.method, cfg.summarize, cfg.interaction).slot_names(cfg.n_agents)
     rows = max(objective(objective_of(cfg, s)).rows(cfg.grpo_group) for s in slots)
     micro = cfg.ft_micro_batch_size
     max_new_tokens = cfg.max_new_tokens or build_task(cfg).max_new_tokens

@@ -23,7 +23,7 @@ from pathlib import Path
 from mft.backends.base import Agent, Backend, GenerationRequest, Sampling
 from mft.debate.consensus import majority_vote
 from mft.errors import MftError
-from mft.records import DebateRecord, Message, Problem, append_jsonl, read_debates
+from mft.records import DebateRecord, Interaction, Message, Problem, append_jsonl, read_debates
 from mft.tasks.base import Task
 
 # (task, [(chunk index, problems)], society, settings) -> each chunk's records, in the order given
@@ -83,6 +83,9 @@ class DebateSettings:
     # every agent's request opens with a system message naming the agent it plays (`agent_id_prompt`):
     # the Unique ID baseline, one model conditioned on agent ids. Records keep the conversations without it.
     agent_ids: bool = False
+    # "cooperative": a later round asks the agents to work together towards one answer
+    # (`Task.cooperative_prompt`) instead of updating their own in the light of the others' (a debate)
+    interaction: Interaction = "debate"
 
 
 def agent_id_prompt(slot: int, round_: int) -> str:
@@ -140,17 +143,13 @@ def debate_chunk(
                 for p in range(len(problems)):
                     summaries[p].append(flat[p * n : (p + 1) * n])
                     for s in range(n):
-                        convs[p][s].append(
-                            Message(
-                                role="user", content=task.summary_debate_prompt(problems[p], flat[p * n + s])
-                            )
-                        )
+                        later = task.summary_debate_prompt(problems[p], flat[p * n + s])
+                        convs[p][s].append(Message(role="user", content=_together(task, settings, n, later)))
             else:
                 for p in range(len(problems)):
                     for s in range(n):
-                        convs[p][s].append(
-                            Message(role="user", content=task.debate_prompt(problems[p], _others(prev[p], s)))
-                        )
+                        later = task.debate_prompt(problems[p], _others(prev[p], s))
+                        convs[p][s].append(Message(role="user", content=_together(task, settings, n, later)))
         reqs = [
             _request(society, settings, s, r, convs[p][s]) for p in range(len(problems)) for s in range(n)
         ]
@@ -181,9 +180,16 @@ def debate_chunk(
                 correct=task.is_equivalent(round_consensus[-1], problem.answer),
                 seed=settings.seed,
                 bases=society.bases(),
+                interaction=settings.interaction,
             )
         )
     return records
+
+
+def _together(task: Task, settings: DebateSettings, n: int, later: str) -> str:
+    """A later round's message in the settings' interaction (a lone agent has no one to cooperate with: it
+    checks its own answer, as in a debate)."""
+    return task.cooperative_prompt(later) if settings.interaction == "cooperative" and n > 1 else later
 
 
 def _others(responses: list[str], slot: int) -> list[str]:
@@ -254,10 +260,11 @@ def _check_compatible(
         or rec.agents != expected
         or rec.seed != settings.seed
         or rec.bases != society.bases()
+        or rec.interaction != settings.interaction
     ):
         on = f" on {', '.join(rec.bases)}" if rec.bases else ""
         raise MftError(
             f"{path} holds debates made with other settings (task {rec.task} v{rec.task_version}, "
-            f"{rec.n_agents} agents{on} x {rec.n_rounds} rounds, seed {rec.seed})",
+            f"{rec.n_agents} agents{on} x {rec.n_rounds} rounds, {rec.interaction}, seed {rec.seed})",
             hint="use a new output directory, or delete that file to start fresh",
         )

@@ -116,6 +116,7 @@ def debate_settings(
         sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=max_new),
         seed=seed,
         chunk_size=cfg.chunk_size,
+        interaction=cfg.interaction,
     )
 
 
@@ -167,7 +168,7 @@ def _grpo_rollout(cfg: RunConfig, task: Task) -> dict[str, Any]:
 def objective_of(cfg: RunConfig, slot: str) -> Objective:
     """How model `slot` (gen_<n>, critic_<n> or model) of the run is finetuned: by its role's
     `ft_objective_*` in a preference method, by the method's own objective (SFT, GRPO) in every other."""
-    method = of_run(cfg.method, cfg.summarize)
+    method = of_run(cfg.method, cfg.summarize, cfg.interaction)
     if not method.preference:
         return method.objective
     return cfg.ft_objective_generator if slot.startswith("gen_") else cfg.ft_objective_critic
@@ -177,7 +178,7 @@ def check_objectives(cfg: RunConfig) -> None:
     """Refuse an objective (DPO) the backend does not train by (its class's `objectives`), before any
     model work."""
     trains = backend_class(cfg.backend).objectives
-    slots = of_run(cfg.method, cfg.summarize).slot_names(cfg.n_agents)
+    slots = of_run(cfg.method, cfg.summarize, cfg.interaction).slot_names(cfg.n_agents)
     missing = [o for o in dict.fromkeys(objective_of(cfg, s) for s in slots) if o not in trains]
     if missing:
         objective = missing[0]

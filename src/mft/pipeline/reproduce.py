@@ -41,8 +41,9 @@ KEYS = tuple(m.key for m in METHODS)
 
 
 def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
-    """One run config per method: the base settings with the method (and summary setting, and its own
-    temperature where `method_temperatures` gives one) swapped in."""
+    """One run config per method: the base settings with the method (and summary setting, its own
+    temperature where `method_temperatures` gives one, its own interaction where its row has one) swapped
+    in."""
     root = base.runs_dir / base.name
     out = {}
     for key in methods:
@@ -50,12 +51,14 @@ def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
         update = {"method": method.run_as, "summarize": method.summarize, "runs_dir": root, "name": key}
         if key in base.method_temperatures:
             update["temperature"] = base.method_temperatures[key]
+        if method.interaction is not None:
+            update["interaction"] = method.interaction
         out[key] = base.model_copy(update=update)
     return out
 
 
 def _debate_signature(cfg: RunConfig, training: bool) -> tuple[Any, ...]:
-    method = of_run(cfg.method, cfg.summarize)
+    method = of_run(cfg.method, cfg.summarize, cfg.interaction)
     rounds = method.training_rounds(cfg.rounds) if training else cfg.rounds
     fields = cfg.model_dump(exclude={"name", "runs_dir", "method", "executor", "ray_workers", "ray_address"})
     return (rounds, json.dumps(fields, sort_keys=True, default=str))

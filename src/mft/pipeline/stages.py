@@ -23,7 +23,8 @@ from mft.debate.engine import SUMMARIZER, Society, run_debate
 from mft.errors import MftError
 from mft.eval.metrics import as_dict
 from mft.eval.outcomes import accuracies, outcomes_of, write_outcomes
-from mft.methods import BuildContext, of_run
+from mft.method_data import BuildContext
+from mft.methods import of_run
 from mft.pipeline.assemble import (
     debate_settings,
     finetune_settings,
@@ -88,7 +89,7 @@ def stage_debate(
     cfg: RunConfig, k: int, backend: Backend, task: Task, train: list[Problem], progress: bool = True
 ) -> list[DebateRecord]:
     """Iteration k's training debates, by the society of iteration k-1 (no labels used downstream)."""
-    method = of_run(cfg.method, cfg.summarize)
+    method = of_run(cfg.method, cfg.summarize, cfg.interaction)
     settings = debate_settings(
         cfg, task, stage_seed(cfg.seed, "debate", k), rounds=method.training_rounds(cfg.rounds)
     )
@@ -108,7 +109,7 @@ def stage_debate(
 
 
 def rationalizing(cfg: RunConfig) -> bool:
-    return of_run(cfg.method, cfg.summarize).rationalizes and cfg.star_rationalize
+    return of_run(cfg.method, cfg.summarize, cfg.interaction).rationalizes and cfg.star_rationalize
 
 
 def stage_rationalize(
@@ -196,7 +197,7 @@ def stage_build_data(cfg: RunConfig, k: int, task: Task) -> dict[str, Any]:
         generator_objective=objective_of(cfg, "gen_0"),
         critic_objective=objective_of(cfg, "critic_0"),
     )
-    datasets = of_run(cfg.method, cfg.summarize).build(records, task.is_equivalent, ctx)
+    datasets = of_run(cfg.method, cfg.summarize, cfg.interaction).build(records, task.is_equivalent, ctx)
     for slot, dataset in datasets.items():
         write_examples(rd.examples(k, slot), dataset.items())
     sizes: dict[str, Any] = {slot: dataset.sizes for slot, dataset in datasets.items()}
@@ -223,7 +224,7 @@ def stage_finetune(
         return society_after(cfg, k)
     prev = society_after(cfg, k - 1)
     sizes = json.loads(rd.sizes(k).read_text())
-    method = of_run(cfg.method, cfg.summarize)
+    method = of_run(cfg.method, cfg.summarize, cfg.interaction)
     settings = finetune_settings(cfg, k, task)
     # each model continues from its own previous weights (one model: from generator 0, which it played)
     previous = {f"gen_{n}": prev.generators[n] for n in range(cfg.n_agents)}
@@ -303,7 +304,7 @@ def stage_eval(
         society_after(cfg, k),
         replace(
             debate_settings(cfg, task, stage_seed(cfg.seed, "eval", k)),
-            agent_ids=of_run(cfg.method, cfg.summarize).tells_ids(k),
+            agent_ids=of_run(cfg.method, cfg.summarize, cfg.interaction).tells_ids(k),
         ),
         rd.eval_debate(k),
         progress=progress,

@@ -5,6 +5,8 @@ A claim "X < Y" is read as the difference Y - X (so a positive figure is the pap
   problem: per problem, the difference averaged over the seeds; the figure is its mean in points and the
   95% interval is +/- 1.96 standard errors over the problems (`mft.eval.paired`). Base < Majority < Debate
   are the base model's three readings at iteration 0 (the same debates);
+- Cooperative (base) < Ours (cooperative) (the paper's Table 3), when that run is present: its last
+  iteration against its own iteration 0 (the base society asked to cooperate), both by their debate;
 - Ours rising, and rising more than Single-agent FT (the paper's Fig. 1: single-agent FT saturates), from
   iteration 1 to K, when K >= 3: (Ours_K - Ours_1) and (Ours_K - Ours_1) - (SAFT_K - SAFT_1) per problem;
 - each diversity measure rising for Ours, from iteration 1 to K (from the base society, iteration 0, when
@@ -107,8 +109,9 @@ def _paired_claim(
 def accuracy_claims(seeded: list[Study]) -> list[Claim]:
     ours = [s.run(AGAINST) for s in seeded]
     k = _last(ours)
+    cooperative = _cooperative_claim(seeded)  # read from its own run, with or without Ours
     if k < 1:
-        return []
+        return [cooperative] if cooperative else []
     out: list[Claim | None] = []
     base = [s.base for s in seeded]
     diff = lambda v: v[0] - v[1]  # noqa: E731
@@ -143,6 +146,7 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
                 f"{methods.LABELS[key]} < Ours", f"iteration {k}, its {reading} reading", sides, diff
             )
         )
+    out.append(cooperative)
     if k >= 3:
         ours_1 = [scores_of(r.iterations.get(1), OURS_READING) for r in ours if r is not None]
         out.append(
@@ -170,6 +174,26 @@ def accuracy_claims(seeded: list[Study]) -> list[Claim]:
                 )
             )
     return [c for c in out if c is not None]
+
+
+def _cooperative_claim(seeded: list[Study]) -> Claim | None:
+    """The paper's Table 3: the method improves a cooperative society on its own base (its last iteration
+    against its iteration 0, both by their debate)."""
+    runs = [s.run(methods.COOPERATIVE) for s in seeded]
+    if any(r is None for r in runs) or (k := _last(runs)) < 1:
+        return None
+    sides = [
+        [scores_of(r.iterations.get(k), "debate"), scores_of(r.iterations.get(0), "debate")]
+        for r in runs
+        if r
+    ]
+    label = methods.LABELS[methods.COOPERATIVE]
+    return _paired_claim(
+        f"{methods.LABELS['cooperative_base']} < {label}",
+        f"iteration {k} against its iteration 0",
+        sides,
+        lambda v: v[0] - v[1],
+    )
 
 
 def diversity_claims(seeded: list[Study]) -> list[Claim]:

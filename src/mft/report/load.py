@@ -245,7 +245,9 @@ def _method_key(config: dict[str, Any]) -> str:
     own name as its key, so a run from a newer or older mft still gets a row (after the known ones) instead
     of an error."""
     try:
-        return methods.of_run(config.get("method"), bool(config.get("summarize"))).key
+        return methods.of_run(
+            config.get("method"), bool(config.get("summarize")), str(config.get("interaction", "debate"))
+        ).key
     except KeyError:
         return str(config["method"])
 

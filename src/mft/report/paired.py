@@ -3,7 +3,8 @@
 For every iteration k >= 1 that Ours has evaluated, each row of the methods table is paired with Ours'
 own table reading (its debate) at iteration k, problem by problem (`mft.eval.paired`): a finetuned method
 at its iteration k in its table reading (Majority FT its majority vote, Single-agent FT (no debate) its
-single reading, ...), and Base, Majority and Debate, the base model, at iteration 0 whatever k is. Only
+single reading, ...), and Base, Majority and Debate, the base model, at iteration 0 whatever k is (as is
+a row of a method's own base society, Cooperative (base)). Only
 evaluations that kept their per-problem outcomes (`outcomes.jsonl.gz`) take part; a row without them is
 left out, and the report says so.
 
@@ -53,7 +54,7 @@ def paired_rows(study: Study) -> list[dict[str, Any]]:
             continue
         # (row key, reading, its evaluation paired with Ours' at k): the base model's readings, then each run
         at_k = [(key, reading, study.base) for key, reading in zip(methods.BASELINES, READINGS, strict=True)]
-        at_k += [(key, r, run.iterations.get(k)) for key, _, r, run in reading_rows(study) if key != AGAINST]
+        at_k += [(row.key, row.reading, row.at(k)) for row in reading_rows(study) if row.key != AGAINST]
         for key, reading, it in at_k:
             x = scores_of(it, reading)
             got = paired(x, y) if x is not None else None

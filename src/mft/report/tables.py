@@ -6,6 +6,7 @@ Each function returns a `Table` (cells already formatted); the report and the co
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from mft import methods
 from mft.eval.dynamics import POOLS, Pool
@@ -13,7 +14,7 @@ from mft.eval.metrics import Estimate
 from mft.eval.outcomes import READINGS
 from mft.methods import Reading
 from mft.report.document import Table
-from mft.report.load import DIVERSITY_METRICS, Run, Study, with_base
+from mft.report.load import DIVERSITY_METRICS, Iteration, Run, Study, with_base
 from mft.rundir import parse_timing_key
 
 NA = "n/a"
@@ -39,14 +40,33 @@ TABLE_NOTE = (
 
 
 # -- the methods x tasks table ------------------------------------------------------------------------------
-def reading_rows(study: Study) -> list[tuple[str, str, Reading, Run]]:
-    """(row key, label, reading, run) of every method row: each run in its table reading, then the extra
-    rows (another reading of a run present)."""
-    rows = [(r.key, r.label, methods.reading_of(r.key), r) for r in study.runs]
-    for row in methods.EXTRA_ROWS:
-        of = study.run(row.of)
+@dataclass(frozen=True)
+class Row:
+    """A method row of the table: a run in a reading, after its last iteration or (`base`) of its own base
+    society."""
+
+    key: str
+    label: str
+    reading: Reading
+    run: Run
+    base: bool = False
+
+    def at(self, k: int | None = None) -> Iteration | None:
+        """Its evaluation at iteration k (None: its last finetuned one); a base row's is its run's iteration
+        0, whatever k."""
+        if self.base:
+            return self.run.iterations.get(0)
+        return self.run.last if k is None else self.run.iterations.get(k)
+
+
+def reading_rows(study: Study) -> list[Row]:
+    """Every method row: each run in its table reading, then the extra rows (another reading of a run
+    present)."""
+    rows = [Row(r.key, r.label, methods.reading_of(r.key), r) for r in study.runs]
+    for extra in methods.EXTRA_ROWS:
+        of = study.run(extra.of)
         if of is not None:
-            rows.append((row.key, row.label, row.reading, of))
+            rows.append(Row(extra.key, extra.label, extra.reading, of, extra.base))
     return rows
 
 
@@ -57,9 +77,10 @@ def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
         # the baselines are listed in the readings' order: Base is one agent, Majority the vote, Debate
         for key, reading in zip(methods.BASELINES, READINGS, strict=True):
             out[key] = (methods.LABELS[key], study.base.accuracy[reading])
-    for key, label, reading, run in reading_rows(study):
-        if run.last is not None:
-            out[key] = (label, run.last.accuracy[reading])
+    for row in reading_rows(study):
+        it = row.at()
+        if it is not None:
+            out[row.key] = (row.label, it.accuracy[row.reading])
     return out
 
 
@@ -77,9 +98,9 @@ def iterations_table(study: Study) -> Table | None:
     """The accuracy plot as numbers: a row per method (and extra row), its table reading after each
     iteration, iteration 0 the shared base in that reading; None when no run has a finetuned iteration."""
     rows_of = [
-        (label, reading, with_base(run, study))
-        for _, label, reading, run in reading_rows(study)
-        if run.last is not None
+        (row.label, row.reading, with_base(row.run, study))
+        for row in reading_rows(study)
+        if not row.base and row.run.last is not None
     ]
     if not rows_of:
         return None

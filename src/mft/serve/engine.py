@@ -148,6 +148,7 @@ class Engine:
             seed=sampling.seed,
             chunk_size=len(problems),
             agent_ids=served.agent_ids,
+            interaction=served.interaction,
         )
         usage = _UsageByProblem(self.backend, len(problems))
         records = debate_chunk(usage, self.task, problems, served.society, settings, 0)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mft.backends.base import Agent
 from mft.debate.engine import Society
 from mft.errors import MftError
-from mft.records import Problem
+from mft.records import Interaction, Problem
 from mft.rundir import RunDir
 from mft.tasks.base import Task
 
@@ -37,6 +37,7 @@ class ServedSociety:
     # a mixed society's base models (agents' first, then the summarizer's), each served under its own id;
     # empty: one base model, `base_model`
     bases: list[str] = field(default_factory=list)
+    interaction: Interaction = "debate"  # how its later rounds are asked (a run's own setting)
 
     def agents(self) -> list[Agent]:
         """Generators then critics, each name once."""
@@ -105,6 +106,9 @@ class AsAsked(Task):
     def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
         return self.inner.summary_debate_prompt(self.asked(problem), summary)
 
+    def cooperative_prompt(self, later_prompt: str) -> str:
+        return self.inner.cooperative_prompt(later_prompt)
+
 
 def load_run_society(run_dir: Path, iteration: int | None = None) -> tuple[Society, RunConfig, int]:
     """The society of `iteration` of the run in `run_dir` (None: its latest), with the run's config.
@@ -157,7 +161,8 @@ def build_served(
         source = f"{run_dir} iteration {k}"
         summarize = cfg.summarize
         template_kwargs = dict(cfg.chat_template_kwargs)
-        agent_ids = of_run(cfg.method, cfg.summarize).tells_ids(k)
+        agent_ids = of_run(cfg.method, cfg.summarize, cfg.interaction).tells_ids(k)
+        interaction = cfg.interaction
     else:
         society = Society.of_base(agents or 3)
         the_task = get_task(task or "arithmetic")
@@ -168,10 +173,21 @@ def build_served(
         template_kwargs = {}
         agent_ids = False
         bases = []
+        interaction = "debate"
     if n_rounds < 1 or society.size < 1:
         raise MftError("a served society needs at least 1 agent and 1 round")
     served = ServedSociety(
-        society, the_task, n_rounds, base, society_name, source, summarize, template_kwargs, agent_ids, bases
+        society,
+        the_task,
+        n_rounds,
+        base,
+        society_name,
+        source,
+        summarize,
+        template_kwargs,
+        agent_ids,
+        bases,
+        interaction,
     )
     ids = served.model_ids()
     clash = sorted({i for i in ids if ids.count(i) > 1})

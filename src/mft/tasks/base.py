@@ -100,6 +100,14 @@ PAPER_SUMMARIZE_PROMPT = (
     "reasoning in each solution."
 )
 PAPER_SUMMARY_ITEM = "One agent response: ```{response}```"
+# A cooperative interaction (`interaction: cooperative`, the paper's Table 3): mft's own wording, as the
+# paper's appendix that defines its setting could not be read (docs/faithfulness.md). A later round opens with
+# this, then shows the others' answers (or their summary) exactly as the task's debate round does.
+COOPERATIVE_OPENING = (
+    "You are working together with the other agents as one team: build on the correct steps of their "
+    "solutions, fix any mistake you find in them or in your own, and aim for the one answer the whole team "
+    "can agree on."
+)
 
 
 def paper_summarize_prompt(other_responses: list[str]) -> str:
@@ -173,6 +181,11 @@ class Task(ABC):
     def summary_debate_prompt(self, problem: Problem, summary: str) -> str:
         """The round r > 1 user message in summary mode: a summary instead of the responses themselves."""
         return SUMMARY_DEBATE_PROMPT.format(summary=summary)
+
+    def cooperative_prompt(self, later_prompt: str) -> str:
+        """A later round of a cooperative interaction: the debate round's message (`debate_prompt` or
+        `summary_debate_prompt`) opened by `COOPERATIVE_OPENING`."""
+        return f"{COOPERATIVE_OPENING}\n\n{later_prompt}"
 
     def hint_prompt(self, problem: Problem) -> str:
         """STaR's rationalization request: the round-1 prompt with the gold answer given as a hint."""
