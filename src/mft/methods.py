@@ -1,10 +1,11 @@
 """The methods the paper compares, in one table: what each finetunes, on which data, and how it is reported.
 
-A method is a row key (as in `reproduce.json` and the report), the run config it runs as (`method` and
-whether the debate shows summaries), the models it finetunes each iteration (its *slots*: N generators and
-N critics, N generators only, or one model that plays every agent), whether its training debate is one round
-of independent samples, the builder of each slot's dataset from the debate records, and its report label,
-row position and plot colour. Adding a method to the comparison is one `Method(...)` here plus its builder.
+A method is a row key (as in `reproduce.json` and the report), the run config it runs as (`method`, whether
+the debate shows summaries, and its interaction where it has its own), the models it finetunes each iteration
+(its *slots*: N generators and N critics, N generators only, or one model that plays every agent), whether its
+training debate is one round of independent samples, the builder of each slot's dataset from the debate
+records, and its report label, row position and plot colour. Adding a method to the comparison is one
+`Method(...)` here plus its builder.
 
 Every evaluation records three readings of the society's test debate: `single` (one agent's first answer,
 mean over the agents), `majority` (the vote of the N independent first answers) and `debate` (the vote of
@@ -219,8 +220,8 @@ BEATEN_BY_OURS: tuple[str, ...] = ("star", "majority_ft", "ours_no_summary", "ou
 SATURATES = "single_ft"
 
 
-# The paper's names of these rows (in its Tables 1, 2, 4 and 5), for the report's "paper vs this run" table
-# (`report/paper.py` holds the paper's numbers under these names).
+# The paper's names of these rows (in its Tables 1, 2, 3, 4, 5 and 7), for the report's "paper vs this run"
+# table (`report/paper.py` holds the paper's numbers under these names).
 PAPER_NAMES: dict[str, str] = {
     "Base": "base",
     "Majority": "majority",

@@ -79,3 +79,19 @@ def test_bad_dataset_stops_before_model_work(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "2" in err and "answer" in err
     assert not (tmp_path / "o" / "debate.jsonl").exists()
+
+
+def test_cooperative_debate_on_the_bundled_model_and_no_resume_as_a_debate(tmp_path: Path, capsys) -> None:
+    from mft.tasks.base import COOPERATIVE_OPENING
+
+    out = tmp_path / "coop"
+    args = ["debate", "--limit", "3", "--interaction", "cooperative", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    records = read_jsonl(out / "debate.jsonl", DebateRecord)
+    assert [r.interaction for r in records] == ["cooperative"] * 3
+    assert all(c[2].content.startswith(COOPERATIVE_OPENING) for r in records for c in r.conversations)
+    assert json.loads((out / "summary.json").read_text())["config"]["interaction"] == "cooperative"
+    capsys.readouterr()
+    assert main([*args[:3], "--interaction", "debate", "--out", str(out), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "cooperative" in err and "Traceback" not in err

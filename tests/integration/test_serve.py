@@ -148,7 +148,7 @@ def test_society_model_answers_with_the_consensus_and_the_transcript(server: str
     assert completion.model == "society"
     content = completion.choices[0].message.content
     debate = (completion.model_extra or {})["mft_debate"]
-    assert debate["question"] == question and debate["rounds"] == 2
+    assert debate["question"] == question and debate["rounds"] == 2 and debate["interaction"] == "debate"
     assert debate["agents"] == [["agent_0", "agent_1"]] * 2
     responses, answers = debate["responses"], debate["answers"]
     assert len(responses) == 2 and all(len(rnd) == 2 and all(rnd) for rnd in responses)

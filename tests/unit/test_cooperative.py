@@ -18,6 +18,7 @@ from mft.records import read_debates
 from mft.report.load import load
 from mft.report.paper import matching_rows
 from mft.report.tables import table_entries
+from mft.serve.society import build_served
 from mft.tasks import get_task
 from mft.tasks.base import COOPERATIVE_OPENING
 from tests.unit.test_pipeline import FinetuningScripted, _cfg
@@ -164,3 +165,16 @@ def test_the_docs_quote_the_bundled_models_committed_cooperative_measurement() -
         debate = summary["accuracy"]["debate"]
         quoted.append(f"{100 * debate['mean']:.1f}% ± {100 * debate['se']:.1f}")
     assert f"its debate reaches {quoted[0]} and the same society asked to cooperate {quoted[1]}" in docs
+
+
+def test_a_cooperative_run_alone_gives_no_debate_rows_and_says_it_cooperated(scripted, tmp_path) -> None:
+    """Its iteration 0 is Cooperative (base), never Base / Majority / Debate: its last round is no debate."""
+    fs = FinetuningScripted(scripted)
+    fs.backend.respond = lambda req: "They agree." if req.agent == "summarizer" else _answer(req)
+    cfg = _cfg(tmp_path, agents=3, iterations=1, summarize=True, interaction="cooperative")
+    run(cfg, progress=False, backend=fs.backend)
+    study = load(cfg.run_dir)
+    assert study.base is None and any("Base / Majority / Debate are omitted" in n for n in study.notes)
+    assert set(table_entries(study)) == {"ours_cooperative", "cooperative_base"}
+    assert study.runs[0].harness == "3 agents x 2 rounds, cooperative"
+    assert build_served(run_dir=cfg.run_dir).interaction == "cooperative"  # `mft serve` debates as it ran

@@ -194,6 +194,7 @@ def test_transfer_evaluates_the_runs_society_on_the_other_task_and_only_reads_th
         ({"model": "gpt2"}, "--model 'gpt2' differs from the society's model 'bundled'"),
         ({"agents": 5}, "--agents 5 differs"),
         ({"temperature": 0.2}, "--temperature 0.2 differs"),
+        ({"interaction": "cooperative"}, "--interaction 'cooperative' differs"),
         ({"task": "arithmetic", "data": None}, "is the task .* was trained on"),
     ],
 )

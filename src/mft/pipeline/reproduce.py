@@ -12,7 +12,8 @@ readings); every finetuning method runs the same iterations with the same traini
 summarised debate as in the paper; "Ours (no summary)" is the ablation without it.
 
 Stages whose inputs are identical across methods are computed once and copied: iteration 0's evaluation
-(the base society, same seed) and its diversity for every method with the same summary setting, and
+(the base society, same seed) and its diversity for every method with the same summary setting and
+interaction, and
 iteration 1's training debate for the methods that debate the same way. A copy is byte-identical to what
 the method would have generated itself (same society, settings and seed; a test checks it), so sharing only
 saves time.

@@ -40,6 +40,7 @@ MUST_MATCH = (
     "summarizer_model",
     "rounds",
     "summarize",
+    "interaction",
     "method",
     "temperature",
     "top_p",

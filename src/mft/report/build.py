@@ -35,7 +35,9 @@ from mft.report.tables import (
     dynamics_table,
     iterations_table,
     methods_table,
+    own_base_note,
     sizes_table,
+    table_entries,
     timing_stages,
     unfinished,
 )
@@ -106,7 +108,7 @@ def _accuracy(doc: Document, study: Study) -> None:
     b = doc.blocks
     b.append(Heading(2, "Accuracy"))
     b.append(methods_table([(study.task, study)]))
-    b.append(Para(TABLE_NOTE))
+    b.append(Para(TABLE_NOTE + own_base_note(table_entries(study))))
     notes = [column_detail(study.task, study)] + unfinished(study) + study.notes
     b.append(Bullets(notes))
 
@@ -121,7 +123,7 @@ def _paired(doc: Document, study: Study) -> None:
     b = doc.blocks
     b.append(Heading(2, "Paired differences against Ours"))
     b.append(table)
-    b.append(Para(PAIRED_NOTE))
+    b.append(Para(PAIRED_NOTE + own_base_note(r["method"] for r in rows)))
     left_out = missing(study)
     if left_out:
         b.append(Bullets([f"no per-problem outcomes kept (no paired row): {', '.join(left_out)}"]))
@@ -150,7 +152,12 @@ def _accuracy_per_iteration(doc: Document, study: Study) -> None:
         Para(
             f"Each method's reading in the table after each iteration: the debate ({harness}, majority of "
             "the last round), Majority FT's majority vote of its N samples; with ± 1 standard error bars; "
-            "iteration 0 is the shared base model in the same reading."
+            "iteration 0 is the shared base model in the same reading"
+            + (
+                " (a cooperative run's own base society for it)."
+                if any(r.interaction != "debate" for r in study.runs)
+                else "."
+            )
         )
     )
     per_iteration = iterations_table(study)

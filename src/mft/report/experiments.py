@@ -17,9 +17,9 @@ from mft.rundir import TRANSFER, RunDir
 PAPER_NOTE = (
     "The paper's accuracy in % (± standard error) for the row of its table with this setting (base model, "
     "task, N agents x M rounds), beside this study's (its Accuracy table: the debate reading after the last "
-    "iteration; Base, Majority and Debate at iteration 0). The settings match only in these; the test "
-    "problems, prompts, iterations and finetuning differ as docs/faithfulness.md lists, so read the "
-    "orderings rather than the numbers. Source: `mft/report/paper.py`."
+    "iteration; Base, Majority, Debate and Cooperative (base) at iteration 0). The settings match only in "
+    "these; the test problems, prompts, iterations and finetuning differ as docs/faithfulness.md lists, so "
+    "read the orderings rather than the numbers. Source: `mft/report/paper.py`."
 )
 
 

@@ -7,11 +7,9 @@ A file that is missing, not valid JSON or lacks a field raises one MftError nami
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from mft import methods
 from mft.errors import MftError
@@ -22,6 +20,7 @@ from mft.eval.outcomes import READINGS, read_outcomes
 from mft.manifest import MANIFEST
 from mft.records import DebateRecord, read_jsonl
 from mft.report.curves import Curves, read_curves
+from mft.report.files import as_estimate, as_object, is_number, read_json, short
 from mft.rundir import REPRODUCE, RunDir
 
 # diversity.json's metrics, in the report's column order (mft.eval.diversity says what each one is)
@@ -81,8 +80,14 @@ class Run:
         return self.iterations[max(done)] if done else None
 
     @property
+    def interaction(self) -> str:
+        """How its later rounds asked the agents: debate (also before the setting existed) or cooperative."""
+        return str(self.config.get("interaction", "debate"))
+
+    @property
     def harness(self) -> str:
-        return f"{self.n_agents or '?'} agents x {self.config.get('rounds', '?')} rounds"
+        shape = f"{self.n_agents or '?'} agents x {self.config.get('rounds', '?')} rounds"
+        return shape if self.interaction == "debate" else f"{shape}, {self.interaction}"
 
     @property
     def n_agents(self) -> int | None:
@@ -123,72 +128,24 @@ class Study:
 
 
 # -- reading and checking -----------------------------------------------------------------------------------
-def read_json(path: Path, hint: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MftError(f"{path} is missing", hint=hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MftError(f"{path} cannot be read ({exc})", hint=hint) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MftError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", hint=hint
-        ) from None
-
-
-def _is_number(x: Any) -> TypeGuard[int | float]:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _short(x: Any) -> str:
-    text = json.dumps(x)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _object(obj: Any, path: Path, where: str, hint: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise MftError(f"{path}: {where} must be a JSON object, not {_short(obj)}", hint=hint)
-    return obj
-
-
-def _estimate(obj: Any, path: Path, where: str, hint: str) -> Estimate:
-    """{"mean", "se", "n"}: mean a finite number; se a number, or null / NaN when it is undefined (n = 1)."""
-    if not isinstance(obj, dict):
-        raise MftError(f"{path}: field '{where}' is missing or not an object with 'mean' and 'se'", hint=hint)
-    for key in ("mean", "se"):
-        if key not in obj:
-            raise MftError(f"{path}: field '{where}.{key}' is missing", hint=hint)
-    mean, se = obj["mean"], obj["se"]
-    if not _is_number(mean):
-        raise MftError(f"{path}: field '{where}.mean' is {_short(mean)}, not a number", hint=hint)
-    if se is not None and not (
-        isinstance(se, int | float) and not isinstance(se, bool) and not math.isinf(se)
-    ):
-        raise MftError(f"{path}: field '{where}.se' is {_short(se)}, not a number", hint=hint)
-    n = obj.get("n")
-    return Estimate(float(mean), math.nan if se is None else float(se), int(n) if _is_number(n) else None)
-
-
 def read_results(path: Path, k: int) -> Iteration:
     hint = _RESULTS_HINT.format(k=k)
-    data = _object(read_json(path, hint), path, "the file", hint)
+    data = as_object(read_json(path, hint), path, "the file", hint)
     if "iteration" in data and data["iteration"] != k:
-        raise MftError(f"{path}: field 'iteration' is {_short(data['iteration'])}, expected {k}", hint=hint)
+        raise MftError(f"{path}: field 'iteration' is {short(data['iteration'])}, expected {k}", hint=hint)
     if "accuracy" not in data:
         raise MftError(f"{path}: field 'accuracy' is missing", hint=hint)
-    acc = _object(data["accuracy"], path, "field 'accuracy'", hint)
-    accuracy = {r: _estimate(acc.get(r), path, f"accuracy.{r}", hint) for r in READINGS}
+    acc = as_object(data["accuracy"], path, "field 'accuracy'", hint)
+    accuracy = {r: as_estimate(acc.get(r), path, f"accuracy.{r}", hint) for r in READINGS}
     problems = data.get("problems")
-    if problems is not None and not _is_number(problems):
-        raise MftError(f"{path}: field 'problems' is {_short(problems)}, not a number", hint=hint)
+    if problems is not None and not is_number(problems):
+        raise MftError(f"{path}: field 'problems' is {short(problems)}, not a number", hint=hint)
     tokens = None
     usage = data.get("usage")
     if usage is not None:
-        usage = _object(usage, path, "field 'usage'", hint)
+        usage = as_object(usage, path, "field 'usage'", hint)
         if usage.get("generated_tokens") is not None:
-            if not _is_number(usage["generated_tokens"]):
+            if not is_number(usage["generated_tokens"]):
                 raise MftError(f"{path}: field 'usage.generated_tokens' is not a number", hint=hint)
             tokens = int(usage["generated_tokens"])
     return Iteration(k, accuracy, None if problems is None else int(problems), tokens)
@@ -196,13 +153,13 @@ def read_results(path: Path, k: int) -> Iteration:
 
 def read_sizes(path: Path) -> dict[str, dict[str, int]]:
     hint = "it is written by `mft build-data`; delete it and re-run that command"
-    data = _object(read_json(path, hint), path, "the file", hint)
+    data = as_object(read_json(path, hint), path, "the file", hint)
     out: dict[str, dict[str, int]] = {}
     for agent, entry in data.items():
-        entry = _object(entry, path, f"field '{agent}'", hint)
-        if not _is_number(entry.get("examples")):
+        entry = as_object(entry, path, f"field '{agent}'", hint)
+        if not is_number(entry.get("examples")):
             raise MftError(f"{path}: field '{agent}.examples' is missing or not a number", hint=hint)
-        out[agent] = {k: int(v) for k, v in entry.items() if _is_number(v)}
+        out[agent] = {k: int(v) for k, v in entry.items() if is_number(v)}
     return out
 
 
@@ -210,19 +167,19 @@ def read_diversity(path: Path) -> tuple[dict[str, Estimate], dict[str, Estimate]
     """The metrics and the per-agent KL from the base model; None for a file of an older definition
     (without this `version`: round-1 metrics), which is not mixed with the current ones."""
     hint = "it is written by the diversity evaluation; delete it and re-run that stage"
-    data = _object(read_json(path, hint), path, "the file", hint)
+    data = as_object(read_json(path, hint), path, "the file", hint)
     if data.get("version") != DIVERSITY_VERSION:
         return None
     # a metric with no data (mean null, e.g. KL with one agent) is left out, as if it were not measured
     metrics = {
-        m: _estimate(data[m], path, m, hint)
+        m: as_estimate(data[m], path, m, hint)
         for m in DIVERSITY_METRICS
         if m in data and not (isinstance(data[m], dict) and data[m].get("mean") is None)
     }
     per_agent = data.get("kl_from_base", {}).get("per_agent", {}) if "kl_from_base" in metrics else {}
-    per_agent = _object(per_agent, path, "field 'kl_from_base.per_agent'", hint)
+    per_agent = as_object(per_agent, path, "field 'kl_from_base.per_agent'", hint)
     agents = {
-        a: _estimate(e, path, f"kl_from_base.per_agent.{a}", hint)
+        a: as_estimate(e, path, f"kl_from_base.per_agent.{a}", hint)
         for a, e in per_agent.items()
         if not (isinstance(e, dict) and e.get("mean") is None)
     }
@@ -233,10 +190,10 @@ def read_timings(path: Path) -> dict[str, float]:
     if not path.exists():
         return {}
     hint = "it is written by `mft run`; fix or delete it (only the report's cost table uses it)"
-    data = _object(read_json(path, hint), path, "the file", hint)
+    data = as_object(read_json(path, hint), path, "the file", hint)
     for key, value in data.items():
-        if not _is_number(value):
-            raise MftError(f"{path}: field '{key}' is {_short(value)}, not a number of seconds", hint=hint)
+        if not is_number(value):
+            raise MftError(f"{path}: field '{key}' is {short(value)}, not a number of seconds", hint=hint)
     return {k: float(v) for k, v in data.items()}
 
 
@@ -256,12 +213,12 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
     rd = RunDir(path)
     manifest_path = rd.manifest
     hint = "it is written by `mft run`; this directory is not a complete run"
-    manifest = _object(read_json(manifest_path, hint), manifest_path, "the file", hint)
-    config = _object(manifest.get("config"), manifest_path, "field 'config'", hint)
+    manifest = as_object(read_json(manifest_path, hint), manifest_path, "the file", hint)
+    config = as_object(manifest.get("config"), manifest_path, "field 'config'", hint)
     if not isinstance(config.get("task"), str):
         raise MftError(f"{manifest_path}: field 'config.task' is missing or not a string", hint=hint)
     planned = config.get("iterations", 0)
-    if not _is_number(planned) or planned < 0:
+    if not is_number(planned) or planned < 0:
         raise MftError(f"{manifest_path}: field 'config.iterations' is not a number", hint=hint)
     iterations: dict[int, Iteration] = {}
     # Iteration directories on disk and up to the configured count: a run still in progress is reported
@@ -336,9 +293,9 @@ def load(path: Path) -> Study:
     repro_path = path / REPRODUCE
     if repro_path.exists():
         hint = 'it maps method keys to run sub-directories: {"task": ..., "methods": {"ours": "ours"}}'
-        repro = _object(read_json(repro_path, hint), repro_path, "the file", hint)
-        run_dirs = _object(repro.get("methods"), repro_path, "field 'methods'", hint)
-        labels = _object(repro.get("labels", {}), repro_path, "field 'labels'", hint)
+        repro = as_object(read_json(repro_path, hint), repro_path, "the file", hint)
+        run_dirs = as_object(repro.get("methods"), repro_path, "field 'methods'", hint)
+        labels = as_object(repro.get("labels", {}), repro_path, "field 'labels'", hint)
         runs: list[Run] = []
         for key, sub in run_dirs.items():
             if not isinstance(sub, str):
@@ -368,13 +325,18 @@ def load(path: Path) -> Study:
             notes.append(f"{r.label}: its manifest says task {r.task!r}, not {task!r}")
     runs = [r for _, r in sorted(enumerate(runs), key=lambda ir: _order(ir[1].key, ir[0]))]
     # Iteration 0 (the base society) is shared by all methods: it is read from the first method of the
-    # table's order (the order `mft reproduce` runs them in) that has it, else from any run that has it.
+    # table's order (the order `mft reproduce` runs them in) that has it, else from any run that has it;
+    # never from a run whose later rounds were not a debate (its iteration 0 is a row of its own,
+    # Cooperative (base): its last round is not the base model's debate).
+    debating = [r for r in runs if r.interaction == "debate" and 0 in r.iterations]
     base_from = next(
-        (r for m in methods.METHODS for r in runs if r.key == m.key and 0 in r.iterations),
-        next((r for r in runs if 0 in r.iterations), None),
+        (r for m in methods.METHODS for r in debating if r.key == m.key), debating[0] if debating else None
     )
     if base_from is None:
-        notes.append("no run has iteration 0 (the base model), so Base / Majority / Debate are omitted")
+        notes.append(
+            "no debating run (interaction: debate) has iteration 0 (the base model), so Base / Majority / "
+            "Debate are omitted"
+        )
     return Study(
         path=path,
         name=path.resolve().name,

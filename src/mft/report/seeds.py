@@ -20,10 +20,11 @@ from mft import methods
 from mft.errors import MftError
 from mft.eval.metrics import mean_se
 from mft.report.document import Bullets, Document, Heading, Para, Table
+from mft.report.files import read_json
 from mft.report.holds import holds_blocks
-from mft.report.load import Study, load, read_json
+from mft.report.load import Study, load
 from mft.report.paired import PAIRED_NOTE, cell, paired_json, paired_rows
-from mft.report.tables import NA, TABLE_NOTE, table_entries
+from mft.report.tables import NA, TABLE_NOTE, own_base_note, table_entries
 from mft.rundir import REPRODUCE, SEEDS
 
 # Student's t 97.5% quantiles for 1..10 degrees of freedom (more: the normal's 1.96 is within 2.5%)
@@ -139,7 +140,9 @@ def build_seeds_report(path: Path, seeded: list[tuple[str, Study]]) -> Document:
     b.append(accuracy_table(seeded))
     b.append(
         Para(
-            TABLE_NOTE + " The last column is the mean of the seeds' numbers with its seed-to-seed standard "
+            TABLE_NOTE
+            + own_base_note(k for _, study in seeded for k in table_entries(study))
+            + " The last column is the mean of the seeds' numbers with its seed-to-seed standard "
             "error (their sample standard deviation over sqrt(seeds)); n/a where a seed has no such row."
         )
     )
@@ -152,7 +155,9 @@ def build_seeds_report(path: Path, seeded: list[tuple[str, Study]]) -> Document:
         b.append(table)
         b.append(
             Para(
-                PAIRED_NOTE + " The last column is the mean of the seeds' differences ± its seed-to-seed "
+                PAIRED_NOTE
+                + own_base_note(r["method"] for r in rows)
+                + " The last column is the mean of the seeds' differences ± its seed-to-seed "
                 "standard error, with a 95% interval from Student's t (seeds - 1 degrees of freedom); the "
                 "seeds share their test problems, so no p-value is given for it."
             )

@@ -6,6 +6,7 @@ Each function returns a `Table` (cells already formatted); the report and the co
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mft import methods
@@ -68,6 +69,18 @@ def reading_rows(study: Study) -> list[Row]:
         if of is not None:
             rows.append(Row(extra.key, extra.label, extra.reading, of, extra.base))
     return rows
+
+
+def own_base_note(keys: Iterable[str]) -> str:
+    """A sentence per row among `keys` that reads a run's own iteration 0 (Cooperative (base)), for the
+    notes that say the rows are read after the last iteration or at the shared base; empty without one."""
+    present = set(keys)
+    return "".join(
+        f" {row.label} is the {methods.LABELS[row.of]} run's own iteration 0 (its base society), "
+        f"{row.reading} reading."
+        for row in methods.EXTRA_ROWS
+        if row.base and row.key in present
+    )
 
 
 def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:

@@ -61,6 +61,7 @@ def transcript(record: DebateRecord, slot: int) -> dict[str, Any]:
         "task": record.task,
         "task_version": record.task_version,
         "rounds": record.n_rounds,
+        "interaction": record.interaction,
         "agents": record.agents,
         "responses": record.responses,
         "answers": record.answers,
