@@ -110,3 +110,31 @@ def test_no_debate_files_no_section(tmp_path: Path) -> None:
     write_report(root)
     assert "Debate dynamics" not in (root / "report.md").read_text()
     assert not (root / "plots/dynamics.png").exists()
+
+
+def test_outcomes_give_the_same_changes_as_the_debate_they_were_written_from() -> None:
+    from mft.eval.dynamics import answer_changes_of_outcomes
+    from mft.eval.outcomes import outcomes_of
+
+    lines = outcomes_of(TEST, get_task("arithmetic"))
+    assert answer_changes_of_outcomes(lines, EQ) == answer_changes(TEST, EQ)
+    assert answer_changes_of_outcomes([{**lines[0], "answers": None}, *lines[1:]], EQ) is None  # not kept
+    one_round = outcomes_of([record("test-d", "2", [["2", "1", "2"]], "2")], get_task("arithmetic"))
+    assert answer_changes_of_outcomes(one_round, EQ) is None
+
+
+def test_a_results_directory_with_outcomes_only_shows_the_test_changes(tmp_path: Path) -> None:
+    """What `mft report` reads from a committed results directory: the outcomes, no debate files."""
+    from mft.eval.outcomes import outcomes_of, write_outcomes
+
+    root = copy_fixture(tmp_path, "arithmetic")
+    ours = root / "ours"
+    write_outcomes(ours / "iter_0/eval/outcomes.jsonl.gz", outcomes_of(TEST, get_task("arithmetic")))
+    append_jsonl(ours / "iter_1/eval/debate.jsonl", TEST[:1])  # a debate file wins over outcomes
+    write_outcomes(ours / "iter_1/eval/outcomes.jsonl.gz", outcomes_of(TEST, get_task("arithmetic")))
+    write_report(root)
+    rows = _section((root / "report.md").read_text(), "Ours")
+    assert rows == [
+        ["0 (base)", "20% of 5", "50% of 4"],
+        ["1", "50% of 2", "0% of 1"],
+    ]  # no training debate kept: no train columns

@@ -6,6 +6,8 @@ dataset is built from them; `mft.data.builders` never sees a label):
 - `answer_changes`: in a test-split debate, each agent's answer from round 1 to the last round: how many
   right answers the later rounds turned wrong, and how many wrong answers they turned right. A critic that
   corrects shows more of the second; one that follows a wrong majority, more of the first.
+  `answer_changes_of_outcomes` counts the same from the evaluation's outcomes.jsonl.gz, which a results
+  directory keeps when it drops the debate file.
 - `target_precision`: in a training-split debate, the share of each pool the paper's datasets are drawn
   from whose target (the consensus) is the gold answer: the consensus itself, D_G (round-1 answers that agree
   with it), D_C- (first answer differed, final answer agrees) and D_C+ (both agree). The pools are the ones
@@ -14,8 +16,9 @@ dataset is built from them; `mft.data.builders` never sees a label):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mft.records import DebateRecord
 
@@ -44,14 +47,35 @@ class AnswerChanges:
 
 def answer_changes(records: Sequence[DebateRecord], equivalent: Equivalent) -> AnswerChanges | None:
     """Round 1 against the last round of each agent; None for one-round debates (nothing can change)."""
-    if not records or all(r.n_rounds < 2 for r in records):
+    return _changes([(r.answers, r.problem.answer) for r in records], equivalent)
+
+
+def answer_changes_of_outcomes(
+    outcomes: Sequence[Mapping[str, Any]], equivalent: Equivalent
+) -> AnswerChanges | None:
+    """`answer_changes` from an evaluation's outcome lines (`mft.eval.outcomes`), which keep every agent's
+    answer in every round and the gold answer: the same counts where only outcomes.jsonl.gz was kept. None
+    when a line lacks them."""
+    rows = []
+    for o in outcomes:
+        answers, gold = o.get("answers"), o.get("gold")
+        if not isinstance(answers, list) or not all(isinstance(a, list) for a in answers):
+            return None
+        rows.append((answers, gold if isinstance(gold, str) else None))
+    return _changes(rows, equivalent)
+
+
+def _changes(
+    rows: Sequence[tuple[Sequence[Sequence[str | None]], str | None]], equivalent: Equivalent
+) -> AnswerChanges | None:
+    """Per problem (answers per round per agent, gold): the counts of `AnswerChanges` over its agents."""
+    if not rows or all(len(answers) < 2 for answers, _ in rows):
         return None
     right_first = wrong_first = right_to_wrong = wrong_to_right = 0
-    for r in records:
-        if r.n_rounds < 2:
+    for answers, gold in rows:
+        if len(answers) < 2:
             continue
-        gold = r.problem.answer
-        for first, last in zip(r.answers[0], r.answers[-1], strict=True):
+        for first, last in zip(answers[0], answers[-1], strict=True):
             was, now = equivalent(first, gold), equivalent(last, gold)
             right_first += was
             wrong_first += not was

@@ -60,12 +60,14 @@ ACCURACY_VS_NOTE = (
 )
 DYNAMICS_NOTE = (
     "Read with the gold answers, for this section only (no dataset is built from them). Test: each agent's "
-    "answer from round 1 to the last round of the test debate; right -> wrong is the share of its right "
+    "answer from round 1 to the last round of the test debate (its debate file, else its outcomes.jsonl.gz); "
+    "right -> wrong is the share of its right "
     "round-1 answers that the later rounds turned wrong, wrong -> right the share of its wrong ones they "
     "turned right. Train: the training debate the iteration's data was built from; per pool, the share whose "
     "target (the consensus) is the gold answer: the consensus itself (per problem), D_G (round-1 answers "
     "that agree with it), D_C- (first answer differed, final agrees) and D_C+ (both agree), per (problem, "
-    "agent). A critic trains on all of its D_C- and part of its D_C+ (`critic_corrected_share`)."
+    "agent), where the training debate's file is there (no train columns where none was kept). A critic "
+    "trains on all of its D_C- and part of its D_C+ (`critic_corrected_share`)."
 )
 ACCURACY_VS = ("held_out_nll", "embedding_dissimilarity", "consensus")  # the accuracy-vs-diversity panels
 

@@ -14,7 +14,13 @@ from typing import Any
 from mft import methods
 from mft.errors import MftError
 from mft.eval.diversity import DIVERSITY_VERSION
-from mft.eval.dynamics import AnswerChanges, Pool, answer_changes, target_precision
+from mft.eval.dynamics import (
+    AnswerChanges,
+    Pool,
+    answer_changes,
+    answer_changes_of_outcomes,
+    target_precision,
+)
 from mft.eval.metrics import Estimate
 from mft.eval.outcomes import READINGS, read_outcomes
 from mft.manifest import MANIFEST
@@ -258,9 +264,10 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
 
 
 def _read_dynamics(rd: RunDir, config: dict[str, Any], iterations: dict[int, Iteration]) -> None:
-    """Each iteration's answer changes (its finished test debate) and target precision (the training debate
-    its data was built from), judged by the run's task; left None where the task cannot be built here (e.g.
-    a custom task whose data file has moved), as the gold answers are read through it."""
+    """Each iteration's answer changes (its finished test debate, else its outcomes) and target precision
+    (the training debate its data was built from), judged by the run's task; left None where the task
+    cannot be built here (e.g. a custom task whose data file has moved), as the gold answers are read
+    through it."""
     from mft.tasks import get_task
 
     try:
@@ -272,6 +279,8 @@ def _read_dynamics(rd: RunDir, config: dict[str, Any], iterations: dict[int, Ite
         test = rd.eval_debate(k)
         if test.exists():
             it.changes = answer_changes(read_jsonl(test, DebateRecord, repair=False), task.is_equivalent)
+        elif rd.outcomes(k).exists():  # a results directory keeps the outcomes, not the debate
+            it.changes = answer_changes_of_outcomes(read_outcomes(rd.outcomes(k)), task.is_equivalent)
         if k >= 1 and it.sizes is not None and rd.train_debate(k).exists():
             train = read_jsonl(rd.train_debate(k), DebateRecord, repair=False)
             it.targets = target_precision(train, task.is_equivalent)
