@@ -133,3 +133,36 @@ def test_diversity_rises_over_the_iterations_of_finetuning_from_iteration_1() ->
     run = {1: _it(1, BASE, {"kl": 0.1}), 2: _it(2, BASE, {"kl": 0.3})}
     got = {c.claim: c for c in claims([_study(base, [_run("ours", run)])])}
     assert got["KL between critics rises for Ours (iteration 1 to 2)"].figure == pytest.approx(0.2)
+
+
+_HASHED = """
+import random
+from tests.unit.test_holds import _it, _run, _study
+from mft.report.holds import claims
+rng = random.Random(0)
+rows = {f"test-{i}": (rng.randrange(4) / 3, rng.randrange(2), rng.randrange(2)) for i in range(300)}
+base = _it(0, rows)
+ours = _it(1, {u: (rng.randrange(4) / 3, rng.randrange(2), rng.randrange(2)) for u in rows})
+got = claims([_study(base, [_run("ours", {1: ours})])])
+print(repr([(c.claim, c.figure, c.ci_low, c.ci_high, c.seeds) for c in got]))
+"""
+
+
+def test_claims_are_the_same_floats_at_every_hash_seed() -> None:
+    """holds.json is rewritten by every `mft report`: the same files must give the same bytes, whatever order
+    a set of problem ids iterates in (it changes with PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+
+    def run(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": f"{root}{os.pathsep}{root / 'src'}"}
+        return subprocess.run(
+            [sys.executable, "-c", _HASHED], env=env, cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+
+    first = run("1")
+    assert "Base < Majority" in first
+    assert all(run(seed) == first for seed in ("2", "3"))

@@ -88,7 +88,8 @@ def _paired_claim(
         shared = set.intersection(*(set(s) for s in sides if s is not None))
         if not shared:
             return None
-        d = {uid: combine([s[uid] for s in sides if s is not None]) for uid in shared}
+        # in a fixed order, so the sums (and holds.json) are the same bytes at every PYTHONHASHSEED
+        d = {uid: combine([s[uid] for s in sides if s is not None]) for uid in sorted(shared)}
         seed_figures.append(100 * sum(d.values()) / len(d))
         for uid, v in d.items():
             diffs.setdefault(uid, []).append(v)
