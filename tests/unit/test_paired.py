@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -109,3 +110,38 @@ def test_no_outcomes_no_paired_section(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "arithmetic", root)
     assert "Paired differences" not in write_report(root).read_text()
     assert not (root / "paired.json").exists()
+
+
+def test_compare_reads_a_reproduce_over_seeds_as_its_seeds_mean(with_outcomes: Path, tmp_path: Path) -> None:
+    """`mft compare` of `mft reproduce --seeds` directories: a column per input, its seeds' mean."""
+    seeds = tmp_path / "over-seeds"
+    for s in ("0", "1"):
+        shutil.copytree(with_outcomes, seeds / f"seed_{s}")
+    (seeds / "seeds.json").write_text(
+        json.dumps({"seeds": {"0": "seed_0", "1": "seed_1"}, "task": "arithmetic"})
+    )
+    # seed 1: Ours' debate reads 67.6 after iteration 2, and is right on all four problems there
+    res = seeds / "seed_1/ours/iter_2/eval/results.json"
+    data = json.loads(res.read_text())
+    data["accuracy"]["debate"]["mean"] = 0.676
+    res.write_text(json.dumps(data))
+    ours_2 = {"u1": (0, 0, 1), "u2": (0, 0, 1), "u3": (0, 0, 1), "u4": (0, 0, 1)}
+    _outcomes(seeds / "seed_1/ours/iter_2/eval/outcomes.jsonl.gz", ours_2)
+    shutil.rmtree(seeds / "seed_1/no_critic")  # a method one seed lacks
+    out = tmp_path / "cmp"
+    md = write_compare([seeds, seeds / "seed_0"], out).read_text()
+    assert "| method | over-seeds | over-seeds/seed_0 |" in md
+    # the mean of 57.6 and 67.6, and their sample s.d. (7.07) over sqrt(2); one seed's own number beside it
+    assert "| Ours | 62.6 ± 5.0 | 57.6 ± 2.1 |" in md
+    assert re.search(r"\| Ours \(no critics\) \| n/a \| \d", md)
+    # the base's debate (0, 1, 0, 0) minus Ours' at iteration 2: -50 at seed 0 (1, 1, 0, 1), -75 at seed 1
+    # (1, 1, 1, 1); mean -62.5, seed s.e. 12.5, t interval with 1 degree of freedom (12.706 x 12.5)
+    assert "| Debate | -62.5 ± 12.5 [-221.3, +96.3] | -50.0 [-106.6, +6.6], p 0.5 |" in md
+    rows = json.loads((out / "paired.json").read_text())
+    got = {(r["input"], r.get("seed")) for r in rows if r["method"] == "debate" and r["iteration"] == 2}
+    assert got == {
+        ("over-seeds", "0"),
+        ("over-seeds", "1"),
+        ("over-seeds", "mean"),
+        ("over-seeds/seed_0", None),
+    }

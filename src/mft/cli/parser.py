@@ -215,9 +215,12 @@ def _compare(sub: Commands) -> None:
         help="Several runs / reproduce directories side by side (methods x tasks table, Ours curves).",
         description="Write DIR/compare.md, DIR/compare.html, DIR/plots/ and DIR/paired.json: one table with "
         "a column per input (the task when each input has its own, else the directory name), and each method "
-        "against Ours of the same input on the same problems. See docs/report.md.",
+        "against Ours of the same input on the same problems; a reproduce over several seeds (--seeds) is "
+        "read as its seeds' mean. See docs/report.md.",
     )
-    cp.add_argument("paths", type=Path, nargs="+", metavar="RUN", help="Run or reproduce directories.")
+    cp.add_argument(
+        "paths", type=Path, nargs="+", metavar="RUN", help="Run or reproduce directories (or over seeds)."
+    )
     cp.add_argument("--out", type=Path, required=True, metavar="DIR", help="Directory to write into.")
 
 

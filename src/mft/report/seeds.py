@@ -85,7 +85,7 @@ def mean_rows(rows: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_cell(row: dict[str, Any]) -> str:
+def mean_cell(row: dict[str, Any]) -> str:
     if math.isnan(row["ci_low"]):
         return f"{row['difference']:+.1f}"
     return f"{row['difference']:+.1f} ± {row['se']:.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"
@@ -116,7 +116,7 @@ def paired_table(rows: list[dict[str, Any]], seeds: list[str]) -> Table | None:
     for key in methods.in_report_order(r["method"] for r in at):
         cells = [cell(by[key, s]) if (key, s) in by else NA for s in seeds]
         mean = by.get((key, "mean"))
-        body.append([str(methods.LABELS.get(key, key)), *cells, _mean_cell(mean) if mean else NA])
+        body.append([str(methods.LABELS.get(key, key)), *cells, mean_cell(mean) if mean else NA])
     return Table(
         ["method"] + [f"seed {s}, iteration {k}" for s in seeds] + ["mean over seeds ± s.e. [95%]"], body
     )
