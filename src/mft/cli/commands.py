@@ -303,7 +303,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mft.report import write_report
 
-    md = write_report(args.path, args.out)
+    if args.keep is not None:
+        if args.out is not None:
+            raise MftError("--keep and --out both say where to write", hint="give one of them")
+        from mft.report.keep import keep_and_report
+
+        n, md = keep_and_report(args.path, args.keep)
+        print(f"kept {n} files of {args.path} in {args.keep}")
+    else:
+        md = write_report(args.path, args.out)
     print(f"report: {md} (and {md.with_suffix('.html').name}, plots in {md.parent / 'plots'})")
     return 0
 

@@ -207,6 +207,15 @@ def _report(sub: Commands) -> None:
     rp.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="Write into this directory instead of PATH."
     )
+    rp.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Copy the small files the report is written from (results, per-problem outcomes, diversity, "
+        "sizes, timings, manifests; no debates or adapters) into the new directory DIR, paths under PATH's "
+        "runs directory made relative, and write the report there: a results directory to commit.",
+    )
 
 
 def _compare(sub: Commands) -> None:
