@@ -77,6 +77,14 @@ def test_keep_a_reproduce_over_seeds_writes_each_seeds_report(tmp_path: Path) ->
     assert (kept / "seeds.json").is_file()
     assert "seeds 0, 1" in (kept / "report.md").read_text()
     assert all((kept / f"seed_{s}/report.md").is_file() for s in ("0", "1"))
+    # one seed kept alone: its paths read as they do kept with its seeds (runs/<reproduce>/seed_<s>/...)
+    manifest = seeds / "seed_1/ours/manifest.json"
+    data = json.loads(manifest.read_text())
+    data["config"]["runs_dir"] = str(seeds / "seed_1")
+    manifest.write_text(json.dumps(data))
+    assert main(["report", str(seeds / "seed_1"), "--keep", str(tmp_path / "one")]) == 0
+    config = json.loads((tmp_path / "one/ours/manifest.json").read_text())["config"]
+    assert config["runs_dir"] == "runs/over-seeds/seed_1"
 
 
 @pytest.mark.parametrize(

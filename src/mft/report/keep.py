@@ -9,12 +9,14 @@ the trackers' logs (tens of MB a run). The report written from the kept files is
 but for the debate-dynamics section's training columns, which read the training debates.
 
 No machine path leaves with the files: in a kept JSON file, a path under the directory that holds PATH (its
-runs directory) is written as `runs/...`, as if under the default runs directory.
+runs directory; for one seed's `seed_<s>/` of a reproduce over seeds, the one that holds that reproduce) is
+written as `runs/...`, as if under the default runs directory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -52,9 +54,11 @@ def keep(path: Path, out: Path) -> int:
         raise MftError(f"--keep {out} is inside {path}", hint="choose a directory outside the run")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise MftError(f"--keep {out} exists and is not an empty directory", hint="choose a new directory")
-    runs = json.dumps(
-        str(src.parent)
-    )  # the runs directory as JSON spells it: a whole value, then paths under it
+    runs_dir = src.parent
+    if re.fullmatch(r"seed_\d+", src.name) and (runs_dir / SEEDS).is_file():
+        runs_dir = runs_dir.parent  # one seed of a reproduce over seeds: the runs directory holds that
+    # the runs directory as JSON spells it: as a whole value, then as the start of paths under it
+    runs = json.dumps(str(runs_dir))
     relative = ((runs, '"runs"'), (runs[1:-1] + "/", "runs/"))
     files = sorted(p for p in src.rglob("*") if p.name in KEPT and p.is_file())
     for p in files:
