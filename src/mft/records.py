@@ -159,7 +159,9 @@ def read_jsonl(path: Path, model: type[M], *, repair: bool = True) -> list[M]:
             fh.truncate(cut)
         raw = raw[:cut]
     out: list[M] = []
-    for i, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    # lines end at "\n" only: str.splitlines() would also cut at U+0085, U+2028 and the like, which a model's
+    # reply may hold and a JSON string keeps raw
+    for i, line in enumerate(raw.decode("utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         try:

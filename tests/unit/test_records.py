@@ -49,3 +49,15 @@ def test_corrupt_line_names_file_and_line(tmp_path: Path) -> None:
         fh.write('{"task": "arithmetic"}\n')
     with pytest.raises(MftError, match=r"d.jsonl:2: not a valid DebateRecord"):
         read_jsonl(path, DebateRecord)
+
+
+@pytest.mark.parametrize("odd", ["\x85", "\u2028", "\u2029"])  # JSON escapes the control characters
+def test_a_reply_with_a_unicode_line_break_reads_back(tmp_path: Path, odd: str) -> None:
+    """A model sampled hot writes any character; JSON keeps these raw, and str.splitlines() would cut the
+    record there (a run at temperature 2 stopped so: 'Unterminated string')."""
+    rec = _record(0).model_copy(update={"responses": [[f"The{odd}answer is -19.", "3"], ["-19", "-19"]]})
+    rec = rec.model_copy(update={"answers": [[f"-19{odd}", "3"], ["-19", "-19"]]})
+    path = tmp_path / "d.jsonl"
+    append_jsonl(path, [rec, _record(1)])
+    assert odd in path.read_text(encoding="utf-8")  # kept raw, the case that broke
+    assert read_jsonl(path, DebateRecord) == [rec, _record(1)]
