@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mft.eval.metrics import mean_se
 from mft.methods import LABELS, in_report_order
 from mft.report import plots
 from mft.report.document import Bullets, Document, Heading, Para, Table, write_document
 from mft.report.load import Study, load
 from mft.report.paired import cell, paired_json, paired_rows
-from mft.report.seeds import is_seeds, load_seeds, mean_cell, mean_rows
+from mft.report.seeds import is_seeds, load_seeds, mean_cell, mean_over_seeds, mean_rows
 from mft.report.series import accuracy_series, ours_run
 from mft.report.tables import NA, TABLE_NOTE, column_detail, table_entries, unfinished
 
@@ -79,11 +78,10 @@ def compare_methods_table(labels: list[str], inputs: list[Input]) -> Table:
     rows = []
     for key in in_report_order(k for per in entries for e in per for k in e):
         label = next(e[key][0] for per in entries for e in per if key in e)
-        cells = []
-        for per in entries:
-            means = [e[key][1].mean for e in per if key in e]
-            est = per[0][key][1] if len(per) == 1 and means else mean_se(means)
-            cells.append(est.pct() if means and len(means) == len(per) else NA)
+        cells = [
+            (per[0][key][1].pct() if key in per[0] else NA) if len(per) == 1 else mean_over_seeds(per, key)
+            for per in entries
+        ]
         rows.append([label, *cells])
     return Table(["method"] + labels, rows)
 

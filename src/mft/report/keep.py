@@ -77,11 +77,14 @@ def keep(path: Path, out: Path) -> int:
 def keep_and_report(path: Path, out: Path) -> tuple[int, Path]:
     """`keep`, then the reports written from the kept files: each seed's and the mean's for a reproduce over
     seeds, else the one. (files kept, the top report.md)."""
-    from mft.report.build import write_report
-    from mft.report.seeds import is_seeds, load_seeds
+    from mft.report.build import build_report, write_report
+    from mft.report.document import write_document
+    from mft.report.seeds import build_seeds_report, is_seeds, load_seeds
 
     n = keep(path, out)
-    if is_seeds(out):
-        for _, study in load_seeds(out):
-            write_report(study.path)
-    return n, write_report(out)
+    if not is_seeds(out):
+        return n, write_report(out)
+    seeded = load_seeds(out)  # each seed read once, for its own report and the mean's
+    for _, study in seeded:
+        write_document(build_report(study), study.path, "report")
+    return n, write_document(build_seeds_report(out, seeded), Path(out), "report")

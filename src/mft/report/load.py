@@ -227,6 +227,7 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
     if not is_number(planned) or planned < 0:
         raise MftError(f"{manifest_path}: field 'config.iterations' is not a number", hint=hint)
     iterations: dict[int, Iteration] = {}
+    outcome_lines: dict[int, list[dict[str, Any]]] = {}  # read once: the paired rows and the dynamics
     # Iteration directories on disk and up to the configured count: a run still in progress is reported
     # with the iterations it has finished.
     for k in sorted(rd.iterations_on_disk() | set(range(int(planned) + 1))):
@@ -236,7 +237,8 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
         if k >= 1 and rd.sizes(k).exists():
             it.sizes = read_sizes(rd.sizes(k))
         if rd.outcomes(k).exists():
-            it.outcomes = {o["uid"]: o["correct"] for o in read_outcomes(rd.outcomes(k))}
+            outcome_lines[k] = read_outcomes(rd.outcomes(k))
+            it.outcomes = {o["uid"]: o["correct"] for o in outcome_lines[k]}
         if rd.diversity(k).exists():
             diversity = read_diversity(rd.diversity(k))
             if diversity is None:
@@ -244,7 +246,7 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
             else:
                 it.diversity, it.kl_agents = diversity
         iterations[k] = it
-    _read_dynamics(rd, config, iterations)
+    _read_dynamics(rd, config, iterations, outcome_lines)
     if not iterations:
         raise MftError(
             f"{path} has no evaluated iteration (no iter_<k>/eval/results.json)",
@@ -263,7 +265,12 @@ def read_run(path: Path, key: str | None = None, label: str | None = None) -> Ru
     )
 
 
-def _read_dynamics(rd: RunDir, config: dict[str, Any], iterations: dict[int, Iteration]) -> None:
+def _read_dynamics(
+    rd: RunDir,
+    config: dict[str, Any],
+    iterations: dict[int, Iteration],
+    outcome_lines: dict[int, list[dict[str, Any]]],
+) -> None:
     """Each iteration's answer changes (its finished test debate, else its outcomes) and target precision
     (the training debate its data was built from), judged by the run's task; left None where the task
     cannot be built here (e.g. a custom task whose data file has moved), as the gold answers are read
@@ -279,8 +286,8 @@ def _read_dynamics(rd: RunDir, config: dict[str, Any], iterations: dict[int, Ite
         test = rd.eval_debate(k)
         if test.exists():
             it.changes = answer_changes(read_jsonl(test, DebateRecord, repair=False), task.is_equivalent)
-        elif rd.outcomes(k).exists():  # a results directory keeps the outcomes, not the debate
-            it.changes = answer_changes_of_outcomes(read_outcomes(rd.outcomes(k)), task.is_equivalent)
+        elif k in outcome_lines:  # a results directory keeps the outcomes, not the debate
+            it.changes = answer_changes_of_outcomes(outcome_lines[k], task.is_equivalent)
         if k >= 1 and it.sizes is not None and rd.train_debate(k).exists():
             train = read_jsonl(rd.train_debate(k), DebateRecord, repair=False)
             it.targets = target_precision(train, task.is_equivalent)

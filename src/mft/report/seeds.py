@@ -18,7 +18,7 @@ from typing import Any
 
 from mft import methods
 from mft.errors import MftError
-from mft.eval.metrics import mean_se
+from mft.eval.metrics import Estimate, mean_se
 from mft.report.document import Bullets, Document, Heading, Para, Table
 from mft.report.files import read_json
 from mft.report.holds import holds_blocks
@@ -91,6 +91,13 @@ def mean_cell(row: dict[str, Any]) -> str:
     return f"{row['difference']:+.1f} ± {row['se']:.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"
 
 
+def mean_over_seeds(entries: list[dict[str, tuple[str, Estimate]]], key: str) -> str:
+    """Row `key`'s mean over the seeds' `table_entries` ± its seed-to-seed standard error; n/a where a seed
+    has no such row."""
+    means = [e[key][1].mean for e in entries if key in e]
+    return mean_se(means).pct() if means and len(means) == len(entries) else NA
+
+
 def accuracy_table(seeded: list[tuple[str, Study]]) -> Table:
     """A row per method (the report's order), a column per seed, then the mean over seeds ± seed s.e."""
     entries = [table_entries(study) for _, study in seeded]
@@ -98,10 +105,7 @@ def accuracy_table(seeded: list[tuple[str, Study]]) -> Table:
     for key in methods.in_report_order(k for e in entries for k in e):
         label = next(e[key][0] for e in entries if key in e)
         cells = [e[key][1].pct() if key in e else NA for e in entries]
-        means = [e[key][1].mean for e in entries if key in e]
-        mean = mean_se(means)
-        shown = mean.pct() if len(means) == len(entries) else NA
-        body.append([label, *cells, shown])
+        body.append([label, *cells, mean_over_seeds(entries, key)])
     return Table(["method"] + [f"seed {s}" for s, _ in seeded] + ["mean ± seed s.e."], body)
 
 
