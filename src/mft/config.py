@@ -50,7 +50,7 @@ class SharedConfig(BaseModel):
     )
     task_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Task settings (YAML only), e.g. custom: question_field, answer_field, answer_type; "
+        description="Task settings, e.g. custom: question_field, answer_field, answer_type; "
         "math: levels; gsm8k: strict. See docs/tasks.md.",
     )
     model: str = Field(
@@ -58,7 +58,7 @@ class SharedConfig(BaseModel):
     )
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict,
-        description="Options of the model's chat template (YAML only), passed to every rendering, e.g. "
+        description="Options of the model's chat template, passed to every rendering, e.g. "
         "{enable_thinking: false} for Qwen3. A template that prints today's date gets a fixed one. See "
         "docs/backends.md.",
     )
@@ -97,7 +97,7 @@ class SharedConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="Sequences in flight per generate call (hf backend).")
     backend_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Backend settings (YAML only), e.g. openai: base_url, max_concurrency, max_retries, "
+        description="Backend settings, e.g. openai: base_url, max_concurrency, max_retries, "
         "timeout_s, price_per_1k_prompt. See docs/backends.md.",
     )
     seed: int = Field(0, description="Seed for generation, data mixing, finetuning and vote ties.")

@@ -53,9 +53,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
         group = groups[section_of(name)]
         flag = "--" + name.replace("_", "-")
         annotation = info.annotation
-        if typing.get_origin(annotation) is dict:
-            continue  # mappings are set in the YAML file
         default = info.get_default(call_default_factory=True)
+        if typing.get_origin(annotation) is dict:
+            help_text = f"{info.description} On the command line: KEY=VALUE[,KEY=VALUE...], each VALUE "
+            help_text += "read as YAML (1.5, true, [4, 5]); it replaces the config file's whole mapping."
+            group.add_argument(
+                flag, dest=name, default=None, type=parse_mapping, metavar="KEY=VALUE,...",
+                help=help_text.replace("%", "%%"),
+            )  # fmt: skip
+            continue
         if isinstance(default, list):
             default = ",".join(map(str, default))
         if isinstance(default, float) and len(str(default)) > 8:  # 2/3 as 0.6667, not 0.6666666666666666
@@ -73,6 +79,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
             kwargs["choices"] = choices
         kwargs["type"] = _scalar_type(annotation)
         group.add_argument(flag, **kwargs)
+
+
+def parse_mapping(text: str) -> dict[str, Any]:
+    """A mapping setting given as a flag: `single_ft=2.0,ours=1.0` -> {"single_ft": 2.0, "ours": 1.0}, each
+    value read as YAML (a comma inside [...] stays in its value); the field's own validator then checks the
+    keys and values. A malformed item is argparse's one-line error, naming the flag."""
+    import re
+
+    import yaml
+
+    out: dict[str, Any] = {}
+    # a comma starts a new item only before KEY=, so a YAML list stays whole: levels=[4,5],strict=true
+    for item in filter(None, (part.strip() for part in re.split(r",(?=\s*[\w.-]+\s*=)", text))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE (e.g. single_ft=2.0)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            bad = f"the value of {key.strip()!r} is not YAML (write it in a config file instead)"
+            raise argparse.ArgumentTypeError(bad) from None
+    return out
 
 
 def _literal_choices(annotation: Any) -> list[Any] | None:

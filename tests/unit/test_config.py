@@ -124,3 +124,27 @@ def test_the_old_critic_mix_name_is_one_line_with_its_new_value(tmp_path: Path, 
     assert main(["run", "--config", str(f)]) == 2
     err = capsys.readouterr().err
     assert "critic_positive_fraction" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_mapping_setting_is_a_flag_that_replaces_the_files_mapping(tmp_path: Path, capsys) -> None:
+    """`--method-temperatures single_ft=1.5` (the Fig. 10 sweep's one setting) and the task's options on the
+    command line: the values read as YAML, a list's commas kept in it; a malformed item is one line."""
+    from mft.cli.commands import _run_config as run_config
+    from mft.cli.parser import build_parser
+
+    f = tmp_path / "c.yaml"
+    f.write_text("method_temperatures: {single_ft: 2.0, star: 0.7}\n")
+    argv = ["reproduce", "--config", str(f), "--method-temperatures", "single_ft=1.5, ours=1"]
+    argv += ["--task-options", "levels=[4, 5],strict=true,name=x"]
+    cfg = run_config(build_parser().parse_args(argv))
+    assert cfg.method_temperatures == {"single_ft": 1.5, "ours": 1.0}  # the file's star: 0.7 is gone
+    assert cfg.task_options == {"levels": [4, 5], "strict": True, "name": "x"}
+    assert run_config(build_parser().parse_args(["reproduce", "--config", str(f)])).method_temperatures == {
+        "single_ft": 2.0,
+        "star": 0.7,
+    }
+    for bad, needle in (("single_ft", "is not KEY=VALUE"), ("=2", "is not KEY=VALUE"), ("a=[1", "not YAML")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["reproduce", "--method-temperatures", bad])
+        err = capsys.readouterr().err
+        assert "--method-temperatures" in err and needle in err and "Traceback" not in err
