@@ -473,3 +473,19 @@ def test_majority_ft_is_read_by_its_majority_vote_and_single_ft_also_alone() -> 
         "Single-agent FT (no debate)",
         single_ft.last.accuracy["single"],
     )
+
+
+def test_a_method_at_its_own_temperature_is_named_with_it(tmp_path: Path) -> None:
+    """The paper's Fig. 10: Single-agent FT sampled at 2.0 beside Ours at 1.0. The report says so where it
+    says which iterations are read, and that its iteration 0 is its own; at 1.0 it says neither."""
+    root = copy_fixture(tmp_path, "arithmetic")
+    md = write_report(root).read_text(encoding="utf-8")
+    assert "temperature" not in md.lower()
+    manifest_path = root / "single" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["temperature"] = 2.0
+    manifest_path.write_text(json.dumps(manifest))
+    md = write_report(root).read_text(encoding="utf-8")
+    assert "Single-agent FT 2 (3 agents x 2 rounds, temperature 2)" in md
+    assert "Single-agent FT's is its own base society's (3 agents x 2 rounds, temperature 2)." in md
+    assert "Ours (no critics)'s" not in md  # the methods at 1.0 read the shared base

@@ -155,11 +155,12 @@ def _accuracy_per_iteration(doc: Document, study: Study) -> None:
             f"Each method's reading in the table after each iteration: the debate ({harness}, majority of "
             "the last round), Majority FT's majority vote of its N samples; with ± 1 standard error bars; "
             "iteration 0 is the shared base model in the same reading"
-            + (
-                " (a cooperative run's own base society for it)."
-                if any(r.interaction != "debate" for r in study.runs)
-                else "."
+            + "".join(
+                f"; {r.label}'s is its own base society's ({r.harness})"
+                for r in study.runs
+                if r.harness != harness and 0 in r.iterations
             )
+            + "."
         )
     )
     per_iteration = iterations_table(study)

@@ -92,8 +92,15 @@ class Run:
 
     @property
     def harness(self) -> str:
-        shape = f"{self.n_agents or '?'} agents x {self.config.get('rounds', '?')} rounds"
-        return shape if self.interaction == "debate" else f"{shape}, {self.interaction}"
+        """N x M, and what differs from the paper's debate: cooperative, a sampling temperature other than
+        1.0 (a method's own in `method_temperatures`, the paper's Fig. 10)."""
+        parts = [f"{self.n_agents or '?'} agents x {self.config.get('rounds', '?')} rounds"]
+        if self.interaction != "debate":
+            parts.append(self.interaction)
+        temperature = self.config.get("temperature", 1.0)
+        if temperature != 1.0:
+            parts.append(f"temperature {temperature:g}")
+        return ", ".join(parts)
 
     @property
     def n_agents(self) -> int | None:
