@@ -489,3 +489,10 @@ def test_a_method_at_its_own_temperature_is_named_with_it(tmp_path: Path) -> Non
     assert "Single-agent FT 2 (3 agents x 2 rounds, temperature 2)" in md
     assert "Single-agent FT's is its own base society's (3 agents x 2 rounds, temperature 2)." in md
     assert "Ours (no critics)'s" not in md  # the methods at 1.0 read the shared base
+    # over seeds: the mean table's note says it
+    seeds = tmp_path / "over-seeds"
+    shutil.copytree(root, seeds / "seed_0")
+    (seeds / "seeds.json").write_text(json.dumps({"seeds": {"0": "seed_0"}, "task": "arithmetic"}))
+    md = write_report(seeds).read_text(encoding="utf-8")
+    assert "Single-agent FT ran in its own setting: 3 agents x 2 rounds, temperature 2, from its own" in md
+    assert md.count("its own setting") == 1

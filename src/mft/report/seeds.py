@@ -24,7 +24,7 @@ from mft.report.files import read_json
 from mft.report.holds import holds_blocks
 from mft.report.load import Study, load
 from mft.report.paired import PAIRED_NOTE, cell, paired_json, paired_rows
-from mft.report.tables import NA, TABLE_NOTE, own_base_note, table_entries
+from mft.report.tables import NA, TABLE_NOTE, own_base_note, own_setting_note, table_entries
 from mft.rundir import REPRODUCE, SEEDS
 
 # Student's t 97.5% quantiles for 1..10 degrees of freedom (more: the normal's 1.96 is within 2.5%)
@@ -146,6 +146,7 @@ def build_seeds_report(path: Path, seeded: list[tuple[str, Study]]) -> Document:
         Para(
             TABLE_NOTE
             + own_base_note(k for _, study in seeded for k in table_entries(study))
+            + own_setting_note(study for _, study in seeded)
             + " The last column is the mean of the seeds' numbers with its seed-to-seed standard "
             "error (their sample standard deviation over sqrt(seeds)); n/a where a seed has no such row."
         )

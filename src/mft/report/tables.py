@@ -83,6 +83,18 @@ def own_base_note(keys: Iterable[str]) -> str:
     )
 
 
+def own_setting_note(studies: Iterable[Study]) -> str:
+    """A sentence naming each method that ran in another setting than the base readings (its own sampling
+    temperature, the paper's Fig. 10; cooperative), for a table over several studies; empty without one."""
+    own: dict[str, str] = {}
+    for study in studies:
+        harness = (study.base_from or study.runs[0]).harness if study.runs else ""
+        for r in study.runs:
+            if r.harness != harness:
+                own[r.label] = r.harness + (", from its own iteration 0" if 0 in r.iterations else "")
+    return "".join(f" {label} ran in its own setting: {h}." for label, h in own.items())
+
+
 def table_entries(study: Study) -> dict[str, tuple[str, Estimate]]:
     """Row key -> (label, estimate) for one study: the iteration-0 readings, then each method's last."""
     out: dict[str, tuple[str, Estimate]] = {}
