@@ -255,9 +255,10 @@ class RunConfig(SharedConfig, ObjectiveConfig):
     )
     method_temperatures: dict[str, float] = Field(
         default_factory=dict,
-        description="`mft reproduce` only: a sampling temperature per method of the comparison (its key, "
-        "e.g. {single_ft: 2.0}, the paper's Fig. 10), in place of `temperature` for that method's debates, "
-        "training and evaluation alike; the others keep `temperature`.",
+        description="A sampling temperature per method (its key, e.g. {single_ft: 2.0}, the paper's Fig. "
+        "10), in place of `temperature` for that method's debates, training and evaluation alike: for each "
+        "method of `mft reproduce`, and for `mft run` (and its stages) of that method; the others keep "
+        "`temperature`.",
     )
     method: MethodName = Field(
         "ours",

@@ -148,3 +148,23 @@ def test_a_mapping_setting_is_a_flag_that_replaces_the_files_mapping(tmp_path: P
             build_parser().parse_args(["reproduce", "--method-temperatures", bad])
         err = capsys.readouterr().err
         assert "--method-temperatures" in err and needle in err and "Traceback" not in err
+
+
+def test_mft_run_of_one_method_samples_at_its_own_temperature_as_reproduce_does(tmp_path: Path) -> None:
+    """`mft run --method single_ft` with `method_temperatures: {single_ft: 2.0}` is the run `mft reproduce`
+    makes of that method (temperature 2.0); a method it does not name keeps `temperature`."""
+    from mft.cli.commands import _one_method_config
+    from mft.cli.parser import build_parser
+    from mft.pipeline.reproduce import method_configs
+
+    f = tmp_path / "c.yaml"
+    f.write_text("method_temperatures: {single_ft: 2.0, ours_no_summary: 0.5}\ntemperature: 0.8\n")
+
+    def run_cfg(*flags: str):  # noqa: ANN202
+        return _one_method_config(build_parser().parse_args(["run", "--config", str(f), *flags]))
+
+    reproduced = method_configs(run_cfg(), ["single_ft", "ours_no_summary", "star"])
+    assert run_cfg("--method", "single_ft").temperature == reproduced["single_ft"].temperature == 2.0
+    assert run_cfg("--no-summarize").temperature == reproduced["ours_no_summary"].temperature == 0.5
+    assert run_cfg("--method", "star").temperature == reproduced["star"].temperature == 0.8
+    assert run_cfg().temperature == 0.8  # Ours, not named

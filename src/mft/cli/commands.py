@@ -21,6 +21,16 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return load_config(RunConfig, args.config, {k: getattr(args, k, None) for k in RunConfig.model_fields})
 
 
+def _one_method_config(args: argparse.Namespace) -> RunConfig:
+    """The settings of one method's run (`mft run`, a stage): at the method's own temperature where
+    `method_temperatures` names it, as `mft reproduce` runs that method."""
+    from mft.methods import of_run
+
+    cfg = _run_config(args)
+    own = cfg.method_temperatures.get(of_run(cfg.method, cfg.summarize, cfg.interaction).key)
+    return cfg if own is None else cfg.model_copy(update={"temperature": own})
+
+
 def results_table(title: str, header: list[str], rows: list[list[str]], first_left: bool = True) -> Any:
     """A results table for the terminal: its title as a line of its own above it, not as the table's title,
     which rich wraps to the table's width (a narrow table turned an 80-column title into three centred
@@ -42,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from mft.pipeline.run import run
 
-    cfg = _run_config(args)
+    cfg = _one_method_config(args)
     if args.dry_run:
         return _print_memory(cfg)
     results = run(cfg, progress=not args.no_progress, report=True)
@@ -136,7 +146,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     k = args.iteration
     if k is None:
         raise MftError("--iteration K is required", hint="e.g. --iteration 0 (the base) or the last one")
-    cfg = _run_config(args)
+    cfg = _one_method_config(args)
     if k < (0 if args.command == "eval" else 1) or k > cfg.iterations:
         raise MftError(
             f"--iteration {k} is out of range", hint=f"use 1..{cfg.iterations} (eval: 0..{cfg.iterations})"
