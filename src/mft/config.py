@@ -233,6 +233,12 @@ class RunConfig(SharedConfig, ObjectiveConfig):
     _one_backend = field_validator("backend")(check_society_backend)
     _one_method = field_validator("method")(check_society_method)
 
+    def at_method_temperature(self, key: str) -> RunConfig:
+        """These settings for method `key` (a comparison row's key): at its own temperature where
+        `method_temperatures` names it, else as they are."""
+        own = self.method_temperatures.get(key)
+        return self if own is None else self.model_copy(update={"temperature": own})
+
     @field_validator("method_temperatures")
     @classmethod
     def _known_methods(cls, value: dict[str, float]) -> dict[str, float]:

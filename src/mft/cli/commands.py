@@ -27,8 +27,7 @@ def _one_method_config(args: argparse.Namespace) -> RunConfig:
     from mft.methods import of_run
 
     cfg = _run_config(args)
-    own = cfg.method_temperatures.get(of_run(cfg.method, cfg.summarize, cfg.interaction).key)
-    return cfg if own is None else cfg.model_copy(update={"temperature": own})
+    return cfg.at_method_temperature(of_run(cfg.method, cfg.summarize, cfg.interaction).key)
 
 
 def results_table(title: str, header: list[str], rows: list[list[str]], first_left: bool = True) -> Any:

@@ -50,11 +50,9 @@ def method_configs(base: RunConfig, methods: list[str]) -> dict[str, RunConfig]:
     for key in methods:
         method = BY_KEY[key]
         update = {"method": method.run_as, "summarize": method.summarize, "runs_dir": root, "name": key}
-        if key in base.method_temperatures:
-            update["temperature"] = base.method_temperatures[key]
         if method.interaction is not None:
             update["interaction"] = method.interaction
-        out[key] = base.model_copy(update=update)
+        out[key] = base.model_copy(update=update).at_method_temperature(key)
     return out
 
 

@@ -143,7 +143,7 @@ def _experiments(doc: Document, study: Study) -> None:
 def _accuracy_per_iteration(doc: Document, study: Study) -> None:
     b = doc.blocks
     b.append(Heading(2, "Accuracy per iteration"))
-    harness = (study.base_from or study.runs[0]).harness  # the harness of the base readings
+    harness = study.base_harness
     series = [accuracy_series(study, r, r.label, plots.colour(r.key, i)) for i, r in enumerate(study.runs)]
     doc.add_plot(
         "accuracy",
@@ -157,8 +157,8 @@ def _accuracy_per_iteration(doc: Document, study: Study) -> None:
             "iteration 0 is the shared base model in the same reading"
             + "".join(
                 f"; {r.label}'s is its own base society's ({r.harness})"
-                for r in study.runs
-                if r.harness != harness and 0 in r.iterations
+                for r in study.own_setting_runs
+                if 0 in r.iterations
             )
             + "."
         )

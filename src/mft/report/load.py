@@ -139,6 +139,16 @@ class Study:
     def run(self, key: str) -> Run | None:
         return next((r for r in self.runs if r.key == key), None)
 
+    @property
+    def base_harness(self) -> str:
+        """The setting of the base readings (Base, Majority, Debate): the harness of the run they are from."""
+        return (self.base_from or self.runs[0]).harness if self.runs else ""
+
+    @property
+    def own_setting_runs(self) -> list[Run]:
+        """The runs in another setting than the base readings (their own temperature, cooperative)."""
+        return [r for r in self.runs if r.harness != self.base_harness]
+
 
 # -- reading and checking -----------------------------------------------------------------------------------
 def read_results(path: Path, k: int) -> Iteration:

@@ -88,10 +88,8 @@ def own_setting_note(studies: Iterable[Study]) -> str:
     temperature, the paper's Fig. 10; cooperative), for a table over several studies; empty without one."""
     own: dict[str, str] = {}
     for study in studies:
-        harness = (study.base_from or study.runs[0]).harness if study.runs else ""
-        for r in study.runs:
-            if r.harness != harness:
-                own[r.label] = r.harness + (", from its own iteration 0" if 0 in r.iterations else "")
+        for r in study.own_setting_runs:
+            own[r.label] = r.harness + (", from its own iteration 0" if 0 in r.iterations else "")
     return "".join(f" {label} ran in its own setting: {h}." for label, h in own.items())
 
 
@@ -140,8 +138,7 @@ def iterations_table(study: Study) -> Table | None:
 def column_detail(column: str, study: Study) -> str:
     """One line saying what a column's numbers are: harness, problems, which iterations."""
     parts = [f"{column}: {study.kind} directory `{study.name}`, task `{study.task}`"]
-    ref = study.base_from or study.runs[0]
-    harness = ref.harness
+    harness = study.base_harness
     problems = study.base.problems if study.base is not None else None
     parts.append(f"{harness}" + (f", {problems} test problems" if problems else ""))
     if study.base_from is not None:
